@@ -1,0 +1,139 @@
+//! The command line: clap derive for the fixed options, plus one flag per setting generated
+//! from [`config::SETTINGS`], then the three modes: serve, `--check-config`, `--print-config`.
+
+use crate::config::{self, Kind, Overrides, SETTINGS};
+use crate::{listeners, logging, master};
+use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
+use std::path::PathBuf;
+
+/// ferricorn: a pre-fork HTTP/1.1 application server for cdylib plugins.
+#[derive(Parser, Debug)]
+#[command(name = "ferricorn", version, about, long_about = None)]
+pub struct Cli {
+    /// YAML configuration file (settings below override it).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration and trial-load the app in a child process, then exit 0 or 1.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Print the effective configuration as YAML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Print the settings table (Markdown) used in the README and exit.
+    #[arg(long, hide = true)]
+    pub settings_markdown: bool,
+    /// The plugin shared object to serve (same as `app.path`).
+    #[arg(value_name = "APP")]
+    pub app: Option<PathBuf>,
+}
+
+/// The clap command: [`Cli`] plus one argument per setting that has a flag.
+fn command() -> clap::Command {
+    let mut command = Cli::command();
+    for setting in SETTINGS.iter().filter(|s| !s.flag.is_empty()) {
+        let multiple = matches!(setting.kind, Kind::Addresses | Kind::Pairs);
+        let mut arg = Arg::new(setting.name)
+            .long(setting.flag)
+            .value_name(if setting.kind == Kind::Pairs {
+                "KEY=VALUE"
+            } else {
+                "VALUE"
+            })
+            .help(setting.doc)
+            .action(if multiple {
+                ArgAction::Append
+            } else {
+                ArgAction::Set
+            });
+        if let Some(short) = setting.short {
+            arg = arg.short(short);
+        }
+        command = command.arg(arg);
+    }
+    command
+}
+
+fn overrides(matches: &ArgMatches, cli: &Cli) -> Result<Overrides, String> {
+    let mut overrides = Overrides::default();
+    for (index, setting) in SETTINGS
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.flag.is_empty())
+    {
+        if let Some(values) = matches.get_many::<String>(setting.name) {
+            let values: Vec<String> = values.cloned().collect();
+            overrides.set(index, &values)?;
+        }
+    }
+    if let Some(app) = &cli.app {
+        overrides.set_app_path(app);
+    }
+    Ok(overrides)
+}
+
+/// Runs ferricorn with the process arguments; returns the exit status.
+pub fn main() -> i32 {
+    let matches = command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if cli.settings_markdown {
+        print!("{}", config::markdown_table());
+        return 0;
+    }
+    let loaded =
+        overrides(&matches, &cli).and_then(|o| Ok((config::load(cli.config.as_deref(), &o)?, o)));
+    let (config, overrides) = match loaded {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("ferricorn: {e}");
+            return 1;
+        }
+    };
+    if cli.print_config {
+        print!("{}", config.to_yaml());
+        return 0;
+    }
+    if cli.check_config {
+        return match master::probe(&config) {
+            Ok(name) => {
+                println!("ferricorn: configuration OK; app `{name}` loads and initialises");
+                0
+            }
+            Err(e) => {
+                eprintln!("ferricorn: {e}");
+                1
+            }
+        };
+    }
+    serve(config, overrides)
+}
+
+fn serve(config: config::Config, overrides: Overrides) -> i32 {
+    if let Err(e) = logging::configure(&config) {
+        eprintln!("ferricorn: {e}");
+        return 1;
+    }
+    logging::info(format_args!(
+        "Starting ferricorn {}",
+        env!("CARGO_PKG_VERSION")
+    ));
+    if let Err(e) = master::probe(&config) {
+        logging::critical(&e);
+        eprintln!("ferricorn: {e}");
+        return 1;
+    }
+    let mut bound = Vec::new();
+    for address in &config.bind {
+        match listeners::bind_listener(address, config.backlog) {
+            Ok(listener) => bound.push(listener),
+            Err(e) => {
+                logging::critical(&e);
+                eprintln!("ferricorn: {e}");
+                return 1;
+            }
+        }
+    }
+    master::run(config, overrides, bound)
+}

@@ -1,0 +1,606 @@
+//! Configuration: one table of settings ([`SETTINGS`]) from which the YAML keys, the
+//! command-line flags, `--print-config` and the README table are all derived, the way
+//! gunicorn's `config.py` declares each setting once.
+//!
+//! Precedence (SPEC §2): built-in defaults < YAML file (`-c FILE`) < command-line flags.
+//! Every error names the file, the line and the key (or the flag) and is returned as one line.
+
+use crate::listeners::Address;
+use serde_yaml::{Mapping, Value};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What values a setting accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A whole number in `min..=max`; `unit` is for the docs (e.g. "seconds", "bytes").
+    Integer {
+        /// Smallest accepted value.
+        min: u64,
+        /// Largest accepted value.
+        max: u64,
+        /// Unit shown in the docs.
+        unit: &'static str,
+    },
+    /// A string, or null for unset.
+    Text,
+    /// A list of bind addresses (a single string is a list of one).
+    Addresses,
+    /// One of the log levels `debug info warning error critical`.
+    Level,
+    /// A flat map of string keys to scalar values (strings, numbers, booleans).
+    Pairs,
+}
+
+/// One setting: its YAML key, command-line flag, accepted values, default and documentation.
+#[derive(Debug)]
+pub struct Setting {
+    /// YAML key; `app.path` means key `path` inside the `app` mapping.
+    pub name: &'static str,
+    /// Long command-line flag without `--` (gunicorn's flag where it has one); "" for none.
+    pub flag: &'static str,
+    /// Short flag, if any.
+    pub short: Option<char>,
+    /// Accepted values.
+    pub kind: Kind,
+    /// Default, as YAML text.
+    pub default: &'static str,
+    /// One-line description for `--help` and the README.
+    pub doc: &'static str,
+}
+
+const fn int(min: u64, max: u64, unit: &'static str) -> Kind {
+    Kind::Integer { min, max, unit }
+}
+
+/// Every setting ferricorn has (SPEC §2), in documentation order.
+pub const SETTINGS: &[Setting] = &[
+    Setting { name: "bind", flag: "bind", short: Some('b'), kind: Kind::Addresses, default: "[\"127.0.0.1:8000\"]",
+        doc: "Addresses to listen on: `HOST:PORT`, `[V6]:PORT`, `unix:PATH` or `fd://N`; port 0 picks a free port. The flag may be repeated." },
+    Setting { name: "workers", flag: "workers", short: Some('w'), kind: int(0, 1024, "processes"), default: "0",
+        doc: "Worker processes; 0 means one per CPU." },
+    Setting { name: "threads", flag: "threads", short: None, kind: int(1, 1024, "threads"), default: "4",
+        doc: "Threads per worker serving requests." },
+    Setting { name: "backlog", flag: "backlog", short: None, kind: int(1, 65535, "connections"), default: "2048",
+        doc: "listen(2) backlog: connections the kernel queues before they are accepted." },
+    Setting { name: "worker_connections", flag: "worker-connections", short: None, kind: int(1, 1_000_000, "connections"), default: "1000",
+        doc: "Open connections per worker; beyond it new connections get 503 and are closed." },
+    Setting { name: "timeout", flag: "timeout", short: Some('t'), kind: int(0, 86_400, "seconds"), default: "30",
+        doc: "A worker silent this long is killed and replaced; also the longest a client may stall a request's body or response. 0 = off." },
+    Setting { name: "graceful_timeout", flag: "graceful-timeout", short: None, kind: int(0, 86_400, "seconds"), default: "30",
+        doc: "Time workers get to finish in-flight requests after TERM or a reload, before SIGKILL." },
+    Setting { name: "keepalive", flag: "keep-alive", short: None, kind: int(0, 3600, "seconds"), default: "5",
+        doc: "How long an idle keep-alive connection is kept open; 0 disables keep-alive." },
+    Setting { name: "header_timeout", flag: "header-timeout", short: None, kind: int(1, 3600, "seconds"), default: "10",
+        doc: "Time a client has to send a complete request head; then 408." },
+    Setting { name: "max_requests", flag: "max-requests", short: None, kind: int(0, u32::MAX as u64, "requests"), default: "0",
+        doc: "Recycle a worker gracefully after this many requests; 0 = never." },
+    Setting { name: "max_requests_jitter", flag: "max-requests-jitter", short: None, kind: int(0, u32::MAX as u64, "requests"), default: "0",
+        doc: "Adds rand(0..=jitter) to max_requests per worker, so workers do not recycle together." },
+    Setting { name: "limit_request_line", flag: "limit-request-line", short: None, kind: int(0, 8190, "bytes"), default: "4094",
+        doc: "Longest request-line (without CRLF); longer gets 414. 0 = the maximum, 8190." },
+    Setting { name: "limit_request_fields", flag: "limit-request-fields", short: None, kind: int(0, 32768, "fields"), default: "100",
+        doc: "Most header fields in a request; more gets 431. 0 = the maximum, 32768." },
+    Setting { name: "limit_request_field_size", flag: "limit-request-field-size", short: None, kind: int(0, 65536, "bytes"), default: "8190",
+        doc: "Longest header field line (with CRLF); longer gets 431. 0 = 8190." },
+    Setting { name: "limit_request_body", flag: "limit-request-body", short: None, kind: int(0, u64::MAX, "bytes"), default: "0",
+        doc: "Largest request body; larger gets 413. 0 = unlimited." },
+    Setting { name: "pidfile", flag: "pid", short: Some('p'), kind: Kind::Text, default: "null",
+        doc: "File the master writes its PID to (removed at exit)." },
+    Setting { name: "accesslog", flag: "access-logfile", short: None, kind: Kind::Text, default: "null",
+        doc: "Access log file, or `-` for stdout; unset = no access log. gunicorn's default format." },
+    Setting { name: "errorlog", flag: "error-logfile", short: None, kind: Kind::Text, default: "\"-\"",
+        doc: "Error log file, or `-` for stderr." },
+    Setting { name: "loglevel", flag: "log-level", short: None, kind: Kind::Level, default: "info",
+        doc: "Error log level: debug, info, warning, error or critical." },
+    Setting { name: "app.path", flag: "", short: None, kind: Kind::Text, default: "null",
+        doc: "The plugin shared object (`.so`) to serve; also the positional APP argument. Required to serve." },
+    Setting { name: "app.config", flag: "app-config", short: None, kind: Kind::Pairs, default: "{}",
+        doc: "Flat map of settings handed to the app's init; the flag takes KEY=VALUE and may be repeated." },
+];
+
+/// Log levels, as gunicorn's `loglevel` (ordered by severity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Everything, including per-request rejections.
+    Debug = 0,
+    /// Normal operation: listeners, workers starting and stopping.
+    Info = 1,
+    /// Something unexpected that ferricorn worked around.
+    Warning = 2,
+    /// A failure.
+    Error = 3,
+    /// A failure that stops the server.
+    Critical = 4,
+}
+
+const LEVELS: [(&str, LogLevel); 5] = [
+    ("debug", LogLevel::Debug),
+    ("info", LogLevel::Info),
+    ("warning", LogLevel::Warning),
+    ("error", LogLevel::Error),
+    ("critical", LogLevel::Critical),
+];
+
+impl LogLevel {
+    /// Parses `debug`, `info`, `warning`, `error` or `critical` (case-insensitive).
+    pub fn parse(text: &str) -> Option<LogLevel> {
+        LEVELS
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(text))
+            .map(|(_, level)| *level)
+    }
+
+    /// The upper-case name used in log lines, e.g. `INFO`.
+    pub fn label(self) -> &'static str {
+        ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"][self as usize]
+    }
+}
+
+/// The effective configuration: typed values for the server, plus the merged raw values
+/// for `--print-config`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The YAML file the configuration came from, if any (re-read on HUP).
+    pub file: Option<PathBuf>,
+    /// `bind`: listener addresses.
+    pub bind: Vec<Address>,
+    /// `workers`: worker processes (0 in the file resolved to the CPU count).
+    pub workers: usize,
+    /// `threads` per worker.
+    pub threads: usize,
+    /// `backlog` for listen(2).
+    pub backlog: i32,
+    /// `worker_connections` per worker.
+    pub worker_connections: usize,
+    /// `timeout`: heartbeat timeout and client stall limit; `None` = off.
+    pub timeout: Option<Duration>,
+    /// `graceful_timeout`.
+    pub graceful_timeout: Duration,
+    /// `keepalive`: idle time for keep-alive connections; `None` = keep-alive disabled.
+    pub keepalive: Option<Duration>,
+    /// `header_timeout`.
+    pub header_timeout: Duration,
+    /// `max_requests` (0 = never recycle).
+    pub max_requests: u64,
+    /// `max_requests_jitter`.
+    pub max_requests_jitter: u64,
+    /// `limit_request_line` in bytes (0 already resolved to 8190).
+    pub limit_request_line: usize,
+    /// `limit_request_fields` (0 already resolved to 32768).
+    pub limit_request_fields: usize,
+    /// `limit_request_field_size` in bytes (0 already resolved to 8190).
+    pub limit_request_field_size: usize,
+    /// `limit_request_body` in bytes; `None` = unlimited.
+    pub limit_request_body: Option<u64>,
+    /// `pidfile`.
+    pub pidfile: Option<PathBuf>,
+    /// `accesslog`: a path, `-` (stdout) or `None` (off).
+    pub accesslog: Option<String>,
+    /// `errorlog`: a path or `-` (stderr).
+    pub errorlog: String,
+    /// `loglevel`.
+    pub loglevel: LogLevel,
+    /// `app.path`: the plugin.
+    pub app_path: Option<PathBuf>,
+    /// `app.config` as string pairs in file order.
+    pub app_config: Vec<(String, String)>,
+    /// Merged values, one per entry of [`SETTINGS`] in order.
+    values: Vec<Value>,
+}
+
+/// Settings given on the command line, kept so a reload (HUP) applies them over the new file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// (setting index, value) pairs, already validated.
+    values: Vec<(usize, Value)>,
+}
+
+fn setting_index(name: &str) -> Option<usize> {
+    SETTINGS.iter().position(|s| s.name == name)
+}
+
+/// The 1-based line of the first line in `text` that starts (after indentation) with `key:`.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            line.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map(|i| i + 1)
+}
+
+/// Checks `value` against `setting` and returns it in canonical form, or why not.
+fn validate(setting: &Setting, value: Value) -> Result<Value, String> {
+    match setting.kind {
+        Kind::Integer { min, max, .. } => {
+            let n = match &value {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse::<u64>().ok(),
+                _ => None,
+            };
+            match n {
+                Some(n) if (min..=max).contains(&n) => Ok(Value::from(n)),
+                _ => Err(format!(
+                    "must be a whole number from {min} to {max}, got {}",
+                    show(&value)
+                )),
+            }
+        }
+        Kind::Text => match value {
+            Value::Null => Ok(Value::Null),
+            Value::String(s) if !s.is_empty() => Ok(Value::String(s)),
+            other => Err(format!("must be a non-empty string, got {}", show(&other))),
+        },
+        Kind::Level => match &value {
+            Value::String(s) if LogLevel::parse(s).is_some() => {
+                Ok(Value::String(s.to_ascii_lowercase()))
+            }
+            other => Err(format!(
+                "must be one of debug, info, warning, error, critical, got {}",
+                show(other)
+            )),
+        },
+        Kind::Addresses => {
+            let items = match value {
+                Value::String(s) => vec![Value::String(s)],
+                Value::Sequence(items) if !items.is_empty() => items,
+                other => {
+                    return Err(format!(
+                        "must be an address or a list of addresses, got {}",
+                        show(&other)
+                    ))
+                }
+            };
+            for item in &items {
+                let Value::String(text) = item else {
+                    return Err(format!("must be an address string, got {}", show(item)));
+                };
+                Address::parse(text)?;
+            }
+            Ok(Value::Sequence(items))
+        }
+        Kind::Pairs => {
+            let map = match value {
+                Value::Null => Mapping::new(),
+                Value::Mapping(map) => map,
+                other => {
+                    return Err(format!(
+                        "must be a mapping of keys to values, got {}",
+                        show(&other)
+                    ))
+                }
+            };
+            let mut out = Mapping::new();
+            for (k, v) in map {
+                let (Some(k), Some(v)) = (scalar(&k), scalar(&v)) else {
+                    return Err(format!(
+                        "must map strings to scalar values, got {}: {}",
+                        show(&k),
+                        show(&v)
+                    ));
+                };
+                out.insert(Value::String(k), Value::String(v));
+            }
+            Ok(Value::Mapping(out))
+        }
+    }
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn show(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        Value::Null => "null".into(),
+        other => serde_yaml::to_string(other)
+            .map(|s| s.trim().replace('\n', " "))
+            .unwrap_or_else(|_| "?".into()),
+    }
+}
+
+fn defaults() -> Vec<Value> {
+    SETTINGS
+        .iter()
+        .map(|s| {
+            let value = serde_yaml::from_str(s.default).expect("built-in default is valid YAML");
+            validate(s, value).expect("built-in default is valid")
+        })
+        .collect()
+}
+
+/// Flattens the top-level mapping: `app: {path, config}` becomes `app.path`, `app.config`.
+fn flatten(doc: Mapping) -> Result<Vec<(String, Value)>, (String, String)> {
+    let mut out = Vec::new();
+    for (key, value) in doc {
+        let Value::String(key) = key else {
+            return Err((show(&key), "keys must be strings".into()));
+        };
+        if key != "app" {
+            out.push((key, value));
+            continue;
+        }
+        match value {
+            Value::Mapping(app) => {
+                for (sub, v) in app {
+                    out.push((
+                        format!("app.{}", scalar(&sub).unwrap_or_else(|| show(&sub))),
+                        v,
+                    ));
+                }
+            }
+            Value::Null => {}
+            other => {
+                return Err((
+                    "app".into(),
+                    format!(
+                        "must be a mapping with path and config, got {}",
+                        show(&other)
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads and validates a YAML file into (setting index, value) pairs.
+fn read_file(path: &Path) -> Result<Vec<(usize, Value)>, String> {
+    let file = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
+    let doc: Value = serde_yaml::from_str(&text).map_err(|e| match e.location() {
+        Some(at) => format!("{file}:{}: invalid YAML: {e}", at.line()),
+        None => format!("{file}: invalid YAML: {e}"),
+    })?;
+    let doc = match doc {
+        Value::Null => Mapping::new(),
+        Value::Mapping(m) => m,
+        other => {
+            return Err(format!(
+                "{file}:1: the file must be a mapping of settings, got {}",
+                show(&other)
+            ))
+        }
+    };
+    let at = |key: &str| {
+        let leaf = key.rsplit('.').next().unwrap_or(key);
+        line_of(&text, leaf)
+            .map(|l| format!("{file}:{l}"))
+            .unwrap_or_else(|| file.to_string())
+    };
+    let pairs = flatten(doc).map_err(|(key, why)| format!("{}: key `{key}`: {why}", at(&key)))?;
+    let mut out = Vec::new();
+    for (key, value) in pairs {
+        let Some(index) = setting_index(&key) else {
+            return Err(format!(
+                "{}: unknown key `{key}` (see `ferricorn --help` for the settings)",
+                at(&key)
+            ));
+        };
+        let value = validate(&SETTINGS[index], value)
+            .map_err(|why| format!("{}: key `{key}`: {why}", at(&key)))?;
+        out.push((index, value));
+    }
+    Ok(out)
+}
+
+impl Overrides {
+    /// Records `--flag VALUE` texts for setting `index` (several for list settings).
+    /// Errors name the flag.
+    pub fn set(&mut self, index: usize, texts: &[String]) -> Result<(), String> {
+        let setting = &SETTINGS[index];
+        let raw = match setting.kind {
+            Kind::Addresses => Value::Sequence(texts.iter().cloned().map(Value::String).collect()),
+            Kind::Pairs => {
+                let mut map = Mapping::new();
+                for text in texts {
+                    let (k, v) = text.split_once('=').ok_or_else(|| {
+                        format!("--{}: expected KEY=VALUE, got {text:?}", setting.flag)
+                    })?;
+                    map.insert(Value::String(k.into()), Value::String(v.into()));
+                }
+                Value::Mapping(map)
+            }
+            _ => Value::String(texts.last().cloned().unwrap_or_default()),
+        };
+        let value = validate(setting, raw).map_err(|why| format!("--{}: {why}", setting.flag))?;
+        self.values.push((index, value));
+        Ok(())
+    }
+
+    /// Sets `app.path` (the positional APP argument).
+    pub fn set_app_path(&mut self, path: &Path) {
+        let index = setting_index("app.path").expect("app.path is a setting");
+        self.values
+            .push((index, Value::String(path.display().to_string())));
+    }
+}
+
+/// Loads the configuration: defaults, then `file` (if any), then `overrides`.
+/// Errors: one line naming the file, line and key, or the flag.
+pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, String> {
+    let mut values = defaults();
+    if let Some(path) = file {
+        for (index, value) in read_file(path)? {
+            values[index] = value;
+        }
+    }
+    for (index, value) in &overrides.values {
+        values[*index] = value.clone();
+    }
+    Config::from_values(file.map(Path::to_path_buf), values)
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+struct Reader<'a>(&'a [Value]);
+
+impl Reader<'_> {
+    fn value(&self, name: &str) -> &Value {
+        &self.0[setting_index(name).unwrap_or_else(|| panic!("no setting {name}"))]
+    }
+    fn int(&self, name: &str) -> u64 {
+        self.value(name).as_u64().unwrap_or(0)
+    }
+    fn seconds(&self, name: &str) -> Duration {
+        Duration::from_secs(self.int(name))
+    }
+    fn optional_seconds(&self, name: &str) -> Option<Duration> {
+        Some(self.seconds(name)).filter(|d| !d.is_zero())
+    }
+    fn text(&self, name: &str) -> Option<String> {
+        self.value(name).as_str().map(str::to_string)
+    }
+    fn or(&self, name: &str, zero: usize) -> usize {
+        match self.int(name) {
+            0 => zero,
+            n => n as usize,
+        }
+    }
+}
+
+impl Config {
+    fn from_values(file: Option<PathBuf>, mut values: Vec<Value>) -> Result<Config, String> {
+        let workers_index = setting_index("workers").expect("workers is a setting");
+        if values[workers_index].as_u64() == Some(0) {
+            values[workers_index] = Value::from(cpus() as u64);
+        }
+        let r = Reader(&values);
+        let bind = match r.value("bind") {
+            Value::Sequence(items) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(Address::parse)
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => Vec::new(),
+        };
+        let app_config = match r.value("app.config") {
+            Value::Mapping(map) => map
+                .iter()
+                .filter_map(|(k, v)| Some((scalar(k)?, scalar(v)?)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let config = Config {
+            file,
+            bind,
+            workers: r.int("workers") as usize,
+            threads: r.int("threads") as usize,
+            backlog: r.int("backlog") as i32,
+            worker_connections: r.int("worker_connections") as usize,
+            timeout: r.optional_seconds("timeout"),
+            graceful_timeout: r.seconds("graceful_timeout"),
+            keepalive: r.optional_seconds("keepalive"),
+            header_timeout: r.seconds("header_timeout"),
+            max_requests: r.int("max_requests"),
+            max_requests_jitter: r.int("max_requests_jitter"),
+            limit_request_line: r.or("limit_request_line", 8190),
+            limit_request_fields: r.or("limit_request_fields", 32768),
+            limit_request_field_size: r.or("limit_request_field_size", 8190),
+            limit_request_body: Some(r.int("limit_request_body")).filter(|&n| n > 0),
+            pidfile: r.text("pidfile").map(PathBuf::from),
+            accesslog: r.text("accesslog"),
+            errorlog: r.text("errorlog").unwrap_or_else(|| "-".into()),
+            loglevel: r
+                .text("loglevel")
+                .and_then(|s| LogLevel::parse(&s))
+                .unwrap_or(LogLevel::Info),
+            app_path: r.text("app.path").map(PathBuf::from),
+            app_config,
+            values,
+        };
+        Ok(config)
+    }
+
+    /// The effective configuration as YAML (`--print-config`), `app.*` nested under `app:`.
+    pub fn to_yaml(&self) -> String {
+        let mut top = Mapping::new();
+        let mut app = Mapping::new();
+        for (setting, value) in SETTINGS.iter().zip(&self.values) {
+            match setting.name.strip_prefix("app.") {
+                Some(sub) => app.insert(Value::String(sub.into()), value.clone()),
+                None => top.insert(Value::String(setting.name.into()), value.clone()),
+            };
+        }
+        top.insert(Value::String("app".into()), Value::Mapping(app));
+        serde_yaml::to_string(&top).unwrap_or_default()
+    }
+}
+
+/// The Markdown table of all settings for the README (`ferricorn --settings-markdown`).
+pub fn markdown_table() -> String {
+    let mut out = String::from("| key | flag | default | meaning |\n|---|---|---|---|\n");
+    for s in SETTINGS {
+        let flag = match (s.flag, s.short) {
+            ("", _) => "APP (positional)".to_string(),
+            (long, Some(short)) => format!("`-{short}`, `--{long}`"),
+            (long, None) => format!("`--{long}`"),
+        };
+        let unit = match s.kind {
+            Kind::Integer { unit, .. } => format!(" ({unit})"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {flag} | `{}` | {}{unit} |",
+            s.name, s.default, s.doc
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_default_validates_and_names_are_unique() {
+        assert_eq!(defaults().len(), SETTINGS.len());
+        for (i, s) in SETTINGS.iter().enumerate() {
+            assert_eq!(setting_index(s.name), Some(i), "duplicate {}", s.name);
+        }
+        let config = load(None, &Overrides::default()).unwrap();
+        assert_eq!(config.threads, 4);
+        assert_eq!(config.limit_request_line, 4094);
+        assert!(config.workers >= 1);
+    }
+
+    #[test]
+    fn integer_range_is_enforced() {
+        let threads = &SETTINGS[setting_index("threads").unwrap()];
+        assert!(validate(threads, Value::from(0)).is_err());
+        assert!(validate(threads, Value::String("8".into())).is_ok());
+        assert!(validate(threads, Value::String("x".into())).is_err());
+    }
+
+    #[test]
+    fn line_of_finds_nested_keys() {
+        let text = "workers: 2\napp:\n  path: x.so\n  config:\n    a: 1\n";
+        assert_eq!(line_of(text, "workers"), Some(1));
+        assert_eq!(line_of(text, "path"), Some(3));
+        assert_eq!(line_of(text, "nope"), None);
+    }
+
+    #[test]
+    fn overrides_win_and_validate() {
+        let mut o = Overrides::default();
+        o.set(setting_index("workers").unwrap(), &["3".into()])
+            .unwrap();
+        assert_eq!(load(None, &o).unwrap().workers, 3);
+        let err = o
+            .set(setting_index("workers").unwrap(), &["-1".into()])
+            .unwrap_err();
+        assert!(err.starts_with("--workers:"), "{err}");
+    }
+}

@@ -1,0 +1,1077 @@
+//! One client connection: reading request heads without holding a thread, serving each
+//! complete request through the gateway (body in, response out), keep-alive, pipelining,
+//! error responses and lingering close (SPEC §4).
+//!
+//! A connection is driven by whichever worker thread epoll wakes for it (EPOLLONESHOT, so one
+//! at a time). [`drive`] runs until the connection would block, then the worker re-arms it.
+
+use crate::config::LogLevel;
+use crate::gateway::App;
+use crate::http::{self, ChunkedDecoder, Framing, Head, Limits, Parsed, Reject};
+use crate::logging;
+use ferricorn_sdk::abi::{self, FcField, FcRequest, FcResponder, FcStr};
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::io::{IoSlice, Write as _};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Bytes of response body buffered before the head is sent; a response that fits is sent with
+/// Content-Length in one write, a longer one without a length is chunked.
+const RESPONSE_BUFFER: usize = 16 * 1024;
+/// Most request-body bytes read and discarded after the app returns without reading them all;
+/// past this the connection is closed instead of kept alive.
+const MAX_DRAIN: u64 = 1024 * 1024;
+/// How long a connection lingers after an error response, reading what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes read and discarded while lingering.
+const MAX_LINGER_BYTES: usize = 1024 * 1024;
+/// Bytes read from the socket per read(2).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The listener a connection arrived on, as the request's SERVER_NAME and SERVER_PORT.
+#[derive(Clone, Debug)]
+pub struct LocalName {
+    /// SERVER_NAME.
+    pub name: String,
+    /// SERVER_PORT.
+    pub port: String,
+}
+
+/// Everything a worker's threads share to serve connections.
+pub struct Context {
+    /// The initialised app.
+    pub app: App,
+    /// Request limits.
+    pub limits: Limits,
+    /// Idle time allowed between requests; `None` = no keep-alive.
+    pub keepalive: Option<Duration>,
+    /// Time allowed to receive a complete head.
+    pub header_timeout: Duration,
+    /// Longest a client may stall while its request is being served (reading the body,
+    /// accepting the response).
+    pub stall_timeout: Duration,
+    /// One entry per listener, in listener order.
+    pub listeners: Vec<LocalName>,
+    /// Set when the worker is stopping: responses say `Connection: close`.
+    pub stopping: AtomicBool,
+    /// Requests served by this worker.
+    pub requests: AtomicU64,
+    /// Stop after this many requests (0 = never).
+    pub max_requests: u64,
+    /// FC_REQ_* flags for every request.
+    pub request_flags: u32,
+}
+
+/// Where a connection is between requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the first byte of the next request (the keepalive deadline applies).
+    Idle,
+    /// Part of a request head has arrived (the header_timeout deadline applies).
+    Head,
+    /// An error response was sent; reading and discarding until EOF or the deadline.
+    Linger,
+}
+
+/// A client connection owned by a worker.
+pub struct Conn {
+    /// The socket (non-blocking).
+    pub fd: OwnedFd,
+    /// Index of the listener it was accepted on.
+    pub listener: usize,
+    /// REMOTE_ADDR.
+    pub remote_addr: String,
+    /// REMOTE_PORT.
+    pub remote_port: String,
+    /// Where the connection is between requests.
+    pub phase: Phase,
+    /// When the current phase times out.
+    pub deadline: Instant,
+    buf: Vec<u8>,
+    stage: Vec<u8>,
+    head: Head,
+    lingered: usize,
+}
+
+/// What the worker does with a connection after [`drive`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Re-arm it in epoll and wait for more input.
+    Wait,
+    /// Close it.
+    Close,
+}
+
+impl Conn {
+    /// A freshly accepted connection, idle until its first byte (deadline: header_timeout).
+    pub fn new(fd: OwnedFd, listener: usize, remote: (String, String), ctx: &Context) -> Conn {
+        Conn {
+            fd,
+            listener,
+            remote_addr: remote.0,
+            remote_port: remote.1,
+            phase: Phase::Head,
+            deadline: Instant::now() + ctx.header_timeout,
+            buf: Vec::with_capacity(READ_CHUNK),
+            stage: Vec::new(),
+            head: Head::default(),
+            lingered: 0,
+        }
+    }
+}
+
+/// Per-thread scratch space, reused for every request a thread serves.
+#[derive(Default)]
+pub struct Scratch {
+    fields: Vec<FcField>,
+    path: Vec<u8>,
+}
+
+fn debug_reject(conn: &Conn, reject: Reject) {
+    if logging::enabled(LogLevel::Debug) {
+        logging::debug(format_args!(
+            "rejected request from {}:{} with {}: {}",
+            conn.remote_addr, conn.remote_port, reject.status, reject.why
+        ));
+    }
+}
+
+thread_local! {
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+}
+
+/// Calls `f` with the current IMF-fixdate for the Date header (RFC 9110 §6.6.1), formatted at
+/// most once per second per thread.
+fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs || cached.1.is_empty() {
+            *cached = (secs, httpdate::fmt_http_date(now));
+        }
+        f(&cached.1)
+    })
+}
+
+/// Reads up to READ_CHUNK bytes from `fd`, appending to `buf`.
+fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    let spare = buf.spare_capacity_mut();
+    let want = spare.len().min(READ_CHUNK);
+    // SAFETY: read(2) writes at most `want` bytes into the vector's spare capacity, which is
+    // allocated and unaliased; set_len below only covers bytes the kernel reported written.
+    let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised exactly `n` bytes past the old length.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
+}
+
+/// Waits until `fd` is ready for `events`, at most `timeout`. False on timeout or error.
+fn wait_ready(fd: BorrowedFd<'_>, events: nix::poll::PollFlags, timeout: Duration) -> bool {
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let mut fds = [nix::poll::PollFd::new(fd, events)];
+    loop {
+        match nix::poll::poll(
+            &mut fds,
+            nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+        ) {
+            Ok(n) => return n > 0,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Writes all of `bufs`, waiting (at most `timeout` per stall) when the socket is full.
+fn write_all(fd: BorrowedFd<'_>, mut bufs: &mut [IoSlice<'_>], timeout: Duration) -> bool {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match nix::sys::uio::writev(fd, bufs) {
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(nix::errno::Errno::EAGAIN) => {
+                if !wait_ready(fd, nix::poll::PollFlags::POLLOUT, timeout) {
+                    return false;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Sends an error response the server generates itself (`Connection: close`), best effort.
+fn send_error(fd: BorrowedFd<'_>, status: u16, extra: &str, timeout: Duration) {
+    let bytes = with_date(|date| http::error_response(status, date, extra));
+    write_all(fd, &mut [IoSlice::new(&bytes)], timeout);
+}
+
+/// Sends `503 Service Unavailable` with Retry-After to a connection over worker_connections,
+/// without waiting: the caller closes it at once (SPEC §2).
+pub fn refuse_overload(fd: BorrowedFd<'_>) {
+    let bytes = with_date(|date| http::error_response(503, date, "Retry-After: 1\r\n"));
+    let _ = nix::sys::uio::writev(fd, &[IoSlice::new(&bytes)]);
+}
+
+/// Answers `reject`, half-closes and switches to lingering (RFC 9112 §9.6: the client must be
+/// able to read the response before the connection goes away).
+fn fail(ctx: &Context, conn: &mut Conn, reject: Reject) -> Next {
+    debug_reject(conn, reject);
+    send_error(conn.fd.as_fd(), reject.status, "", ctx.stall_timeout);
+    start_linger(conn)
+}
+
+fn start_linger(conn: &mut Conn) -> Next {
+    let _ = nix::sys::socket::shutdown(conn.fd.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+    conn.phase = Phase::Linger;
+    conn.deadline = Instant::now() + LINGER;
+    conn.buf.clear();
+    linger(conn)
+}
+
+fn linger(conn: &mut Conn) -> Next {
+    let mut sink = [0u8; 4096];
+    loop {
+        match nix::unistd::read(conn.fd.as_fd(), &mut sink) {
+            Ok(0) => return Next::Close,
+            Ok(n) => {
+                conn.lingered += n;
+                if conn.lingered > MAX_LINGER_BYTES {
+                    return Next::Close;
+                }
+            }
+            Err(nix::errno::Errno::EAGAIN) => return Next::Wait,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return Next::Close,
+        }
+    }
+}
+
+/// Serves everything the connection has ready: parses heads, serves requests (pipelined ones
+/// too), reads more when a head is incomplete. Returns when it would block or must close.
+pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Next {
+    if conn.phase == Phase::Linger {
+        return linger(conn);
+    }
+    loop {
+        if !conn.buf.is_empty() {
+            let mut head = std::mem::take(&mut conn.head);
+            let parsed = http::parse_head(&conn.buf, &ctx.limits, &mut head);
+            conn.head = head;
+            match parsed {
+                Parsed::Complete => match serve(ctx, conn, scratch) {
+                    Served::KeepAlive => continue,
+                    Served::Close => return Next::Close,
+                    Served::Reject(reject) => return fail(ctx, conn, reject),
+                },
+                Parsed::Invalid(reject) => return fail(ctx, conn, reject),
+                Parsed::Partial => {}
+            }
+        }
+        match read_into(conn.fd.as_fd(), &mut conn.buf) {
+            Ok(0) => return Next::Close,
+            Ok(_) => {
+                if conn.phase == Phase::Idle {
+                    conn.phase = Phase::Head;
+                    conn.deadline = Instant::now() + ctx.header_timeout;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Next::Wait,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Next::Close,
+        }
+    }
+}
+
+/// Called by the worker's timer for a connection that is not being served: true if it must be
+/// closed now (idle past keepalive, lingering done, or head past header_timeout after a 408).
+pub fn expired(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
+    if now < conn.deadline {
+        return false;
+    }
+    if conn.phase == Phase::Head {
+        let reject = Reject {
+            status: 408,
+            why: "request head not received within header_timeout",
+        };
+        debug_reject(conn, reject);
+        // Best effort and non-blocking: the timer thread must not wait on a slow client.
+        let bytes = with_date(|date| http::error_response(408, date, ""));
+        let _ = nix::sys::uio::writev(conn.fd.as_fd(), &[IoSlice::new(&bytes)]);
+    }
+    let _ = ctx;
+    true
+}
+
+enum Served {
+    KeepAlive,
+    Close,
+    Reject(Reject),
+}
+
+/// Serves the complete head at the start of `conn.buf`.
+fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
+    let sem = match http::semantics(&conn.buf, &conn.head, &ctx.limits) {
+        Ok(sem) => sem,
+        Err(reject) => return Served::Reject(reject),
+    };
+    let count = ctx.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    if ctx.max_requests > 0
+        && count >= ctx.max_requests
+        && !ctx.stopping.swap(true, Ordering::AcqRel)
+    {
+        logging::info(format_args!(
+            "Autorestarting worker after current request ({count} requests)."
+        ));
+    }
+    let Conn {
+        fd,
+        listener,
+        remote_addr,
+        remote_port,
+        buf,
+        stage,
+        head,
+        ..
+    } = conn;
+    let buf_all: &[u8] = buf;
+    let (path, query) = http::split_target(&buf_all[head.target.clone()]);
+    http::percent_decode(path, &mut scratch.path);
+    scratch.fields.clear();
+    scratch.fields.extend(head.fields.iter().map(|f| FcField {
+        name: FcStr::new(&buf_all[f.name.clone()]),
+        value: FcStr::new(&buf_all[f.value.clone()]),
+    }));
+    let local = &ctx.listeners[*listener];
+    let protocol: &[u8] = if head.minor == 1 {
+        b"HTTP/1.1"
+    } else {
+        b"HTTP/1.0"
+    };
+    let request = FcRequest {
+        request_method: FcStr::new(&buf_all[head.method.clone()]),
+        raw_uri: FcStr::new(&buf_all[head.target.clone()]),
+        script_name: FcStr::new(b""),
+        path_info: FcStr::new(&scratch.path),
+        query_string: FcStr::new(query),
+        server_protocol: FcStr::new(protocol),
+        server_name: FcStr::new(local.name.as_bytes()),
+        server_port: FcStr::new(local.port.as_bytes()),
+        remote_addr: FcStr::new(remote_addr.as_bytes()),
+        remote_port: FcStr::new(remote_port.as_bytes()),
+        url_scheme: FcStr::new(b"http"),
+        content_type: sem.content_type.map_or(FcStr::NULL, |i| {
+            FcStr::new(&buf_all[head.fields[i].value.clone()])
+        }),
+        content_length: match sem.framing {
+            Framing::Length(n) => n as i64,
+            Framing::None if has_field(buf_all, head, b"content-length") => 0,
+            _ => -1,
+        },
+        headers: scratch.fields.as_ptr(),
+        header_count: scratch.fields.len(),
+        flags: ctx.request_flags,
+    };
+    stage.clear();
+    let is_head = &buf_all[head.method.clone()] == b"HEAD";
+    let mut exchange = Exchange::new(
+        ctx,
+        fd.as_fd(),
+        head,
+        &buf_all[head.len..],
+        stage,
+        sem,
+        is_head,
+    );
+    let responder = exchange.responder();
+    let status = ctx.app.handle(&request, &responder);
+    let keep_alive = exchange.finish(status);
+    if logging::access_enabled() {
+        log_access(buf_all, head, remote_addr, &exchange);
+    }
+    let consumed = head.len + exchange.pre_pos;
+    let stage_pos = exchange.stage_pos;
+    drop(exchange);
+    buf.drain(..consumed);
+    buf.extend_from_slice(&stage[stage_pos..]);
+    conn.phase = Phase::Idle;
+    conn.deadline = Instant::now() + ctx.keepalive.unwrap_or_default();
+    if keep_alive {
+        Served::KeepAlive
+    } else {
+        Served::Close
+    }
+}
+
+fn has_field(buf: &[u8], head: &Head, name: &[u8]) -> bool {
+    head.fields
+        .iter()
+        .any(|f| buf[f.name.clone()].eq_ignore_ascii_case(name))
+}
+
+fn field<'b>(buf: &'b [u8], head: &Head, name: &[u8]) -> Option<&'b [u8]> {
+    head.fields
+        .iter()
+        .find(|f| buf[f.name.clone()].eq_ignore_ascii_case(name))
+        .map(|f| &buf[f.value.clone()])
+}
+
+fn log_access(buf: &[u8], head: &Head, remote_addr: &str, exchange: &Exchange<'_>) {
+    logging::access(&logging::AccessEntry {
+        remote_addr,
+        request_line: &buf[head.request_line.clone()],
+        status: exchange.sent_status,
+        body_bytes: exchange.body_sent,
+        referer: field(buf, head, b"referer"),
+        user_agent: field(buf, head, b"user-agent"),
+    });
+}
+
+/// The request body as the server decodes it.
+enum BodyIn {
+    Length(u64),
+    Chunked(Box<ChunkedDecoder>),
+    Done,
+}
+
+/// How the response body is framed on the wire (RFC 9112 §6.1–6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyOut {
+    /// Not decided yet (head not sent).
+    Pending,
+    /// Content-Length: the body has exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// HTTP/1.0 without a length: the body ends when the connection closes.
+    UntilClose,
+    /// No body is sent (HEAD, 204, 304).
+    Nothing,
+}
+
+/// One request/response exchange: the state behind the responder the app calls.
+struct Exchange<'a> {
+    ctx: &'a Context,
+    fd: BorrowedFd<'a>,
+    minor: u8,
+    is_head: bool,
+    client_keep_alive: bool,
+    // Request body.
+    pre: &'a [u8],
+    pre_pos: usize,
+    stage: &'a mut Vec<u8>,
+    stage_pos: usize,
+    body: BodyIn,
+    body_read: u64,
+    expect_continue: bool,
+    trailers: Vec<(Vec<u8>, Vec<u8>)>,
+    trailer_fields: Vec<FcField>,
+    /// A status to answer instead of the app's response, if nothing was sent yet.
+    failure: Option<u16>,
+    // Response.
+    status: u16,
+    reason: Vec<u8>,
+    headers: Vec<u8>,
+    app_length: Option<u64>,
+    out: BodyOut,
+    pending: Vec<u8>,
+    body_sent: u64,
+    sent_status: u16,
+    keep_alive: bool,
+    broken: bool,
+}
+
+fn guard(f: impl FnOnce() -> i32) -> i32 {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(abi::FC_ERR_APP)
+}
+
+/// Recovers the exchange from the responder's ctx.
+///
+/// # Safety
+/// `ctx` must be the pointer `Exchange::responder` stored, during that exchange's handle call.
+unsafe fn exchange<'x>(ctx: *mut c_void) -> &'x mut Exchange<'x> {
+    // SAFETY: guaranteed by the caller: ctx points to a live Exchange on the serving thread's
+    // stack, and the app calls the responder only from that thread during handle.
+    unsafe { &mut *(ctx as *mut Exchange<'x>) }
+}
+
+/// Reads `count` fields at `ptr` (a borrowed array from the app).
+///
+/// # Safety
+/// `ptr` must be NULL or point to `count` valid fields whose strings are valid.
+unsafe fn app_fields<'x>(ptr: *const FcField, count: usize) -> &'x [FcField] {
+    if ptr.is_null() || count == 0 {
+        &[]
+    } else {
+        // SAFETY: guaranteed by the caller (the app passes `count` fields valid for the call).
+        unsafe { std::slice::from_raw_parts(ptr, count) }
+    }
+}
+
+unsafe extern "C" fn cb_start_response(
+    ctx: *mut c_void,
+    status: u16,
+    reason: FcStr,
+    headers: *const FcField,
+    count: usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY: ctx is the exchange of this handle call; the app passes its own arrays and
+        // strings valid for the duration of this call.
+        let (ex, fields, reason) =
+            unsafe { (exchange(ctx), app_fields(headers, count), reason.as_bytes()) };
+        ex.start_response(status, reason.unwrap_or_default(), fields)
+    })
+}
+
+unsafe extern "C" fn cb_write(ctx: *mut c_void, data: *const u8, len: usize) -> i32 {
+    guard(|| {
+        // SAFETY: ctx is the exchange of this handle call; data/len describe the app's buffer.
+        let (ex, data) = unsafe { (exchange(ctx), FcStr { ptr: data, len }.as_bytes()) };
+        ex.write(data.unwrap_or_default())
+    })
+}
+
+unsafe extern "C" fn cb_read_body(ctx: *mut c_void, buf: *mut u8, cap: usize) -> i64 {
+    catch_unwind(AssertUnwindSafe(|| {
+        if buf.is_null() {
+            return i64::from(abi::FC_ERR_INVALID);
+        }
+        // SAFETY: ctx is the exchange of this handle call; buf/cap describe the app's writable
+        // buffer, valid for this call.
+        let (ex, out) = unsafe { (exchange(ctx), std::slice::from_raw_parts_mut(buf, cap)) };
+        match ex.read_body(out) {
+            Ok(n) => n as i64,
+            Err(status) => i64::from(status),
+        }
+    }))
+    .unwrap_or(i64::from(abi::FC_ERR_APP))
+}
+
+unsafe extern "C" fn cb_trailers(
+    ctx: *mut c_void,
+    out: *mut *const FcField,
+    count: *mut usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY: ctx is the exchange of this handle call.
+        let ex = unsafe { exchange(ctx) };
+        if !matches!(ex.body, BodyIn::Done) || out.is_null() || count.is_null() {
+            return abi::FC_ERR_STATE;
+        }
+        // SAFETY: out and count are the app's valid out-pointers (checked non-null above).
+        unsafe {
+            *out = ex.trailer_fields.as_ptr();
+            *count = ex.trailer_fields.len();
+        }
+        abi::FC_OK
+    })
+}
+
+unsafe extern "C" fn cb_log(_ctx: *mut c_void, level: i32, message: FcStr) {
+    let _ = catch_unwind(|| {
+        let level = match level {
+            abi::FC_LOG_DEBUG => LogLevel::Debug,
+            abi::FC_LOG_INFO => LogLevel::Info,
+            abi::FC_LOG_WARNING => LogLevel::Warning,
+            abi::FC_LOG_CRITICAL => LogLevel::Critical,
+            _ => LogLevel::Error,
+        };
+        // SAFETY: the app passes a message valid for this call.
+        let text = unsafe { message.as_bytes() }.unwrap_or_default();
+        logging::log(level, String::from_utf8_lossy(text));
+    });
+}
+
+impl<'a> Exchange<'a> {
+    fn new(
+        ctx: &'a Context,
+        fd: BorrowedFd<'a>,
+        head: &'a Head,
+        pre: &'a [u8],
+        stage: &'a mut Vec<u8>,
+        sem: http::Semantics,
+        is_head: bool,
+    ) -> Exchange<'a> {
+        let limits = &ctx.limits;
+        let body = match sem.framing {
+            Framing::None => BodyIn::Done,
+            Framing::Length(n) => BodyIn::Length(n),
+            Framing::Chunked => BodyIn::Chunked(Box::new(ChunkedDecoder::new(
+                limits.field_size,
+                limits.fields,
+            ))),
+        };
+        Exchange {
+            ctx,
+            fd,
+            minor: head.minor,
+            is_head,
+            client_keep_alive: sem.keep_alive,
+            pre,
+            pre_pos: 0,
+            stage,
+            stage_pos: 0,
+            expect_continue: sem.expect_continue && !matches!(body, BodyIn::Done),
+            body,
+            body_read: 0,
+            trailers: Vec::new(),
+            trailer_fields: Vec::new(),
+            failure: None,
+            status: 200,
+            reason: Vec::new(),
+            headers: Vec::new(),
+            app_length: None,
+            out: BodyOut::Pending,
+            pending: Vec::new(),
+            body_sent: 0,
+            sent_status: 0,
+            keep_alive: false,
+            broken: false,
+        }
+    }
+
+    fn responder(&mut self) -> FcResponder {
+        FcResponder {
+            ctx: self as *mut Exchange<'a> as *mut c_void,
+            start_response: cb_start_response,
+            write: cb_write,
+            read_body: cb_read_body,
+            trailers: cb_trailers,
+            log: cb_log,
+        }
+    }
+
+    // ----- request body -----
+
+    /// Makes sure unread input is available (reading from the socket if needed).
+    fn fill(&mut self) -> Result<(), i32> {
+        if self.pre_pos < self.pre.len() || self.stage_pos < self.stage.len() {
+            return Ok(());
+        }
+        self.stage.clear();
+        self.stage_pos = 0;
+        loop {
+            match read_into(self.fd, self.stage) {
+                Ok(0) => return Err(abi::FC_ERR_IO),
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if !wait_ready(
+                        self.fd,
+                        nix::poll::PollFlags::POLLIN,
+                        self.ctx.stall_timeout,
+                    ) {
+                        return Err(abi::FC_ERR_TIMEOUT);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(abi::FC_ERR_IO),
+            }
+        }
+    }
+
+    /// The unread input and the body decoder, borrowed together.
+    fn input_and_body(&mut self) -> (&[u8], &mut BodyIn) {
+        let input = if self.pre_pos < self.pre.len() {
+            &self.pre[self.pre_pos..]
+        } else {
+            &self.stage[self.stage_pos..]
+        };
+        (input, &mut self.body)
+    }
+
+    fn advance(&mut self, n: usize) {
+        if self.pre_pos < self.pre.len() {
+            self.pre_pos += n;
+        } else {
+            self.stage_pos += n;
+        }
+    }
+
+    fn send_continue(&mut self) -> Result<(), i32> {
+        if !self.expect_continue || self.out != BodyOut::Pending {
+            return Ok(());
+        }
+        self.expect_continue = false;
+        let msg = b"HTTP/1.1 100 Continue\r\n\r\n";
+        if write_all(self.fd, &mut [IoSlice::new(msg)], self.ctx.stall_timeout) {
+            Ok(())
+        } else {
+            Err(abi::FC_ERR_IO)
+        }
+    }
+
+    /// Reads decoded body bytes into `out`: Ok(0) at the end; Err(status) on failure, which
+    /// also records the error status to answer (400, 408, 413) if nothing was sent yet.
+    fn read_body(&mut self, out: &mut [u8]) -> Result<usize, i32> {
+        if out.is_empty() || matches!(self.body, BodyIn::Done) {
+            return Ok(0);
+        }
+        self.send_continue()?;
+        let result = self.read_some(out);
+        match result {
+            Err(abi::FC_ERR_BAD_REQUEST) => self.failure = Some(400),
+            Err(abi::FC_ERR_TOO_LARGE) => self.failure = Some(413),
+            Err(abi::FC_ERR_TIMEOUT) => self.failure = Some(408),
+            Err(_) => self.broken = true,
+            Ok(_) => {}
+        }
+        if result.is_err() {
+            self.body = BodyIn::Done;
+            self.broken = true;
+        }
+        result
+    }
+
+    fn read_some(&mut self, out: &mut [u8]) -> Result<usize, i32> {
+        loop {
+            match &mut self.body {
+                BodyIn::Done => return Ok(0),
+                BodyIn::Length(0) => {
+                    self.body = BodyIn::Done;
+                    return Ok(0);
+                }
+                BodyIn::Length(_) => {
+                    self.fill()?;
+                    let (input, BodyIn::Length(remaining)) = self.input_and_body() else {
+                        unreachable!()
+                    };
+                    let n = input
+                        .len()
+                        .min(out.len())
+                        .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                    out[..n].copy_from_slice(&input[..n]);
+                    *remaining -= n as u64;
+                    self.advance(n);
+                    self.body_read += n as u64;
+                    return Ok(n);
+                }
+                BodyIn::Chunked(decoder) if decoder.is_done() => {
+                    self.finish_trailers();
+                    return Ok(0);
+                }
+                BodyIn::Chunked(_) => {
+                    self.fill()?;
+                    let (input, BodyIn::Chunked(decoder)) = self.input_and_body() else {
+                        unreachable!()
+                    };
+                    let (used, produced) = decoder
+                        .decode(input, out)
+                        .map_err(|_| abi::FC_ERR_BAD_REQUEST)?;
+                    self.advance(used);
+                    self.body_read += produced as u64;
+                    if self.ctx.limits.body.is_some_and(|max| self.body_read > max) {
+                        return Err(abi::FC_ERR_TOO_LARGE);
+                    }
+                    if produced > 0 {
+                        return Ok(produced);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parses the trailer section once the chunked body is done and exposes it to the app.
+    fn finish_trailers(&mut self) {
+        let BodyIn::Chunked(decoder) = std::mem::replace(&mut self.body, BodyIn::Done) else {
+            return;
+        };
+        let raw = decoder.trailers();
+        let mut storage = vec![httparse::EMPTY_HEADER; self.ctx.limits.fields.min(1024)];
+        if let Ok(httparse::Status::Complete((_, fields))) =
+            httparse::parse_headers(raw, &mut storage)
+        {
+            self.trailers = fields
+                .iter()
+                .filter(|f| !f.name.contains('_'))
+                .map(|f| (f.name.as_bytes().to_vec(), f.value.to_vec()))
+                .collect();
+        }
+        self.trailer_fields = self
+            .trailers
+            .iter()
+            .map(|(n, v)| FcField {
+                name: FcStr::new(n),
+                value: FcStr::new(v),
+            })
+            .collect();
+    }
+
+    // ----- response -----
+
+    fn start_response(&mut self, status: u16, reason: &[u8], fields: &[FcField]) -> i32 {
+        if self.out != BodyOut::Pending {
+            return abi::FC_ERR_STATE;
+        }
+        let mut headers = Vec::new();
+        let mut app_length = None;
+        let mut problem = None;
+        if !(200..=999).contains(&status) {
+            problem = Some(format!("invalid status {status}"));
+        } else if !http::is_field_value(reason) {
+            problem = Some("reason phrase contains a control character".into());
+        }
+        for field in fields {
+            // SAFETY: the app's field strings are valid for this call (ABI contract).
+            let (name, value) = unsafe {
+                (
+                    field.name.as_bytes().unwrap_or_default(),
+                    field.value.as_bytes().unwrap_or_default(),
+                )
+            };
+            if !http::is_token(name) || !http::is_field_value(value) {
+                problem = Some(format!(
+                    "invalid header field {:?}",
+                    String::from_utf8_lossy(name)
+                ));
+                break;
+            }
+            if name.eq_ignore_ascii_case(b"content-length") {
+                match std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                {
+                    Some(n) => app_length = Some(n),
+                    None => {
+                        problem = Some("invalid Content-Length".into());
+                        break;
+                    }
+                }
+                continue;
+            }
+            // The server owns framing and connection management, Date and Server.
+            if [
+                &b"connection"[..],
+                b"transfer-encoding",
+                b"keep-alive",
+                b"date",
+                b"server",
+            ]
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+            {
+                continue;
+            }
+            headers.extend_from_slice(name);
+            headers.extend_from_slice(b": ");
+            headers.extend_from_slice(value);
+            headers.extend_from_slice(b"\r\n");
+        }
+        if let Some(problem) = problem {
+            logging::error(format_args!(
+                "app {}: refused response: {problem}",
+                self.ctx.app.name()
+            ));
+            self.failure = Some(500);
+            return abi::FC_ERR_INVALID;
+        }
+        self.status = status;
+        self.reason = reason.to_vec();
+        self.headers = headers;
+        self.app_length = app_length;
+        self.failure = self.failure.filter(|&s| s != 500);
+        abi::FC_OK
+    }
+
+    fn write(&mut self, data: &[u8]) -> i32 {
+        if self.broken {
+            return abi::FC_ERR_IO;
+        }
+        if self.failure == Some(500) {
+            return abi::FC_ERR_STATE;
+        }
+        if self.out == BodyOut::Pending {
+            self.pending.extend_from_slice(data);
+            if self.pending.len() >= RESPONSE_BUFFER {
+                let pending = std::mem::take(&mut self.pending);
+                self.commit(false);
+                self.send_body(&pending);
+            }
+        } else {
+            self.send_body(data);
+        }
+        if self.broken {
+            abi::FC_ERR_IO
+        } else {
+            abi::FC_OK
+        }
+    }
+
+    /// Decides framing and keep-alive and sends the head (plus nothing else).
+    fn commit(&mut self, final_: bool) {
+        let ctx = self.ctx;
+        self.out = if http::status_has_no_body(self.status) || self.is_head {
+            BodyOut::Nothing
+        } else if let Some(n) = self.app_length {
+            BodyOut::Length(n)
+        } else if final_ {
+            BodyOut::Length(self.pending.len() as u64)
+        } else if self.minor == 1 {
+            BodyOut::Chunked
+        } else {
+            BodyOut::UntilClose
+        };
+        self.keep_alive = self.client_keep_alive
+            && ctx.keepalive.is_some()
+            && !ctx.stopping.load(Ordering::Acquire)
+            && self.out != BodyOut::UntilClose;
+        let mut head = Vec::with_capacity(160 + self.headers.len());
+        let reason: &[u8] = if self.reason.is_empty() {
+            http::reason(self.status).as_bytes()
+        } else {
+            &self.reason
+        };
+        let _ = write!(head, "HTTP/1.1 {} ", self.status);
+        head.extend_from_slice(reason);
+        with_date(|date| {
+            let _ = write!(head, "\r\nServer: ferricorn\r\nDate: {date}\r\n");
+        });
+        head.extend_from_slice(&self.headers);
+        match self.out {
+            BodyOut::Length(n) => {
+                let _ = write!(head, "Content-Length: {n}\r\n");
+            }
+            BodyOut::Chunked => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            BodyOut::Nothing if self.is_head => {
+                let n = self.app_length.unwrap_or(self.pending.len() as u64);
+                if !http::status_has_no_body(self.status) {
+                    let _ = write!(head, "Content-Length: {n}\r\n");
+                }
+            }
+            _ => {}
+        }
+        if !self.keep_alive {
+            head.extend_from_slice(b"Connection: close\r\n");
+        } else if self.minor == 0 {
+            head.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        self.sent_status = self.status;
+        let body = std::mem::take(&mut self.pending);
+        let body: &[u8] = if final_ && self.out != BodyOut::Nothing {
+            &body
+        } else {
+            &[]
+        };
+        if !write_all(
+            self.fd,
+            &mut [IoSlice::new(&head), IoSlice::new(body)],
+            ctx.stall_timeout,
+        ) {
+            self.broken = true;
+        }
+        self.body_sent += body.len() as u64;
+    }
+
+    fn send_body(&mut self, data: &[u8]) {
+        if data.is_empty() || self.broken {
+            return;
+        }
+        let timeout = self.ctx.stall_timeout;
+        let ok = match self.out {
+            BodyOut::Nothing | BodyOut::Pending => true,
+            BodyOut::Chunked => {
+                let size = format!("{:x}\r\n", data.len());
+                write_all(
+                    self.fd,
+                    &mut [
+                        IoSlice::new(size.as_bytes()),
+                        IoSlice::new(data),
+                        IoSlice::new(b"\r\n"),
+                    ],
+                    timeout,
+                )
+            }
+            BodyOut::Length(n) => {
+                let room = n.saturating_sub(self.body_sent);
+                let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+                if take < data.len() {
+                    // More bytes than the app's Content-Length: sending them would corrupt the
+                    // next response on this connection.
+                    logging::error(format_args!(
+                        "app {}: wrote more than its Content-Length {n}",
+                        self.ctx.app.name()
+                    ));
+                    self.keep_alive = false;
+                }
+                write_all(self.fd, &mut [IoSlice::new(&data[..take])], timeout)
+            }
+            BodyOut::UntilClose => write_all(self.fd, &mut [IoSlice::new(data)], timeout),
+        };
+        if ok {
+            self.body_sent += data.len() as u64;
+        } else {
+            self.broken = true;
+        }
+    }
+
+    /// Completes the response after the app returned `status`; true if the connection may
+    /// serve another request.
+    fn finish(&mut self, status: i32) -> bool {
+        if status != abi::FC_OK && self.failure.is_none() {
+            self.failure = Some(500);
+        }
+        if let Some(failure) = self.failure {
+            if self.out == BodyOut::Pending && !self.broken_before_commit() {
+                send_error(self.fd, failure, "", self.ctx.stall_timeout);
+                self.sent_status = failure;
+            }
+            return false;
+        }
+        if self.out == BodyOut::Pending {
+            self.commit(true);
+        } else if self.out == BodyOut::Chunked && !self.broken {
+            self.broken = !write_all(
+                self.fd,
+                &mut [IoSlice::new(b"0\r\n\r\n")],
+                self.ctx.stall_timeout,
+            );
+        }
+        if let BodyOut::Length(n) = self.out {
+            if self.body_sent < n {
+                logging::error(format_args!(
+                    "app {}: response shorter than its Content-Length ({} of {n} bytes); closing",
+                    self.ctx.app.name(),
+                    self.body_sent
+                ));
+                return false;
+            }
+        }
+        self.keep_alive && !self.broken && self.drain_body()
+    }
+
+    fn broken_before_commit(&self) -> bool {
+        self.broken && self.failure.is_none()
+    }
+
+    /// Reads and discards what the app left of the request body, so the next request on the
+    /// connection starts at the right byte. False if that is not possible cheaply.
+    fn drain_body(&mut self) -> bool {
+        if matches!(self.body, BodyIn::Done) {
+            return true;
+        }
+        if self.expect_continue {
+            // The client waits for 100 Continue that will never come: it will not send the body.
+            return false;
+        }
+        let mut sink = [0u8; 8192];
+        let start = self.body_read;
+        while self.body_read - start <= MAX_DRAIN {
+            match self.read_body(&mut sink) {
+                Ok(0) => return !self.broken,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+}

@@ -1,0 +1,187 @@
+//! The gateway: loading a plugin (dlopen via libloading), checking its ABI (SPEC §5), and
+//! calling its init / handle / shutdown.
+//!
+//! Errors are one line naming the plugin and, for ABI mismatches, the expected and found
+//! values; for a missing entry point, the symbol.
+
+use ferricorn_sdk::abi::{
+    self, FcAppDescriptor, FcEntryFn, FcField, FcRequest, FcResponder, FcStr,
+};
+use libloading::os::unix::{Library, Symbol, RTLD_LOCAL, RTLD_NOW};
+use std::ffi::{c_void, CStr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// A loaded plugin whose descriptor passed the ABI checks.
+pub struct Plugin {
+    /// Keeps the shared object mapped while the descriptor is used.
+    _library: Library,
+    descriptor: &'static FcAppDescriptor,
+    /// The path it was loaded from.
+    pub path: PathBuf,
+    /// The app's name from its descriptor.
+    pub name: String,
+}
+
+/// Loads the plugin at `path`: dlopen with RTLD_NOW (unresolved symbols fail here), find
+/// `ferricorn_app`, check the descriptor's `abi_version` and `size`.
+pub fn load(path: &Path) -> Result<Plugin, String> {
+    let shown = path.display();
+    if !path.is_file() {
+        return Err(format!("plugin {shown}: no such file"));
+    }
+    // SAFETY: loading a shared object runs its initialisers; loading the configured plugin is
+    // this server's purpose, and the operator chose the file.
+    let library = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| format!("plugin {shown}: cannot load: {e}"))?;
+    let symbol_name = abi::ENTRY_SYMBOL;
+    // SAFETY: the entry symbol's type is fixed by the ABI (`FcEntryFn`).
+    let entry: Symbol<FcEntryFn> =
+        unsafe { library.get(symbol_name.as_bytes()) }.map_err(|_| {
+            format!(
+                "plugin {shown}: missing entry symbol `{symbol_name}` (not a ferricorn plugin?)"
+            )
+        })?;
+    // SAFETY: calling the plugin's entry point as the ABI defines it; it returns a pointer to
+    // static data (or NULL).
+    let raw = unsafe { entry() };
+    // SAFETY: a non-null descriptor pointer refers to static data inside the library, which stays
+    // mapped as long as `library` lives (kept in `Plugin`); we only read the two leading u32s
+    // before checking the size.
+    let descriptor = unsafe { raw.as_ref() }
+        .ok_or_else(|| format!("plugin {shown}: `{symbol_name}` returned NULL"))?;
+    if descriptor.abi_version != abi::ABI_VERSION {
+        return Err(format!(
+            "plugin {shown}: ABI version mismatch: expected {}, found {}",
+            abi::ABI_VERSION,
+            descriptor.abi_version
+        ));
+    }
+    let expected = std::mem::size_of::<FcAppDescriptor>();
+    if (descriptor.size as usize) < expected {
+        return Err(format!(
+            "plugin {shown}: descriptor too small: expected at least {expected} bytes, found {}",
+            descriptor.size
+        ));
+    }
+    let name = if descriptor.name.is_null() {
+        String::from("?")
+    } else {
+        // SAFETY: the ABI requires `name` to be a static NUL-terminated string.
+        unsafe { CStr::from_ptr(descriptor.name) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    // SAFETY: the descriptor lives as long as the library, which `Plugin` owns; the 'static
+    // reference never outlives the `Plugin` (it is private and only used through it).
+    let descriptor: &'static FcAppDescriptor = unsafe { &*(descriptor as *const FcAppDescriptor) };
+    Ok(Plugin {
+        _library: library,
+        descriptor,
+        path: path.to_path_buf(),
+        name,
+    })
+}
+
+/// An initialised app: the plugin plus the state its init returned.
+pub struct App {
+    plugin: Plugin,
+    state: *mut c_void,
+    /// Serialises `handle` for plugins that are not thread-safe.
+    serial: Option<Mutex<()>>,
+    /// Set once shutdown was called.
+    shut_down: AtomicBool,
+}
+
+// SAFETY: the ABI lets the server call `handle` from any thread (serialised through `serial`
+// when the plugin does not declare FC_APP_THREAD_SAFE); the state pointer is opaque to us.
+unsafe impl Send for App {}
+// SAFETY: as above; shared access only calls `handle`, which the plugin allows concurrently
+// or which `serial` serialises.
+unsafe impl Sync for App {}
+
+const INIT_ERROR_CAPACITY: usize = 1024;
+
+/// Calls the plugin's init with `config` (`app.config`). Errors carry the app's message.
+pub fn init(plugin: Plugin, config: &[(String, String)]) -> Result<App, String> {
+    let fields: Vec<FcField> = config
+        .iter()
+        .map(|(k, v)| FcField {
+            name: FcStr::new(k.as_bytes()),
+            value: FcStr::new(v.as_bytes()),
+        })
+        .collect();
+    let mut state: *mut c_void = std::ptr::null_mut();
+    let mut err = vec![0u8; INIT_ERROR_CAPACITY];
+    // SAFETY: init is called once with valid config fields (alive for the call), a valid
+    // out-pointer and an error buffer of the stated capacity, as the ABI requires.
+    let status = unsafe {
+        (plugin.descriptor.init)(
+            fields.as_ptr(),
+            fields.len(),
+            &mut state,
+            err.as_mut_ptr().cast(),
+            err.len(),
+        )
+    };
+    if status != abi::FC_OK {
+        let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+        let message = String::from_utf8_lossy(&err[..end]);
+        let message = if message.is_empty() {
+            "no message".into()
+        } else {
+            message
+        };
+        return Err(format!(
+            "app {} ({}): init failed (status {status}): {message}",
+            plugin.name,
+            plugin.path.display()
+        ));
+    }
+    let serial = (plugin.descriptor.flags & abi::FC_APP_THREAD_SAFE == 0).then(|| Mutex::new(()));
+    Ok(App {
+        plugin,
+        state,
+        serial,
+        shut_down: AtomicBool::new(false),
+    })
+}
+
+impl App {
+    /// The app's name.
+    pub fn name(&self) -> &str {
+        &self.plugin.name
+    }
+
+    /// Calls the plugin's handle for one request; returns its status.
+    pub fn handle(&self, request: &FcRequest, responder: &FcResponder) -> i32 {
+        let _guard = self
+            .serial
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
+        // SAFETY: state came from this plugin's init; request and responder are valid for the
+        // call; concurrency follows the plugin's declared flags.
+        unsafe { (self.plugin.descriptor.handle)(self.state, request, responder) }
+    }
+
+    /// Calls the plugin's shutdown; later calls do nothing. Call it only when no request is
+    /// being handled.
+    pub fn shutdown(&self) {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // SAFETY: called once (guarded above) with the state init returned; the worker calls it
+        // only after its connections are finished, so no handle call is running.
+        unsafe { (self.plugin.descriptor.shutdown)(self.state) }
+    }
+}
+
+/// Loads, initialises and shuts down the app in this process: the trial load that
+/// `--check-config` and reloads run in a child. Returns the app's name.
+pub fn trial_load(path: &Path, config: &[(String, String)]) -> Result<String, String> {
+    let app = init(load(path)?, config)?;
+    let name = app.name().to_string();
+    app.shutdown();
+    Ok(name)
+}

@@ -1,0 +1,16 @@
+//! ferricorn: a pre-fork HTTP/1.1 application server for Linux, in the mould of gunicorn.
+//!
+//! A master process ([`master`]) binds the listeners ([`listeners`]), forks worker processes
+//! ([`worker`]) that serve connections ([`connection`], [`http`]) with a pool of threads, and
+//! supervises them. Applications are `cdylib` plugins loaded through the gateway ABI
+//! ([`gateway`]). Settings live in [`config`]; logs in [`logging`]; the command line in [`cli`].
+
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod gateway;
+pub mod http;
+pub mod listeners;
+pub mod logging;
+pub mod master;
+pub mod worker;

@@ -1,0 +1,256 @@
+//! Listening sockets: parsing `bind` addresses, binding them in the master (SO_REUSEADDR,
+//! `backlog`), and describing them the way gunicorn logs them (`http://127.0.0.1:8000`,
+//! `unix:/run/app.sock`).
+
+use nix::sys::socket::{
+    bind, getsockname, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag,
+    SockType, SockaddrIn, SockaddrIn6, SockaddrStorage, UnixAddr,
+};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+/// One `bind` entry (SPEC §2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// `HOST:PORT` or `[V6]:PORT`; port 0 = ephemeral.
+    Tcp(SocketAddr),
+    /// `unix:PATH`.
+    Unix(PathBuf),
+    /// `fd://N`: an already-listening socket inherited from the parent.
+    Fd(RawFd),
+}
+
+impl Address {
+    /// Parses `HOST:PORT`, `[V6]:PORT`, `unix:PATH` or `fd://N`. A host name is resolved
+    /// (first address). Errors say what was wrong with the text.
+    pub fn parse(text: &str) -> Result<Address, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(format!("`{text}`: unix: needs a path"));
+            }
+            return Ok(Address::Unix(PathBuf::from(path)));
+        }
+        if let Some(n) = text.strip_prefix("fd://") {
+            return n
+                .parse::<RawFd>()
+                .ok()
+                .filter(|&fd| fd >= 0)
+                .map(Address::Fd)
+                .ok_or_else(|| format!("`{text}`: fd:// needs a file descriptor number"));
+        }
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(Address::Tcp(addr));
+        }
+        let (host, port) = text.rsplit_once(':').ok_or_else(|| {
+            format!("`{text}`: expected HOST:PORT, [V6]:PORT, unix:PATH or fd://N")
+        })?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{text}`: invalid port `{port}`"))?;
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(Address::Tcp(SocketAddr::new(ip, port)));
+        }
+        (host, port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .map(Address::Tcp)
+            .ok_or_else(|| format!("`{text}`: cannot resolve host `{host}`"))
+    }
+}
+
+/// A bound, listening socket, shared by the master and all workers.
+#[derive(Debug)]
+pub struct Listener {
+    /// The address as configured (port 0 stays 0 here, so reloads match it).
+    pub address: Address,
+    /// The listening socket (non-blocking, close-on-exec).
+    pub fd: OwnedFd,
+    /// SERVER_NAME for requests on this socket: the bound IP or the unix path.
+    pub server_name: String,
+    /// SERVER_PORT: the bound port in decimal, empty for unix sockets.
+    pub server_port: String,
+    /// Whether this is a TCP socket (TCP_NODELAY applies).
+    pub is_tcp: bool,
+}
+
+impl Listener {
+    /// gunicorn's listener name: `http://HOST:PORT` or `unix:PATH`.
+    pub fn url(&self) -> String {
+        if !self.is_tcp {
+            return format!("unix:{}", self.server_name);
+        }
+        match self.server_name.contains(':') {
+            true => format!("http://[{}]:{}", self.server_name, self.server_port),
+            false => format!("http://{}:{}", self.server_name, self.server_port),
+        }
+    }
+
+    /// The raw file descriptor.
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn sys(what: &str, address: &Address, e: nix::Error) -> String {
+    format!("cannot {what} {}: {e}", describe(address))
+}
+
+/// The address as written in the configuration.
+pub fn describe(address: &Address) -> String {
+    match address {
+        Address::Tcp(addr) => addr.to_string(),
+        Address::Unix(path) => format!("unix:{}", path.display()),
+        Address::Fd(fd) => format!("fd://{fd}"),
+    }
+}
+
+/// Binds and listens on `address` with `backlog`. Errors name the address and the cause.
+pub fn bind_listener(address: &Address, backlog: i32) -> Result<Listener, String> {
+    let backlog = Backlog::new(backlog).map_err(|e| sys("use backlog for", address, e))?;
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    let fd = match address {
+        Address::Tcp(addr) => {
+            let family = if addr.is_ipv4() {
+                AddressFamily::Inet
+            } else {
+                AddressFamily::Inet6
+            };
+            let fd = socket(family, SockType::Stream, flags, None)
+                .map_err(|e| sys("create a socket for", address, e))?;
+            setsockopt(&fd, sockopt::ReuseAddr, &true)
+                .map_err(|e| sys("set SO_REUSEADDR on", address, e))?;
+            let bound = match addr {
+                SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(*v4)),
+                SocketAddr::V6(v6) => {
+                    setsockopt(&fd, sockopt::Ipv6V6Only, &true)
+                        .map_err(|e| sys("set IPV6_V6ONLY on", address, e))?;
+                    bind(fd.as_raw_fd(), &SockaddrIn6::from(*v6))
+                }
+            };
+            bound.map_err(|e| sys("bind", address, e))?;
+            fd
+        }
+        Address::Unix(path) => {
+            remove_stale_socket(path);
+            let fd = socket(AddressFamily::Unix, SockType::Stream, flags, None)
+                .map_err(|e| sys("create a socket for", address, e))?;
+            let addr = UnixAddr::new(path).map_err(|e| sys("use", address, e))?;
+            bind(fd.as_raw_fd(), &addr).map_err(|e| sys("bind", address, e))?;
+            fd
+        }
+        Address::Fd(raw) => return inherit(address, *raw),
+    };
+    listen(&fd, backlog).map_err(|e| sys("listen on", address, e))?;
+    describe_socket(address.clone(), fd)
+}
+
+/// Adopts an inherited listening socket (`fd://N`), making it non-blocking and close-on-exec.
+fn inherit(address: &Address, raw: RawFd) -> Result<Listener, String> {
+    // SAFETY: fcntl(F_GETFD) only queries whether `raw` is open; it does not take ownership.
+    if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
+        return Err(format!(
+            "cannot use {}: no such open file descriptor",
+            describe(address)
+        ));
+    }
+    // SAFETY: the operator handed us this descriptor to own (fd://N); it is open (checked above)
+    // and nothing else in this process uses it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    set_flag(&fd, libc::F_GETFL, libc::F_SETFL, libc::O_NONBLOCK);
+    set_flag(&fd, libc::F_GETFD, libc::F_SETFD, libc::FD_CLOEXEC);
+    describe_socket(address.clone(), fd)
+}
+
+fn set_flag(fd: &OwnedFd, get: libc::c_int, set: libc::c_int, bit: libc::c_int) {
+    // SAFETY: plain fcntl flag updates on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), get);
+        if flags >= 0 {
+            libc::fcntl(fd.as_raw_fd(), set, flags | bit);
+        }
+    }
+}
+
+fn remove_stale_socket(path: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+fn describe_socket(address: Address, fd: OwnedFd) -> Result<Listener, String> {
+    let local: SockaddrStorage =
+        getsockname(fd.as_raw_fd()).map_err(|e| sys("inspect", &address, e))?;
+    let (server_name, server_port, is_tcp) = if let Some(v4) = local.as_sockaddr_in() {
+        (v4.ip().to_string(), v4.port().to_string(), true)
+    } else if let Some(v6) = local.as_sockaddr_in6() {
+        (v6.ip().to_string(), v6.port().to_string(), true)
+    } else if let Some(unix) = local.as_unix_addr() {
+        let path = unix
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        (path, String::new(), false)
+    } else {
+        return Err(format!(
+            "cannot use {}: not an IP or unix socket",
+            describe(&address)
+        ));
+    };
+    Ok(Listener {
+        address,
+        fd,
+        server_name,
+        server_port,
+        is_tcp,
+    })
+}
+
+/// Removes the socket file of a unix listener (at final shutdown).
+pub fn unlink(listener: &Listener) {
+    if let Address::Unix(path) = &listener.address {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The peer of an accepted connection as (REMOTE_ADDR, REMOTE_PORT) text; empty for unix sockets.
+pub fn peer_of(fd: BorrowedFd<'_>) -> (String, String) {
+    let Ok(peer) = nix::sys::socket::getpeername::<SockaddrStorage>(fd.as_raw_fd()) else {
+        return (String::new(), String::new());
+    };
+    if let Some(v4) = peer.as_sockaddr_in() {
+        (v4.ip().to_string(), v4.port().to_string())
+    } else if let Some(v6) = peer.as_sockaddr_in6() {
+        (v6.ip().to_string(), v6.port().to_string())
+    } else {
+        (String::new(), String::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form() {
+        assert_eq!(
+            Address::parse("127.0.0.1:0").unwrap(),
+            Address::Tcp("127.0.0.1:0".parse().unwrap())
+        );
+        assert_eq!(
+            Address::parse("[::1]:80").unwrap(),
+            Address::Tcp("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(
+            Address::parse("unix:/tmp/x.sock").unwrap(),
+            Address::Unix("/tmp/x.sock".into())
+        );
+        assert_eq!(Address::parse("fd://3").unwrap(), Address::Fd(3));
+        assert!(Address::parse("localhost:80").is_ok());
+        assert!(Address::parse("nothing").is_err());
+        assert!(Address::parse("1.2.3.4:99999").is_err());
+        assert!(Address::parse("unix:").is_err());
+    }
+}

@@ -1,0 +1,666 @@
+//! The master process (SPEC §1, §3): single-threaded, never loads the app itself. It binds the
+//! listeners, forks and supervises workers, and handles signals.
+//!
+//! Structure: an event loop (signals arrive through a self-pipe, workers report over one pipe
+//! each, children are reaped, timers checked) followed by a reconcile step that compares the
+//! desired workers (generation, count) with the actual ones, spawning and retiring to match.
+//! A reload bumps the generation; old workers are retired one by one as new ones report ready.
+
+use crate::config::{self, Config, Overrides};
+use crate::gateway;
+use crate::listeners::{self, Listener};
+use crate::logging;
+use crate::worker;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, pipe2, ForkResult, Pid};
+use signal_hook::consts::signal::*;
+use signal_hook::SigId;
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the event loop sleeps at most between checks.
+const TICK: Duration = Duration::from_millis(250);
+/// Deadline for workers to exit after a quick stop (INT/QUIT) before SIGKILL.
+const QUICK_STOP: Duration = Duration::from_secs(2);
+/// Longest a trial load of the app (probe child) may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+/// First and largest delay before respawning after a worker died while booting.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The signals the master handles, each behind a flag, all waking a self-pipe.
+struct Signals {
+    wake: OwnedFd,
+    wake_write: OwnedFd,
+    flags: Vec<(i32, Arc<AtomicBool>)>,
+    ids: Vec<SigId>,
+}
+
+const HANDLED: [i32; 10] = [
+    SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD,
+];
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        let (wake, wake_write) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| format!("cannot create the signal pipe: {e}"))?;
+        let mut signals = Signals {
+            wake,
+            wake_write,
+            flags: Vec::new(),
+            ids: Vec::new(),
+        };
+        for sig in HANDLED {
+            let flag = Arc::new(AtomicBool::new(false));
+            let err = |e: std::io::Error| format!("cannot handle signal {sig}: {e}");
+            signals
+                .ids
+                .push(signal_hook::flag::register(sig, flag.clone()).map_err(err)?);
+            // Each registration owns a duplicate of the pipe's write end.
+            let write_end = signals.wake_write.try_clone().map_err(err)?;
+            signals
+                .ids
+                .push(signal_hook::low_level::pipe::register_raw(sig, write_end).map_err(err)?);
+            signals.flags.push((sig, flag));
+        }
+        Ok(signals)
+    }
+
+    /// Whether `sig` arrived since the last call.
+    fn take(&self, sig: i32) -> bool {
+        self.flags
+            .iter()
+            .find(|(s, _)| *s == sig)
+            .is_some_and(|(_, flag)| flag.swap(false, Ordering::AcqRel))
+    }
+
+    fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while matches!(nix::unistd::read(&self.wake, &mut buf), Ok(n) if n > 0) {}
+    }
+
+    /// In a forked child: remove the master's actions, so a signal to the child never writes
+    /// to the master's pipe. The child then installs its own.
+    fn forget_in_child(&self) {
+        for id in &self.ids {
+            signal_hook::low_level::unregister(*id);
+        }
+    }
+}
+
+/// A worker as the master sees it.
+struct Worker {
+    generation: u64,
+    report: Option<OwnedFd>,
+    pending: Vec<u8>,
+    ready: bool,
+    started: Instant,
+    last_seen: Instant,
+    retiring: Option<Instant>,
+    boot_error: Option<String>,
+}
+
+/// The master's state.
+struct Master {
+    config: Config,
+    overrides: Overrides,
+    listeners: Vec<Listener>,
+    signals: Signals,
+    pid: Pid,
+    generation: u64,
+    desired: usize,
+    workers: BTreeMap<Pid, Worker>,
+    booted: bool,
+    backoff: Duration,
+    next_spawn: Instant,
+    stop_deadline: Option<Instant>,
+}
+
+/// Runs the master until it stops; returns the process exit status. `listeners` are already
+/// bound; `overrides` are the command-line settings re-applied on every reload.
+pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>) -> i32 {
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            logging::critical(&e);
+            return 1;
+        }
+    };
+    let pid = nix::unistd::getpid();
+    for listener in &listeners {
+        logging::info(format_args!("Listening at: {} ({pid})", listener.url()));
+    }
+    if let Some(path) = &config.pidfile {
+        if let Err(e) = std::fs::write(path, format!("{pid}\n")) {
+            logging::critical(format_args!("cannot write pidfile {}: {e}", path.display()));
+            return 1;
+        }
+    }
+    logging::info(format_args!(
+        "Using worker: threads ({} per worker)",
+        config.threads
+    ));
+    let mut master = Master {
+        desired: config.workers,
+        config,
+        overrides,
+        listeners,
+        signals,
+        pid,
+        generation: 1,
+        workers: BTreeMap::new(),
+        booted: false,
+        backoff: BACKOFF_MIN,
+        next_spawn: Instant::now(),
+        stop_deadline: None,
+    };
+    let code = master.event_loop();
+    master.cleanup();
+    code
+}
+
+impl Master {
+    fn event_loop(&mut self) -> i32 {
+        loop {
+            self.wait();
+            self.handle_signals();
+            self.read_reports();
+            if let Some(code) = self.reap() {
+                self.stop(Signal::SIGTERM, self.config.graceful_timeout);
+                self.finish_stop();
+                return code;
+            }
+            self.check_timeouts();
+            if self.stop_deadline.is_some() {
+                if self.workers.is_empty() {
+                    logging::info("Shutting down: Master");
+                    return 0;
+                }
+                continue;
+            }
+            self.reconcile();
+        }
+    }
+
+    /// Sleeps until a signal, a worker report, or the tick.
+    fn wait(&self) {
+        let mut fds = vec![PollFd::new(self.signals.wake.as_fd(), PollFlags::POLLIN)];
+        fds.extend(
+            self.workers
+                .values()
+                .filter_map(|w| w.report.as_ref())
+                .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
+        );
+        let _ = nix::poll::poll(
+            &mut fds,
+            PollTimeout::try_from(TICK.as_millis() as i32).unwrap_or(PollTimeout::MAX),
+        );
+        self.signals.drain();
+    }
+
+    fn handle_signals(&mut self) {
+        let s = &self.signals;
+        let (hup, term, int, quit) = (
+            s.take(SIGHUP),
+            s.take(SIGTERM),
+            s.take(SIGINT),
+            s.take(SIGQUIT),
+        );
+        let (ttin, ttou, usr1, usr2, winch) = (
+            s.take(SIGTTIN),
+            s.take(SIGTTOU),
+            s.take(SIGUSR1),
+            s.take(SIGUSR2),
+            s.take(SIGWINCH),
+        );
+        s.take(SIGCHLD);
+        if int || quit {
+            logging::info("Handling signal: quick stop (INT/QUIT)");
+            self.stop(Signal::SIGQUIT, QUICK_STOP);
+            return;
+        }
+        if term {
+            logging::info("Handling signal: term");
+            self.stop(Signal::SIGTERM, self.config.graceful_timeout);
+            return;
+        }
+        if self.stop_deadline.is_some() {
+            return;
+        }
+        if hup {
+            self.reload();
+        }
+        if ttin {
+            self.desired += 1;
+            logging::info(format_args!(
+                "Handling signal: ttin: {} workers",
+                self.desired
+            ));
+        }
+        if ttou && self.desired > 1 {
+            self.desired -= 1;
+            logging::info(format_args!(
+                "Handling signal: ttou: {} workers",
+                self.desired
+            ));
+        }
+        if winch {
+            logging::info("Handling signal: winch: stopping all workers gracefully");
+            self.desired = 0;
+        }
+        if usr1 {
+            logging::info("Handling signal: usr1: reopening log files");
+            logging::reopen(&self.config);
+            self.signal_all(Signal::SIGUSR1);
+        }
+        if usr2 {
+            logging::warning("Handling signal: usr2: binary upgrade is not supported yet; ignored");
+        }
+    }
+
+    fn signal_all(&self, signal: Signal) {
+        for pid in self.workers.keys() {
+            let _ = kill(*pid, signal);
+        }
+    }
+
+    /// Begins stopping: `signal` to every worker, SIGKILL after `grace`.
+    fn stop(&mut self, signal: Signal, grace: Duration) {
+        self.signal_all(signal);
+        let deadline = Instant::now() + grace;
+        self.stop_deadline = Some(self.stop_deadline.map_or(deadline, |d| d.min(deadline)));
+    }
+
+    /// Waits for every worker to exit (SIGKILL at the deadline); used when the master must exit.
+    fn finish_stop(&mut self) {
+        while !self.workers.is_empty() {
+            self.wait();
+            self.reap();
+            self.check_timeouts();
+        }
+    }
+
+    fn read_reports(&mut self) {
+        let now = Instant::now();
+        for (pid, worker) in self.workers.iter_mut() {
+            let Some(fd) = &worker.report else { continue };
+            let mut buf = [0u8; 1024];
+            loop {
+                match nix::unistd::read(fd, &mut buf) {
+                    Ok(0) => {
+                        worker.report = None;
+                        break;
+                    }
+                    Ok(n) => {
+                        worker.pending.extend_from_slice(&buf[..n]);
+                        worker.last_seen = now;
+                    }
+                    Err(_) => break,
+                }
+            }
+            while let Some(end) = worker.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = worker.pending.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line[..end]).into_owned();
+                if line == "ready" {
+                    worker.ready = true;
+                    if worker.generation == self.generation {
+                        self.booted = true;
+                        self.backoff = BACKOFF_MIN;
+                    }
+                    logging::debug(format_args!(
+                        "worker {pid} ready (generation {})",
+                        worker.generation
+                    ));
+                } else if let Some(message) = line.strip_prefix("boot-error ") {
+                    worker.boot_error = Some(message.to_string());
+                }
+            }
+        }
+    }
+
+    /// Reaps exited workers. Returns an exit status if the master must stop: no worker of
+    /// the first generation could boot.
+    fn reap(&mut self) -> Option<i32> {
+        let mut fatal = None;
+        loop {
+            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return fatal,
+                Ok(status) => status,
+            };
+            let (pid, code, signal) = match status {
+                WaitStatus::Exited(pid, code) => (pid, Some(code), None),
+                WaitStatus::Signaled(pid, signal, _) => (pid, None, Some(signal)),
+                _ => continue,
+            };
+            self.read_reports();
+            let Some(worker) = self.workers.remove(&pid) else {
+                continue;
+            };
+            match (code, signal) {
+                (Some(0), _) => logging::info(format_args!("Worker (pid:{pid}) exited")),
+                (Some(code), _) => {
+                    logging::error(format_args!("Worker (pid:{pid}) exited with code {code}"))
+                }
+                (_, Some(signal)) if worker.retiring.is_some() && signal == Signal::SIGKILL => {
+                    logging::warning(format_args!(
+                        "Worker (pid:{pid}) was sent SIGKILL! (graceful_timeout)"
+                    ))
+                }
+                (_, Some(signal)) => {
+                    logging::error(format_args!("Worker (pid:{pid}) was sent {signal}!"))
+                }
+                _ => {}
+            }
+            if worker.ready {
+                continue;
+            }
+            let reason = worker
+                .boot_error
+                .clone()
+                .unwrap_or_else(|| format!("died while booting ({})", describe(code, signal)));
+            if code == Some(worker::BOOT_ERROR) && !self.booted && self.stop_deadline.is_none() {
+                logging::critical(format_args!("Worker failed to boot, stopping: {reason}"));
+                eprintln!("ferricorn: worker failed to boot: {reason}");
+                fatal = Some(worker::BOOT_ERROR);
+            } else {
+                logging::error(format_args!(
+                    "Worker (pid:{pid}) failed to boot: {reason}; retrying in {:.2}s",
+                    self.backoff.as_secs_f64()
+                ));
+                self.next_spawn = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+
+    fn check_timeouts(&mut self) {
+        let now = Instant::now();
+        let stop_deadline = self.stop_deadline;
+        for (pid, worker) in self.workers.iter_mut() {
+            let past_retire = worker.retiring.is_some_and(|d| now >= d);
+            let past_stop = stop_deadline.is_some_and(|d| now >= d);
+            if past_retire || past_stop {
+                let _ = kill(*pid, Signal::SIGKILL);
+                worker.retiring.get_or_insert(now);
+                continue;
+            }
+            let Some(timeout) = self.config.timeout else {
+                continue;
+            };
+            let silent_since = if worker.ready {
+                worker.last_seen
+            } else {
+                worker.started.max(worker.last_seen)
+            };
+            if worker.retiring.is_none() && now.duration_since(silent_since) > timeout {
+                logging::critical(format_args!("WORKER TIMEOUT (pid:{pid})"));
+                let _ = kill(*pid, Signal::SIGKILL);
+                worker.retiring = Some(now);
+            }
+        }
+    }
+
+    /// Brings the actual workers in line with the desired ones.
+    fn reconcile(&mut self) {
+        let active = |w: &&Worker| w.retiring.is_none();
+        let current: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| active(w) && w.generation == self.generation)
+            .map(|(pid, _)| *pid)
+            .collect();
+        let ready = current.iter().filter(|pid| self.workers[pid].ready).count();
+        if current.len() < self.desired && Instant::now() >= self.next_spawn {
+            for _ in current.len()..self.desired {
+                self.spawn();
+            }
+        }
+        for pid in current
+            .iter()
+            .rev()
+            .take(current.len().saturating_sub(self.desired))
+        {
+            self.retire(*pid);
+        }
+        let old: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| active(w) && w.generation != self.generation)
+            .map(|(pid, _)| *pid)
+            .collect();
+        let keep_old = self.desired.saturating_sub(ready);
+        for pid in old.iter().take(old.len().saturating_sub(keep_old)) {
+            self.retire(*pid);
+        }
+    }
+
+    fn retire(&mut self, pid: Pid) {
+        if let Some(worker) = self.workers.get_mut(&pid) {
+            let _ = kill(pid, Signal::SIGTERM);
+            worker.retiring = Some(Instant::now() + self.config.graceful_timeout);
+        }
+    }
+
+    fn spawn(&mut self) {
+        let (report_read, report_write) = match pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
+            Ok(pair) => pair,
+            Err(e) => {
+                logging::error(format_args!("cannot create a worker pipe: {e}"));
+                self.next_spawn = Instant::now() + self.backoff;
+                return;
+            }
+        };
+        // SAFETY: the master is single-threaded (it never starts a thread), so the child is a
+        // complete copy in which any code may run.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                drop(report_read);
+                self.signals.forget_in_child();
+                let code = worker::run(&self.config, &self.listeners, report_write, self.pid);
+                std::process::exit(code);
+            }
+            Ok(ForkResult::Parent { child }) => {
+                let now = Instant::now();
+                self.workers.insert(
+                    child,
+                    Worker {
+                        generation: self.generation,
+                        report: Some(report_read),
+                        pending: Vec::new(),
+                        ready: false,
+                        started: now,
+                        last_seen: now,
+                        retiring: None,
+                        boot_error: None,
+                    },
+                );
+            }
+            Err(e) => {
+                logging::error(format_args!("cannot fork a worker: {e}"));
+                self.next_spawn = Instant::now() + self.backoff;
+            }
+        }
+    }
+
+    /// HUP: re-read the configuration, trial-load the app, then start a new generation. On any
+    /// failure the current workers keep serving.
+    fn reload(&mut self) {
+        logging::info("Handling signal: hup");
+        let config = match config::load(self.config.file.as_deref(), &self.overrides) {
+            Ok(config) => config,
+            Err(e) => {
+                logging::error(format_args!(
+                    "Reload failed, keeping the current workers: {e}"
+                ));
+                return;
+            }
+        };
+        if let Err(e) = probe_with(&config, Some(&self.signals)) {
+            logging::error(format_args!(
+                "Reload failed, keeping the current workers: {e}"
+            ));
+            return;
+        }
+        let listeners = match rebind(&mut self.listeners, &config) {
+            Ok(listeners) => listeners,
+            Err(e) => {
+                logging::error(format_args!(
+                    "Reload failed, keeping the current workers: {e}"
+                ));
+                return;
+            }
+        };
+        if let Err(e) = logging::configure(&config) {
+            logging::warning(format_args!("Reload: {e}; keeping the previous log files"));
+        }
+        for listener in listeners
+            .iter()
+            .filter(|l| !self.listeners.iter().any(|o| o.address == l.address))
+        {
+            logging::info(format_args!(
+                "Listening at: {} ({})",
+                listener.url(),
+                self.pid
+            ));
+        }
+        self.listeners = listeners;
+        self.desired = config.workers;
+        self.config = config;
+        self.generation += 1;
+        logging::info(format_args!(
+            "Reloading: starting generation {} with {} workers",
+            self.generation, self.desired
+        ));
+    }
+
+    fn cleanup(&self) {
+        if let Some(path) = &self.config.pidfile {
+            let _ = std::fs::remove_file(path);
+        }
+        for listener in &self.listeners {
+            listeners::unlink(listener);
+        }
+    }
+}
+
+fn describe(code: Option<i32>, signal: Option<Signal>) -> String {
+    match (code, signal) {
+        (Some(code), _) => format!("exit code {code}"),
+        (_, Some(signal)) => format!("signal {signal}"),
+        _ => "unknown".into(),
+    }
+}
+
+/// The listeners for `config`: unchanged addresses keep their open socket (taken out of
+/// `current`), new ones are bound. On error nothing is taken.
+fn rebind(current: &mut Vec<Listener>, config: &Config) -> Result<Vec<Listener>, String> {
+    let mut fresh = Vec::new();
+    for address in &config.bind {
+        if !current.iter().any(|l| &l.address == address) {
+            fresh.push(listeners::bind_listener(address, config.backlog)?);
+        }
+    }
+    let mut out = Vec::new();
+    for address in &config.bind {
+        if let Some(i) = current.iter().position(|l| &l.address == address) {
+            out.push(current.remove(i));
+        } else if let Some(i) = fresh.iter().position(|l| &l.address == address) {
+            out.push(fresh.remove(i));
+        }
+    }
+    Ok(out)
+}
+
+/// Trial-loads the app of `config` in a child process (dlopen, ABI check, init, shutdown), so
+/// a broken plugin can neither crash nor pollute the calling process. Returns the app's name,
+/// or the one-line reason it failed. Call it only while the process is single-threaded.
+pub fn probe(config: &Config) -> Result<String, String> {
+    probe_with(config, None)
+}
+
+/// [`probe`] from the running master, whose signal handlers are removed in the child.
+fn probe_with(config: &Config, signals: Option<&Signals>) -> Result<String, String> {
+    let Some(path) = config.app_path.clone() else {
+        return Err(
+            "no app configured: set app.path in the configuration or pass the plugin path".into(),
+        );
+    };
+    let (read_end, write_end) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
+    // SAFETY: the calling process is single-threaded (the master, or the CLI before serving).
+    match unsafe { fork() }.map_err(|e| format!("cannot fork the trial load: {e}"))? {
+        ForkResult::Child => {
+            drop(read_end);
+            if let Some(signals) = signals {
+                signals.forget_in_child();
+            }
+            let (code, message) = match gateway::trial_load(&path, &config.app_config) {
+                Ok(name) => (0, name),
+                Err(e) => (1, e),
+            };
+            let _ = nix::unistd::write(&write_end, message.as_bytes());
+            std::process::exit(code);
+        }
+        ForkResult::Parent { child } => {
+            drop(write_end);
+            let message = read_until_eof(&read_end, PROBE_TIMEOUT);
+            let status = match message {
+                Some(_) => waitpid(child, None),
+                None => {
+                    let _ = kill(child, Signal::SIGKILL);
+                    let _ = waitpid(child, None);
+                    return Err(format!("plugin {}: trial load timed out", path.display()));
+                }
+            };
+            let message = message.unwrap_or_default();
+            match status {
+                Ok(WaitStatus::Exited(_, 0)) => Ok(message),
+                Ok(WaitStatus::Exited(_, _)) => Err(message),
+                Ok(WaitStatus::Signaled(_, signal, _)) => Err(format!(
+                    "plugin {}: crashed during trial load ({signal})",
+                    path.display()
+                )),
+                other => Err(format!(
+                    "plugin {}: trial load ended unexpectedly: {other:?}",
+                    path.display()
+                )),
+            }
+        }
+    }
+}
+
+/// Reads everything from `fd` until EOF, giving up (None) after `timeout`.
+fn read_until_eof(fd: &OwnedFd, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        if let Err(e) = nix::poll::poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            if e != nix::errno::Errno::EINTR {
+                return None;
+            }
+            continue;
+        }
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&out).into_owned()),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+            Err(_) => return Some(String::from_utf8_lossy(&out).into_owned()),
+        }
+    }
+}

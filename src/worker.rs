@@ -1,0 +1,370 @@
+//! A worker process (SPEC §1): loads the app, then a pool of `threads` threads serves the
+//! shared listeners around one epoll set. Listeners are registered with EPOLLEXCLUSIVE (one
+//! waiter woken per new connection across all workers) and connections with EPOLLONESHOT (one
+//! thread at a time per connection). A connection goes back to the set between requests and
+//! while its head is incomplete, so idle and slow clients never hold a thread.
+//!
+//! The worker's main thread runs the timers (keepalive, header_timeout, lingering), the
+//! heartbeat to the master, signals, and the graceful stop.
+
+use crate::config::Config;
+use crate::connection::{self, Conn, Context, LocalName, Next, Scratch};
+use crate::gateway;
+use crate::http::Limits;
+use crate::listeners::{self, Listener};
+use crate::logging;
+use ferricorn_sdk::abi;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{accept4, setsockopt, sockopt, SockFlag};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Exit status of a worker that could not boot (gunicorn's WORKER_BOOT_ERROR).
+pub const BOOT_ERROR: i32 = 3;
+
+/// Token bit marking a listener in epoll data.
+const LISTENER: u64 = 1 << 63;
+/// Most connections accepted per wake-up, so one thread does not hog the accept queue.
+const ACCEPT_BATCH: usize = 64;
+/// How often the main thread checks timers and signals.
+const TICK: Duration = Duration::from_millis(100);
+/// How often the worker tells the master it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Client stall limit when `timeout` is 0.
+const DEFAULT_STALL: Duration = Duration::from_secs(30);
+
+struct Slot {
+    generation: u32,
+    registered: bool,
+    conn: Option<Conn>,
+}
+
+struct Shared {
+    ctx: Context,
+    epoll: Epoll,
+    listeners: Vec<(RawFd, bool)>,
+    slots: Box<[Mutex<Slot>]>,
+    free: Mutex<Vec<usize>>,
+    open: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn token(index: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | index as u64
+}
+
+/// Messages to the master over the report pipe, one line each.
+fn report(fd: &OwnedFd, line: &str) {
+    let _ = nix::unistd::write(fd, line.as_bytes());
+}
+
+struct Signals {
+    graceful: Arc<AtomicBool>,
+    quick: Arc<AtomicBool>,
+    reopen: Arc<AtomicBool>,
+}
+
+fn register_signals() -> std::io::Result<Signals> {
+    use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+    let signals = Signals {
+        graceful: Arc::new(AtomicBool::new(false)),
+        quick: Arc::new(AtomicBool::new(false)),
+        reopen: Arc::new(AtomicBool::new(false)),
+    };
+    signal_hook::flag::register(SIGTERM, signals.graceful.clone())?;
+    signal_hook::flag::register(SIGINT, signals.quick.clone())?;
+    signal_hook::flag::register(SIGQUIT, signals.quick.clone())?;
+    signal_hook::flag::register(SIGUSR1, signals.reopen.clone())?;
+    Ok(signals)
+}
+
+fn jittered_max_requests(config: &Config) -> u64 {
+    if config.max_requests == 0 {
+        return 0;
+    }
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64)
+        ^ u64::from(std::process::id());
+    config.max_requests + seed % (config.max_requests_jitter + 1)
+}
+
+/// Runs a worker in a freshly forked child; returns its exit status (0 after a graceful stop,
+/// [`BOOT_ERROR`] if the app could not be loaded). `report` is the write end of the pipe to
+/// the master; `master` is the master's pid (the worker stops if it changes).
+pub fn run(
+    config: &Config,
+    listeners: &[Listener],
+    report_fd: OwnedFd,
+    master: nix::unistd::Pid,
+) -> i32 {
+    let signals = match register_signals() {
+        Ok(s) => s,
+        Err(e) => return boot_failed(&report_fd, &format!("cannot install signal handlers: {e}")),
+    };
+    let Some(path) = &config.app_path else {
+        return boot_failed(&report_fd, "no app.path configured");
+    };
+    let app = match gateway::load(path).and_then(|plugin| gateway::init(plugin, &config.app_config))
+    {
+        Ok(app) => app,
+        Err(e) => return boot_failed(&report_fd, &e),
+    };
+    let shared = match build(config, listeners, app) {
+        Ok(shared) => Arc::new(shared),
+        Err(e) => return boot_failed(&report_fd, &e),
+    };
+    for i in 0..config.threads {
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("ferricorn-{i}"))
+            .spawn(move || serve_loop(&shared));
+        if let Err(e) = spawned {
+            return boot_failed(&report_fd, &format!("cannot start thread: {e}"));
+        }
+    }
+    logging::info(format_args!(
+        "Booting worker with pid: {}",
+        std::process::id()
+    ));
+    report(&report_fd, "ready\n");
+    supervise(&shared, config, &signals, &report_fd, master);
+    shared.ctx.app.shutdown();
+    0
+}
+
+fn boot_failed(report_fd: &OwnedFd, message: &str) -> i32 {
+    let one_line = message.replace('\n', " ");
+    logging::error(format_args!("Worker failed to boot: {one_line}"));
+    report(report_fd, &format!("boot-error {one_line}\n"));
+    BOOT_ERROR
+}
+
+fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<Shared, String> {
+    let epoll =
+        Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("epoll_create: {e}"))?;
+    for (i, listener) in listeners.iter().enumerate() {
+        let event = EpollEvent::new(
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE,
+            LISTENER | i as u64,
+        );
+        epoll
+            .add(&listener.fd, event)
+            .map_err(|e| format!("epoll_ctl {}: {e}", listener.url()))?;
+    }
+    let capacity = config.worker_connections;
+    let mut request_flags = abi::FC_REQ_MULTIPROCESS;
+    if config.threads > 1 {
+        request_flags |= abi::FC_REQ_MULTITHREAD;
+    }
+    let ctx = Context {
+        app,
+        limits: Limits {
+            request_line: config.limit_request_line,
+            fields: config.limit_request_fields,
+            field_size: config.limit_request_field_size,
+            body: config.limit_request_body,
+        },
+        keepalive: config.keepalive,
+        header_timeout: config.header_timeout,
+        stall_timeout: config.timeout.unwrap_or(DEFAULT_STALL),
+        listeners: listeners
+            .iter()
+            .map(|l| LocalName {
+                name: l.server_name.clone(),
+                port: l.server_port.clone(),
+            })
+            .collect(),
+        stopping: AtomicBool::new(false),
+        requests: Default::default(),
+        max_requests: jittered_max_requests(config),
+        request_flags,
+    };
+    Ok(Shared {
+        ctx,
+        epoll,
+        listeners: listeners.iter().map(|l| (l.raw_fd(), l.is_tcp)).collect(),
+        slots: (0..capacity)
+            .map(|_| {
+                Mutex::new(Slot {
+                    generation: 0,
+                    registered: false,
+                    conn: None,
+                })
+            })
+            .collect(),
+        free: Mutex::new((0..capacity).rev().collect()),
+        open: AtomicUsize::new(0),
+    })
+}
+
+/// A serving thread: wait for one ready listener or connection, handle it, repeat.
+fn serve_loop(shared: &Shared) {
+    let mut scratch = Scratch::default();
+    let mut events = [EpollEvent::empty(); 1];
+    loop {
+        let n = match shared.epoll.wait(&mut events, EpollTimeout::from(500u16)) {
+            Ok(n) => n,
+            Err(_) => continue,
+        };
+        for event in &events[..n] {
+            let data = event.data();
+            if data & LISTENER != 0 {
+                accept_ready(shared, (data & !LISTENER) as usize, &mut scratch);
+            } else {
+                connection_ready(
+                    shared,
+                    (data & 0xffff_ffff) as usize,
+                    (data >> 32) as u32,
+                    &mut scratch,
+                );
+            }
+        }
+    }
+}
+
+fn accept_ready(shared: &Shared, listener: usize, scratch: &mut Scratch) {
+    let Some(&(fd, is_tcp)) = shared.listeners.get(listener) else {
+        return;
+    };
+    for _ in 0..ACCEPT_BATCH {
+        let client = match accept4(fd, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
+            // SAFETY: accept4 returned a new descriptor that nothing else owns.
+            Ok(raw) => unsafe { OwnedFd::from_raw_fd(raw) },
+            Err(nix::errno::Errno::EAGAIN) => return,
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => continue,
+            Err(e) => {
+                logging::warning(format_args!("accept failed: {e}"));
+                return;
+            }
+        };
+        let Some(index) = lock(&shared.free).pop() else {
+            connection::refuse_overload(client.as_fd());
+            logging::debug("worker_connections reached: answered 503");
+            continue;
+        };
+        if is_tcp {
+            let _ = setsockopt(&client, sockopt::TcpNoDelay, &true);
+        }
+        let remote = listeners::peer_of(client.as_fd());
+        let conn = Conn::new(client, listener, remote, &shared.ctx);
+        shared.open.fetch_add(1, Ordering::AcqRel);
+        let mut slot = lock(&shared.slots[index]);
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.registered = false;
+        slot.conn = Some(conn);
+        // Most clients send the request right behind the handshake: try it before epoll.
+        serve_slot(shared, index, &mut slot, scratch);
+    }
+}
+
+fn connection_ready(shared: &Shared, index: usize, generation: u32, scratch: &mut Scratch) {
+    let Some(slot) = shared.slots.get(index) else {
+        return;
+    };
+    let mut slot = lock(slot);
+    if slot.generation != generation || slot.conn.is_none() {
+        return;
+    }
+    serve_slot(shared, index, &mut slot, scratch);
+}
+
+fn serve_slot(shared: &Shared, index: usize, slot: &mut Slot, scratch: &mut Scratch) {
+    let Some(conn) = slot.conn.as_mut() else {
+        return;
+    };
+    match connection::drive(&shared.ctx, conn, scratch) {
+        Next::Wait => arm(shared, index, slot),
+        Next::Close => close(shared, index, slot),
+    }
+}
+
+fn arm(shared: &Shared, index: usize, slot: &mut Slot) {
+    let Some(conn) = slot.conn.as_ref() else {
+        return;
+    };
+    let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
+    let mut event = EpollEvent::new(flags, token(index, slot.generation));
+    let fd: BorrowedFd<'_> = conn.fd.as_fd();
+    let result = if slot.registered {
+        shared.epoll.modify(fd, &mut event)
+    } else {
+        shared.epoll.add(fd, event)
+    };
+    match result {
+        Ok(()) => slot.registered = true,
+        Err(_) => close(shared, index, slot),
+    }
+}
+
+fn close(shared: &Shared, index: usize, slot: &mut Slot) {
+    if slot.conn.take().is_some() {
+        slot.registered = false;
+        shared.open.fetch_sub(1, Ordering::AcqRel);
+        lock(&shared.free).push(index);
+    }
+}
+
+/// Closes connections whose deadline passed (those not being served right now).
+fn sweep(shared: &Shared) {
+    let now = Instant::now();
+    for (index, slot) in shared.slots.iter().enumerate() {
+        let Ok(mut slot) = slot.try_lock() else {
+            continue;
+        };
+        let expired = match slot.conn.as_mut() {
+            Some(conn) => connection::expired(&shared.ctx, conn, now),
+            None => false,
+        };
+        if expired {
+            close(shared, index, &mut slot);
+        }
+    }
+}
+
+/// The worker's main thread: timers, heartbeat, signals, graceful stop.
+fn supervise(
+    shared: &Shared,
+    config: &Config,
+    signals: &Signals,
+    report_fd: &OwnedFd,
+    master: nix::unistd::Pid,
+) {
+    let mut last_beat = Instant::now();
+    let mut stop_deadline: Option<Instant> = None;
+    loop {
+        std::thread::sleep(TICK);
+        if signals.quick.load(Ordering::Acquire) {
+            std::process::exit(0);
+        }
+        if signals.reopen.swap(false, Ordering::AcqRel) {
+            logging::reopen(config);
+        }
+        let asked = signals.graceful.load(Ordering::Acquire) || nix::unistd::getppid() != master;
+        if asked && !shared.ctx.stopping.swap(true, Ordering::AcqRel) {
+            logging::info(format_args!("Worker exiting (pid: {})", std::process::id()));
+        }
+        if shared.ctx.stopping.load(Ordering::Acquire) && stop_deadline.is_none() {
+            stop_deadline = Some(Instant::now() + config.graceful_timeout);
+            for (fd, _) in &shared.listeners {
+                // SAFETY: the listener descriptors stay open for the whole life of the worker.
+                let _ = shared.epoll.delete(unsafe { BorrowedFd::borrow_raw(*fd) });
+            }
+        }
+        sweep(shared);
+        if let Some(deadline) = stop_deadline {
+            if shared.open.load(Ordering::Acquire) == 0 || Instant::now() >= deadline {
+                return;
+            }
+        }
+        if last_beat.elapsed() >= HEARTBEAT {
+            report(report_fd, "hb\n");
+            last_beat = Instant::now();
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The gateway ABI, version 1: the `#[repr(C)]` types a plugin and the server exchange.
+//!
+//! This module is the single Rust definition of the ABI; the server and the SDK both use it.
+//! SPEC §5 is the contract. All strings are byte slices (`FcStr`), not NUL-terminated, except
+//! the descriptor's `name`. Everything a request points to is borrowed for the duration of one
+//! `handle` call only.
+
+use std::ffi::{c_char, c_void};
+
+/// Major version of the gateway ABI this crate speaks. The server refuses any other major.
+pub const ABI_VERSION: u32 = 1;
+
+/// Name of the one symbol a plugin exports: `const FcAppDescriptor *ferricorn_app(void)`.
+pub const ENTRY_SYMBOL: &str = "ferricorn_app";
+
+/// Status: success.
+pub const FC_OK: i32 = 0;
+/// Status: the app failed (init failed, or handle failed: the server answers 500 if it can).
+pub const FC_ERR_APP: i32 = -1;
+/// Status: a call made in the wrong state (e.g. `start_response` after the first body byte).
+pub const FC_ERR_STATE: i32 = -2;
+/// Status: an invalid argument (status outside 100..=999, a header with CR, LF or NUL, ...).
+pub const FC_ERR_INVALID: i32 = -3;
+/// Status: the client connection failed or was closed.
+pub const FC_ERR_IO: i32 = -4;
+/// Status: the client stalled past the server's timeout.
+pub const FC_ERR_TIMEOUT: i32 = -5;
+/// Status: the request body exceeds `limit_request_body`.
+pub const FC_ERR_TOO_LARGE: i32 = -6;
+/// Status: the request body's framing is malformed (bad chunked transfer coding).
+pub const FC_ERR_BAD_REQUEST: i32 = -7;
+
+/// `FcAppDescriptor::flags`: `handle` may run on several threads at once.
+pub const FC_APP_THREAD_SAFE: u32 = 1;
+
+/// `FcRequest::flags`: other threads of this process may call `handle` concurrently (WSGI `wsgi.multithread`).
+pub const FC_REQ_MULTITHREAD: u32 = 1;
+/// `FcRequest::flags`: other processes serve the same app (WSGI `wsgi.multiprocess`).
+pub const FC_REQ_MULTIPROCESS: u32 = 2;
+/// `FcRequest::flags`: this process will serve only this one request (WSGI `wsgi.run_once`).
+pub const FC_REQ_RUN_ONCE: u32 = 4;
+
+/// Log levels for `FcResponder::log`, as in the server's `loglevel` setting.
+pub const FC_LOG_DEBUG: i32 = 0;
+/// Log level info.
+pub const FC_LOG_INFO: i32 = 1;
+/// Log level warning.
+pub const FC_LOG_WARNING: i32 = 2;
+/// Log level error.
+pub const FC_LOG_ERROR: i32 = 3;
+/// Log level critical.
+pub const FC_LOG_CRITICAL: i32 = 4;
+
+/// A borrowed byte string: `len` bytes at `ptr`. An absent value is `ptr == NULL, len == 0`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FcStr {
+    /// First byte, or NULL when the value is absent.
+    pub ptr: *const u8,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl FcStr {
+    /// The absent value (NULL, 0).
+    pub const NULL: FcStr = FcStr {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
+
+    /// Borrows `bytes` (the caller keeps them alive as long as the `FcStr` is used).
+    pub fn new(bytes: &[u8]) -> FcStr {
+        FcStr {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        }
+    }
+
+    /// The bytes, or `None` when absent.
+    ///
+    /// # Safety
+    /// `ptr` must be NULL or point to `len` readable bytes that outlive `'a`.
+    pub unsafe fn as_bytes<'a>(self) -> Option<&'a [u8]> {
+        if self.ptr.is_null() {
+            None
+        } else {
+            // SAFETY: non-null, and the caller guarantees `len` readable bytes for `'a`.
+            Some(unsafe { std::slice::from_raw_parts(self.ptr, self.len) })
+        }
+    }
+}
+
+/// A name/value pair: a header or trailer field (RFC 9110 §5), or one `app.config` entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FcField {
+    /// Field name as sent (header names keep the client's case).
+    pub name: FcStr,
+    /// Field value, with leading and trailing whitespace removed.
+    pub value: FcStr,
+}
+
+/// One request, in CGI/WSGI terms (RFC 3875 §4.1, PEP 3333). Borrowed for one `handle` call.
+#[repr(C)]
+#[derive(Debug)]
+pub struct FcRequest {
+    /// REQUEST_METHOD, e.g. `GET`.
+    pub request_method: FcStr,
+    /// RAW_URI: the request-target exactly as sent (RFC 9112 §3.2).
+    pub raw_uri: FcStr,
+    /// SCRIPT_NAME: the mount point; always empty in this server.
+    pub script_name: FcStr,
+    /// PATH_INFO: the path of the target, percent-decoded (may contain any byte).
+    pub path_info: FcStr,
+    /// QUERY_STRING: the part after `?`, not decoded; empty when there is none.
+    pub query_string: FcStr,
+    /// SERVER_PROTOCOL: `HTTP/1.0` or `HTTP/1.1`.
+    pub server_protocol: FcStr,
+    /// SERVER_NAME: the listener's host (IP address or unix socket path).
+    pub server_name: FcStr,
+    /// SERVER_PORT: the listener's port in decimal (empty for unix sockets).
+    pub server_port: FcStr,
+    /// REMOTE_ADDR: the peer's IP address (empty for unix sockets).
+    pub remote_addr: FcStr,
+    /// REMOTE_PORT: the peer's port in decimal (empty for unix sockets).
+    pub remote_port: FcStr,
+    /// wsgi.url_scheme: `http`.
+    pub url_scheme: FcStr,
+    /// CONTENT_TYPE, or absent.
+    pub content_type: FcStr,
+    /// CONTENT_LENGTH in bytes, or -1 when the request has none (chunked or no body).
+    pub content_length: i64,
+    /// The header fields in wire order (names with `_` already dropped).
+    pub headers: *const FcField,
+    /// Number of entries at `headers`.
+    pub header_count: usize,
+    /// `FC_REQ_*` bits.
+    pub flags: u32,
+}
+
+/// What the server gives `handle` to read the body and send the response (WSGI's
+/// `start_response`, `write` and `wsgi.input`). Every function takes `ctx` as first argument.
+/// Valid for one `handle` call, on the calling thread only.
+#[repr(C)]
+pub struct FcResponder {
+    /// Opaque server state; pass it back unchanged.
+    pub ctx: *mut c_void,
+    /// Sets status (100..=999, not 1xx) and header fields. May be called again until the first
+    /// body byte is written; the last call wins. Returns FC_OK, FC_ERR_INVALID (the call is
+    /// ignored) or FC_ERR_STATE (body already started). The server adds Date, Server,
+    /// Connection and Content-Length or chunked framing itself.
+    pub start_response: unsafe extern "C" fn(
+        ctx: *mut c_void,
+        status: u16,
+        reason: FcStr,
+        headers: *const FcField,
+        header_count: usize,
+    ) -> i32,
+    /// Appends body bytes (the server may buffer a little). Returns FC_OK, FC_ERR_IO or FC_ERR_TIMEOUT.
+    /// Without an earlier `start_response`, the response is `200 OK`.
+    pub write: unsafe extern "C" fn(ctx: *mut c_void, data: *const u8, len: usize) -> i32,
+    /// Reads up to `cap` bytes of the decoded request body into `buf`. Returns the count,
+    /// 0 at the end of the body, or a negative FC_ERR_* status.
+    pub read_body: unsafe extern "C" fn(ctx: *mut c_void, buf: *mut u8, cap: usize) -> i64,
+    /// After `read_body` returned 0: the trailer fields of a chunked body (none otherwise).
+    /// Stores a pointer valid until `handle` returns. Returns FC_OK or FC_ERR_STATE.
+    pub trailers:
+        unsafe extern "C" fn(ctx: *mut c_void, out: *mut *const FcField, count: *mut usize) -> i32,
+    /// Writes `message` to the server's error log at `level` (FC_LOG_*).
+    pub log: unsafe extern "C" fn(ctx: *mut c_void, level: i32, message: FcStr),
+}
+
+/// `init(config, config_count, &state, err, err_cap)`: called once per worker after fork with
+/// `app.config` as fields. On failure, writes a NUL-terminated message of at most `err_cap`
+/// bytes into `err` and returns a non-zero status.
+pub type FcInitFn = unsafe extern "C" fn(
+    config: *const FcField,
+    config_count: usize,
+    state: *mut *mut c_void,
+    err: *mut c_char,
+    err_cap: usize,
+) -> i32;
+
+/// `handle(state, request, responder)`: serves one request; returns FC_OK or an FC_ERR_* status.
+pub type FcHandleFn = unsafe extern "C" fn(
+    state: *mut c_void,
+    request: *const FcRequest,
+    responder: *const FcResponder,
+) -> i32;
+
+/// `shutdown(state)`: called once at graceful worker exit; frees the state.
+pub type FcShutdownFn = unsafe extern "C" fn(state: *mut c_void);
+
+/// The static descriptor a plugin's entry symbol returns. Fields may only ever be appended;
+/// `size` tells the server how many the plugin knows.
+#[repr(C)]
+pub struct FcAppDescriptor {
+    /// Must equal [`ABI_VERSION`].
+    pub abi_version: u32,
+    /// `sizeof(FcAppDescriptor)` as the plugin was compiled.
+    pub size: u32,
+    /// The app's name, NUL-terminated, static.
+    pub name: *const c_char,
+    /// `FC_APP_*` bits.
+    pub flags: u32,
+    /// See [`FcInitFn`].
+    pub init: FcInitFn,
+    /// See [`FcHandleFn`].
+    pub handle: FcHandleFn,
+    /// See [`FcShutdownFn`].
+    pub shutdown: FcShutdownFn,
+}
+
+// SAFETY: the descriptor is immutable static data: a pointer to a static string and function
+// pointers, all safe to read from any thread.
+unsafe impl Sync for FcAppDescriptor {}
+
+/// Signature of the entry symbol [`ENTRY_SYMBOL`].
+pub type FcEntryFn = unsafe extern "C" fn() -> *const FcAppDescriptor;

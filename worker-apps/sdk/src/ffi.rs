@@ -1,0 +1,141 @@
+//! The glue between the C ABI and the safe [`App`] trait. Panics are caught here and never
+//! unwind into the server (SPEC §5).
+
+use crate::abi::{self, FcAppDescriptor, FcField, FcRequest, FcResponder};
+use crate::{App, AppConfig, Level, Request, Response};
+use std::ffi::{c_char, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Builds the static descriptor for `A`; `name` must end with a NUL byte.
+pub const fn descriptor<A: App>(name: &'static str) -> FcAppDescriptor {
+    FcAppDescriptor {
+        abi_version: abi::ABI_VERSION,
+        size: std::mem::size_of::<FcAppDescriptor>() as u32,
+        name: name.as_ptr() as *const c_char,
+        flags: abi::FC_APP_THREAD_SAFE,
+        init: ffi_init::<A>,
+        handle: ffi_handle::<A>,
+        shutdown: ffi_shutdown::<A>,
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+/// Copies `message` into the server's error buffer, truncated and NUL-terminated.
+fn write_error(message: &str, err: *mut c_char, cap: usize) {
+    if err.is_null() || cap == 0 {
+        return;
+    }
+    let n = message.len().min(cap - 1);
+    // SAFETY: the server passes a buffer of `cap` writable bytes; we write n + 1 <= cap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(message.as_ptr(), err as *mut u8, n);
+        *err.add(n) = 0;
+    }
+}
+
+/// `init` for `A`: builds the [`AppConfig`], calls [`App::init`], boxes the state.
+///
+/// # Safety
+/// Called by the server with the arguments described in [`abi::FcInitFn`].
+pub unsafe extern "C" fn ffi_init<A: App>(
+    config: *const FcField,
+    count: usize,
+    state: *mut *mut c_void,
+    err: *mut c_char,
+    err_cap: usize,
+) -> i32 {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let entries = crate::fields(config, count)
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect();
+        A::init(&AppConfig::new(entries))
+    }));
+    match result {
+        Ok(Ok(app)) => {
+            // SAFETY: `state` is a valid out-pointer from the server.
+            unsafe { *state = Box::into_raw(Box::new(app)) as *mut c_void };
+            abi::FC_OK
+        }
+        Ok(Err(message)) => {
+            write_error(&message, err, err_cap);
+            abi::FC_ERR_APP
+        }
+        Err(payload) => {
+            write_error(
+                &format!("init panicked: {}", panic_message(&*payload)),
+                err,
+                err_cap,
+            );
+            abi::FC_ERR_APP
+        }
+    }
+}
+
+/// `handle` for `A`: wraps the request and responder, calls [`App::handle`], catches panics.
+///
+/// # Safety
+/// Called by the server with the state from `ffi_init::<A>` and valid request/responder.
+pub unsafe extern "C" fn ffi_handle<A: App>(
+    state: *mut c_void,
+    request: *const FcRequest,
+    responder: *const FcResponder,
+) -> i32 {
+    // SAFETY: the server passes the state ffi_init created and pointers valid for this call.
+    let (app, request, responder) = unsafe { (&*(state as *const A), &*request, &*responder) };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: these are the pointers the server passed to this handle call.
+        let (mut req, mut res) = unsafe {
+            (
+                Request::from_raw(request, responder),
+                Response::from_raw(responder),
+            )
+        };
+        app.handle(&mut req, &mut res)
+    }));
+    // SAFETY: the responder stays valid for this call.
+    let res = unsafe { Response::from_raw(responder) };
+    match result {
+        Ok(Ok(())) => abi::FC_OK,
+        Ok(Err(e)) => {
+            res.log(Level::Error, &format!("handler error: {e}"));
+            abi::FC_ERR_APP
+        }
+        Err(payload) => {
+            res.log(
+                Level::Error,
+                &format!("handler panicked: {}", panic_message(&*payload)),
+            );
+            abi::FC_ERR_APP
+        }
+    }
+}
+
+/// `shutdown` for `A`: calls [`App::shutdown`] and frees the state.
+///
+/// # Safety
+/// Called once by the server with the state from `ffi_init::<A>`.
+pub unsafe extern "C" fn ffi_shutdown<A: App>(state: *mut c_void) {
+    if state.is_null() {
+        return;
+    }
+    // SAFETY: `state` came from Box::into_raw in ffi_init and is released exactly once here.
+    let app = unsafe { Box::from_raw(state as *mut A) };
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        app.shutdown();
+        drop(app);
+    }));
+}

@@ -1,0 +1,353 @@
+//! The ferricorn SDK: write a ferricorn plugin in safe Rust.
+//!
+//! A plugin is a `cdylib` crate that implements [`App`] and exports it with [`export_app!`]:
+//!
+//! ```ignore
+//! use ferricorn_sdk::{App, AppConfig, HandlerResult, Request, Response};
+//! struct Hello;
+//! impl App for Hello {
+//!     fn init(_config: &AppConfig) -> Result<Self, String> { Ok(Hello) }
+//!     fn handle(&self, _req: &mut Request, res: &mut Response) -> HandlerResult {
+//!         res.send(200, "text/plain", b"Hello, World!\n")
+//!     }
+//! }
+//! ferricorn_sdk::export_app!(Hello, "hello");
+//! ```
+//!
+//! The ABI itself is in [`abi`] (SPEC §5); [`router`] is a small method + path router.
+
+pub mod abi;
+mod ffi;
+pub mod router;
+
+pub use ffi::{descriptor, ffi_handle, ffi_init, ffi_shutdown};
+pub use router::{Params, Router};
+
+use abi::{FcField, FcRequest, FcResponder, FcStr};
+use std::borrow::Cow;
+use std::io;
+
+/// The error type handlers return; any error becomes a 500 if no response was started.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a handler returns.
+pub type HandlerResult = Result<(), Error>;
+
+/// Severity for [`Response::log`], as the server's `loglevel` setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Debug.
+    Debug,
+    /// Info.
+    Info,
+    /// Warning.
+    Warning,
+    /// Error.
+    Error,
+    /// Critical.
+    Critical,
+}
+
+/// A ferricorn application. One value is created per worker process by [`App::init`] and
+/// shared by all the worker's threads (hence `Sync`): keep mutable state behind a `Mutex`,
+/// `RwLock` or atomics.
+pub trait App: Send + Sync + Sized + 'static {
+    /// Called once per worker after fork, with `app.config` from the server's configuration.
+    /// An `Err(message)` fails the worker's boot; the server logs the message.
+    fn init(config: &AppConfig) -> Result<Self, String>;
+
+    /// Serves one request. An `Err` or a panic becomes a 500 when nothing was sent yet
+    /// (otherwise the connection is closed); the worker keeps serving.
+    fn handle(&self, req: &mut Request<'_>, res: &mut Response<'_>) -> HandlerResult;
+
+    /// Called once when the worker exits gracefully.
+    fn shutdown(&self) {}
+}
+
+/// The `app.config` map of the server configuration, as string pairs in file order.
+#[derive(Debug, Default, Clone)]
+pub struct AppConfig {
+    entries: Vec<(String, String)>,
+}
+
+impl AppConfig {
+    /// Builds a config from pairs (useful in unit tests of an app).
+    pub fn new(entries: Vec<(String, String)>) -> AppConfig {
+        AppConfig { entries }
+    }
+
+    /// The value for `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All pairs in order.
+    pub fn entries(&self) -> &[(String, String)] {
+        &self.entries
+    }
+}
+
+/// Reads an `FcStr` the server guarantees valid for the request's lifetime.
+fn bytes<'a>(s: FcStr) -> &'a [u8] {
+    // SAFETY: the server guarantees every FcStr of a request is NULL or valid for the whole
+    // `handle` call, which outlives every `Request<'a>` the SDK hands out.
+    unsafe { s.as_bytes() }.unwrap_or(&[])
+}
+
+/// One request, borrowed for one `handle` call (CGI/WSGI names, SPEC §5). Implements
+/// [`std::io::Read`] over the decoded body.
+pub struct Request<'a> {
+    raw: &'a FcRequest,
+    responder: &'a FcResponder,
+}
+
+impl<'a> Request<'a> {
+    /// Wraps the raw request; used by the export glue.
+    ///
+    /// # Safety
+    /// `raw` and `responder` must be the pointers the server passed to `handle`.
+    pub unsafe fn from_raw(raw: &'a FcRequest, responder: &'a FcResponder) -> Request<'a> {
+        Request { raw, responder }
+    }
+
+    /// REQUEST_METHOD, e.g. `"GET"`.
+    pub fn method(&self) -> &'a str {
+        std::str::from_utf8(bytes(self.raw.request_method)).unwrap_or("")
+    }
+    /// RAW_URI: the request-target as sent.
+    pub fn raw_uri(&self) -> &'a [u8] {
+        bytes(self.raw.raw_uri)
+    }
+    /// SCRIPT_NAME (empty: apps are mounted at the root).
+    pub fn script_name(&self) -> &'a [u8] {
+        bytes(self.raw.script_name)
+    }
+    /// PATH_INFO: the percent-decoded path, as bytes.
+    pub fn path_info(&self) -> &'a [u8] {
+        bytes(self.raw.path_info)
+    }
+    /// PATH_INFO as text (invalid UTF-8 replaced).
+    pub fn path(&self) -> Cow<'a, str> {
+        String::from_utf8_lossy(self.path_info())
+    }
+    /// QUERY_STRING, not decoded.
+    pub fn query_string(&self) -> &'a str {
+        std::str::from_utf8(bytes(self.raw.query_string)).unwrap_or("")
+    }
+    /// The first query parameter named `name`, not decoded (`a=1&b=2`).
+    pub fn query(&self, name: &str) -> Option<&'a str> {
+        self.query_string().split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then_some(v)
+        })
+    }
+    /// SERVER_PROTOCOL: `HTTP/1.0` or `HTTP/1.1`.
+    pub fn server_protocol(&self) -> &'a str {
+        std::str::from_utf8(bytes(self.raw.server_protocol)).unwrap_or("")
+    }
+    /// SERVER_NAME.
+    pub fn server_name(&self) -> &'a [u8] {
+        bytes(self.raw.server_name)
+    }
+    /// SERVER_PORT, decimal text.
+    pub fn server_port(&self) -> &'a [u8] {
+        bytes(self.raw.server_port)
+    }
+    /// REMOTE_ADDR.
+    pub fn remote_addr(&self) -> &'a [u8] {
+        bytes(self.raw.remote_addr)
+    }
+    /// REMOTE_PORT, decimal text.
+    pub fn remote_port(&self) -> &'a [u8] {
+        bytes(self.raw.remote_port)
+    }
+    /// wsgi.url_scheme: `http`.
+    pub fn url_scheme(&self) -> &'a [u8] {
+        bytes(self.raw.url_scheme)
+    }
+    /// CONTENT_TYPE, if sent.
+    pub fn content_type(&self) -> Option<&'a [u8]> {
+        // SAFETY: as for `bytes`: valid for the whole `handle` call.
+        unsafe { self.raw.content_type.as_bytes() }
+    }
+    /// CONTENT_LENGTH in bytes, if the request has one.
+    pub fn content_length(&self) -> Option<u64> {
+        u64::try_from(self.raw.content_length).ok()
+    }
+    /// `FC_REQ_*` flags (multithread, multiprocess, run_once).
+    pub fn flags(&self) -> u32 {
+        self.raw.flags
+    }
+    /// The header fields in wire order, as (name, value) bytes.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        fields(self.raw.headers, self.raw.header_count)
+    }
+    /// The first header named `name` (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Reads up to `buf.len()` bytes of the decoded body; `Ok(0)` at the end. The first read
+    /// sends `100 Continue` when the client asked for it.
+    pub fn read_body(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.responder;
+        // SAFETY: ctx and read_body come from the server for this call; buf is valid for writes
+        // of buf.len() bytes.
+        let n = unsafe { (r.read_body)(r.ctx, buf.as_mut_ptr(), buf.len()) };
+        usize::try_from(n).map_err(|_| status_error(n as i32))
+    }
+
+    /// Reads the whole body, failing with `InvalidData` past `limit` bytes.
+    pub fn body_to_vec(&mut self, limit: usize) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let n = self.read_body(&mut chunk)?;
+            if n == 0 {
+                return Ok(out);
+            }
+            if out.len() + n > limit {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Trailer fields of a chunked body; empty before the body was read to its end.
+    pub fn trailers(&self) -> Vec<(&'a [u8], &'a [u8])> {
+        let r = self.responder;
+        let mut ptr: *const FcField = std::ptr::null();
+        let mut count = 0usize;
+        // SAFETY: ctx and trailers come from the server; the out-pointers are valid locals.
+        let rc = unsafe { (r.trailers)(r.ctx, &mut ptr, &mut count) };
+        if rc != abi::FC_OK {
+            return Vec::new();
+        }
+        fields(ptr, count).collect()
+    }
+}
+
+impl io::Read for Request<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_body(buf)
+    }
+}
+
+fn fields<'a>(
+    ptr: *const FcField,
+    count: usize,
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+    let slice: &'a [FcField] = if ptr.is_null() {
+        &[]
+    } else {
+        // SAFETY: the server passes `count` valid fields that live for the whole handle call.
+        unsafe { std::slice::from_raw_parts(ptr, count) }
+    };
+    slice.iter().map(|f| (bytes(f.name), bytes(f.value)))
+}
+
+fn status_error(status: i32) -> io::Error {
+    let (kind, what) = match status {
+        abi::FC_ERR_IO => (io::ErrorKind::ConnectionAborted, "client connection failed"),
+        abi::FC_ERR_TIMEOUT => (io::ErrorKind::TimedOut, "client timed out"),
+        abi::FC_ERR_TOO_LARGE => (io::ErrorKind::InvalidData, "request body too large"),
+        abi::FC_ERR_BAD_REQUEST => (io::ErrorKind::InvalidData, "malformed request body"),
+        abi::FC_ERR_STATE => (io::ErrorKind::Other, "call made in the wrong state"),
+        abi::FC_ERR_INVALID => (io::ErrorKind::InvalidInput, "invalid argument"),
+        _ => (io::ErrorKind::Other, "gateway error"),
+    };
+    io::Error::new(kind, what)
+}
+
+fn check(status: i32) -> io::Result<()> {
+    if status == abi::FC_OK {
+        Ok(())
+    } else {
+        Err(status_error(status))
+    }
+}
+
+/// The response side of one request (WSGI `start_response` + `write`).
+pub struct Response<'a> {
+    responder: &'a FcResponder,
+}
+
+impl<'a> Response<'a> {
+    /// Wraps the raw responder; used by the export glue.
+    ///
+    /// # Safety
+    /// `responder` must be the pointer the server passed to `handle`.
+    pub unsafe fn from_raw(responder: &'a FcResponder) -> Response<'a> {
+        Response { responder }
+    }
+
+    /// Sets the status and header fields; callable again until the first body byte.
+    /// Errors: `InvalidInput` for a bad status or a header with CR/LF/NUL, `Other` after the body started.
+    pub fn start(&mut self, status: u16, headers: &[(&str, &str)]) -> io::Result<()> {
+        let fields: Vec<FcField> = headers
+            .iter()
+            .map(|(n, v)| FcField {
+                name: FcStr::new(n.as_bytes()),
+                value: FcStr::new(v.as_bytes()),
+            })
+            .collect();
+        let r = self.responder;
+        // SAFETY: ctx/start_response from the server; `fields` and the strings it borrows live
+        // until the call returns (the server copies them).
+        check(unsafe {
+            (r.start_response)(r.ctx, status, FcStr::NULL, fields.as_ptr(), fields.len())
+        })
+    }
+
+    /// Writes body bytes (streaming; the server frames them).
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let r = self.responder;
+        // SAFETY: ctx/write from the server; data is valid for reads of data.len() bytes.
+        check(unsafe { (r.write)(r.ctx, data.as_ptr(), data.len()) })
+    }
+
+    /// Sends a whole response: `status`, `Content-Type: content_type` and `body`.
+    pub fn send(&mut self, status: u16, content_type: &str, body: &[u8]) -> HandlerResult {
+        let len = body.len().to_string();
+        self.start(
+            status,
+            &[("Content-Type", content_type), ("Content-Length", &len)],
+        )?;
+        self.write(body)?;
+        Ok(())
+    }
+
+    /// Writes `message` to the server's error log.
+    pub fn log(&self, level: Level, message: &str) {
+        let level = match level {
+            Level::Debug => abi::FC_LOG_DEBUG,
+            Level::Info => abi::FC_LOG_INFO,
+            Level::Warning => abi::FC_LOG_WARNING,
+            Level::Error => abi::FC_LOG_ERROR,
+            Level::Critical => abi::FC_LOG_CRITICAL,
+        };
+        let r = self.responder;
+        // SAFETY: ctx/log from the server; the message is borrowed for the call only.
+        unsafe { (r.log)(r.ctx, level, FcStr::new(message.as_bytes())) }
+    }
+}
+
+/// Exports `$app` (a type implementing [`App`]) as a ferricorn plugin named `$name`:
+/// defines the entry symbol `ferricorn_app` returning a static descriptor.
+#[macro_export]
+macro_rules! export_app {
+    ($app:ty, $name:literal) => {
+        /// Entry symbol of this ferricorn plugin (gateway ABI v1).
+        #[unsafe(no_mangle)]
+        pub extern "C" fn ferricorn_app() -> *const $crate::abi::FcAppDescriptor {
+            static DESCRIPTOR: $crate::abi::FcAppDescriptor =
+                $crate::descriptor::<$app>(concat!($name, "\0"));
+            &DESCRIPTOR
+        }
+    };
+}

@@ -1,0 +1,154 @@
+//! A small router: method + path pattern → handler, with `{name}` path parameters, 404 for an
+//! unknown path and 405 with `Allow` for a known path with another method (RFC 9110 §15.5.6).
+//! `HEAD` is served by the `GET` handler.
+
+use crate::{HandlerResult, Request, Response};
+
+/// A route handler: the app state, the request, the response and the path parameters.
+pub type Handler<S> = fn(&S, &mut Request<'_>, &mut Response<'_>, &Params) -> HandlerResult;
+
+/// Path parameters captured by `{name}` segments, in pattern order.
+#[derive(Debug, Default)]
+pub struct Params {
+    pairs: Vec<(&'static str, String)>,
+}
+
+impl Params {
+    /// The value captured for `{name}`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+enum Segment {
+    Literal(&'static str),
+    Param(&'static str),
+}
+
+struct Route<S> {
+    method: &'static str,
+    segments: Vec<Segment>,
+    handler: Handler<S>,
+}
+
+/// Routes requests for an app whose state is `S`.
+pub struct Router<S> {
+    routes: Vec<Route<S>>,
+}
+
+impl<S> Default for Router<S> {
+    fn default() -> Self {
+        Router { routes: Vec::new() }
+    }
+}
+
+impl<S> Router<S> {
+    /// An empty router.
+    pub fn new() -> Router<S> {
+        Router::default()
+    }
+
+    /// Adds a route: `method` (e.g. `"GET"`) and `pattern` (e.g. `"/tasks/{id}"`).
+    pub fn route(
+        mut self,
+        method: &'static str,
+        pattern: &'static str,
+        handler: Handler<S>,
+    ) -> Self {
+        let segments = split(pattern)
+            .map(
+                |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => Segment::Param(name),
+                    None => Segment::Literal(s),
+                },
+            )
+            .collect();
+        self.routes.push(Route {
+            method,
+            segments,
+            handler,
+        });
+        self
+    }
+
+    /// Serves `req` with the matching route, or answers 404 / 405 itself.
+    pub fn dispatch(
+        &self,
+        state: &S,
+        req: &mut Request<'_>,
+        res: &mut Response<'_>,
+    ) -> HandlerResult {
+        let path = req.path().into_owned();
+        let method = req.method();
+        let mut allowed: Vec<&str> = Vec::new();
+        for route in &self.routes {
+            let Some(params) = matches(&route.segments, &path) else {
+                continue;
+            };
+            if route.method == method || (method == "HEAD" && route.method == "GET") {
+                return (route.handler)(state, req, res, &params);
+            }
+            allowed.push(route.method);
+        }
+        if allowed.is_empty() {
+            return res.send(404, "application/json", b"{\"error\":\"not found\"}\n");
+        }
+        if allowed.contains(&"GET") {
+            allowed.push("HEAD");
+        }
+        let allow = allowed.join(", ");
+        let body = b"{\"error\":\"method not allowed\"}\n";
+        let len = body.len().to_string();
+        res.start(
+            405,
+            &[
+                ("Allow", &allow),
+                ("Content-Type", "application/json"),
+                ("Content-Length", &len),
+            ],
+        )?;
+        res.write(body)?;
+        Ok(())
+    }
+}
+
+fn split(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+fn matches(segments: &[Segment], path: &str) -> Option<Params> {
+    let mut params = Params::default();
+    let mut parts = split(path);
+    for segment in segments {
+        let part = parts.next()?;
+        match segment {
+            Segment::Literal(lit) if *lit == part => {}
+            Segment::Literal(_) => return None,
+            Segment::Param(name) => params.pairs.push((name, part.to_string())),
+        }
+    }
+    parts.next().is_none().then_some(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(p: &'static str) -> Vec<Segment> {
+        let r: Router<()> = Router::new().route("GET", p, |_, _, _, _| Ok(()));
+        r.routes.into_iter().next().unwrap().segments
+    }
+
+    #[test]
+    fn literal_and_params() {
+        let s = segs("/tasks/{id}");
+        assert!(matches(&s, "/tasks").is_none());
+        assert_eq!(matches(&s, "/tasks/42").unwrap().get("id"), Some("42"));
+        assert!(matches(&s, "/tasks/42/x").is_none());
+        assert!(matches(&s, "/other/42").is_none());
+        assert!(matches(&segs("/"), "/").is_some());
+    }
+}
