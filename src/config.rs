@@ -540,7 +540,8 @@ impl Config {
 
 /// The Markdown table of all settings for the README (`ferricorn --settings-markdown`).
 pub fn markdown_table() -> String {
-    let mut out = String::from("| key | flag | default | meaning |\n|---|---|---|---|\n");
+    let mut out =
+        String::from("| key | flag | default | unit | meaning |\n|---|---|---|---|---|\n");
     for s in SETTINGS {
         let flag = match (s.flag, s.short) {
             ("", _) => "APP (positional)".to_string(),
@@ -548,12 +549,12 @@ pub fn markdown_table() -> String {
             (long, None) => format!("`--{long}`"),
         };
         let unit = match s.kind {
-            Kind::Integer { unit, .. } => format!(" ({unit})"),
-            _ => String::new(),
+            Kind::Integer { unit, .. } => unit,
+            _ => "",
         };
         let _ = writeln!(
             out,
-            "| `{}` | {flag} | `{}` | {}{unit} |",
+            "| `{}` | {flag} | `{}` | {unit} | {} |",
             s.name, s.default, s.doc
         );
     }

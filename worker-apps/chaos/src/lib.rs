@@ -1,8 +1,8 @@
-//! `chaos` (SPEC §6), a test app: `/sleep?ms=N`, `/panic`, `/abort`,
+//! `chaos` (SPEC §6), a test app: `/sleep?ms=N` (logs `chaos: sleeping N ms` first), `/panic`, `/abort`,
 //! `/stream?chunks=N&size=BYTES` (chunked, no Content-Length), `/big?bytes=N`, `/pid`.
 //! With `app.config: {fail_init: "true"}` its init fails with a message.
 
-use ferricorn_sdk::{App, AppConfig, HandlerResult, Request, Response};
+use ferricorn_sdk::{App, AppConfig, HandlerResult, Level, Request, Response};
 use std::time::Duration;
 
 /// The chaos app (stateless).
@@ -30,6 +30,7 @@ impl App for Chaos {
         match req.path().as_ref() {
             "/sleep" => {
                 let ms = number(req, "ms", 100);
+                res.log(Level::Info, &format!("chaos: sleeping {ms} ms"));
                 std::thread::sleep(Duration::from_millis(ms));
                 text(res, &format!("slept {ms} ms\n"))
             }

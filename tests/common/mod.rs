@@ -1,0 +1,396 @@
+//! Shared helpers for the integration tests: build the example plugins, start the real
+//! `ferricorn` binary on an ephemeral port, wait for readiness, talk HTTP/1.1 over real sockets.
+//! Every wait is bounded in time; every server started is stopped by its `Drop`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// The ferricorn binary cargo built for these tests.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ferricorn"))
+}
+
+fn target_profile_dir() -> PathBuf {
+    binary()
+        .parent()
+        .expect("binary has a directory")
+        .to_path_buf()
+}
+
+/// The path of plugin `name` (`hello`, `echo`, `tasks`, `chaos`), building the example
+/// plugins once per test binary (`cargo test` does not build cdylib members by itself).
+pub fn plugin(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let target_dir = target_profile_dir()
+            .parent()
+            .expect("target dir")
+            .to_path_buf();
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build", "--quiet", "-p", "hello", "-p", "echo", "-p", "tasks", "-p", "chaos",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if target_profile_dir()
+            .file_name()
+            .is_some_and(|n| n == "release")
+        {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build for the plugins");
+        assert!(status.success(), "building the example plugins failed");
+    });
+    let path = target_profile_dir().join(format!("lib{name}.so"));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch_dir() -> PathBuf {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ferricorn-test-{}-{}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Polls `f` every 20 ms until it returns Some, failing the test after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running ferricorn master started by a test.
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+/// Runs ferricorn to completion with `args` (for config errors); returns (status, stderr).
+pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ferricorn");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status, text)
+}
+
+impl Server {
+    /// Starts ferricorn with the YAML `config` (written to a file, `bind` on port 0 added
+    /// unless given) plus `args`, and waits until a worker answers. The app is `app`.
+    pub fn start(app: &str, config: &str, args: &[&str]) -> Server {
+        let server = Server::spawn(app, config, args);
+        server.wait_ready();
+        server
+    }
+
+    /// Starts ferricorn without waiting for a worker to answer.
+    pub fn spawn(app: &str, config: &str, args: &[&str]) -> Server {
+        let dir = scratch_dir();
+        let log = dir.join("error.log");
+        let config_path = dir.join("ferricorn.yaml");
+        let mut yaml = String::new();
+        if !config.contains("bind:") {
+            yaml.push_str("bind: [\"127.0.0.1:0\"]\n");
+        }
+        yaml.push_str(&format!("errorlog: {}\n", log.display()));
+        yaml.push_str(&format!("app:\n  path: {}\n", plugin(app).display()));
+        yaml.push_str(config);
+        std::fs::write(&config_path, yaml).expect("write config");
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&config_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ferricorn");
+        let mut server = Server {
+            child: Some(child),
+            port: 0,
+            dir,
+            log,
+            config: config_path,
+        };
+        server.port = wait_for("the Listening at: line", Duration::from_secs(20), || {
+            let text = server.log_text();
+            let line = text.lines().find(|l| l.contains("Listening at: http://"))?;
+            let after = line.split("Listening at: http://").nth(1)?;
+            let port = after.split_whitespace().next()?.rsplit(':').next()?;
+            port.parse().ok()
+        });
+        server
+    }
+
+    /// Waits until a request succeeds (a worker has booted and serves).
+    pub fn wait_ready(&self) {
+        wait_for("a worker to answer", Duration::from_secs(20), || {
+            self.try_get("/").ok().filter(|r| r.status > 0)
+        });
+    }
+
+    /// The error log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The master's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Sends `signal` to the master.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of a child process this test started and has not reaped.
+        unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    /// Waits for the master to exit (at most `limit`) and returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let status = wait_for("the master to exit", limit, || {
+            child.try_wait().ok().flatten()
+        });
+        self.child = None;
+        status
+    }
+
+    /// Opens a connection to the server.
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream
+    }
+
+    /// GET `path` on a new connection.
+    pub fn try_get(&self, path: &str) -> std::io::Result<Response> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )?;
+        read_response(&mut BufReader::new(stream))
+    }
+
+    /// GET `path`, panicking on failure.
+    pub fn get(&self, path: &str) -> Response {
+        self.try_get(path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own, not yet reaped child: quick stop, then SIGKILL.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Default, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Whether the server said it will close the connection.
+    pub fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+fn bad(what: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.into())
+}
+
+/// Reads one response (Content-Length, chunked, or until close) from `reader`. A HEAD
+/// response has no body: use [`read_head_response`].
+pub fn read_response(reader: &mut impl BufRead) -> std::io::Result<Response> {
+    let mut response = read_head_response(reader)?;
+    let chunked = response
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim(), 16)
+                .map_err(|_| bad(format!("chunk size {line:?}")))?;
+            let mut chunk = vec![0u8; size + 2];
+            reader.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            response.body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(len) = response.header("content-length") {
+        let len: usize = len.parse().map_err(|_| bad("content-length"))?;
+        response.body = vec![0u8; len];
+        reader.read_exact(&mut response.body)?;
+    } else if response.status >= 200 && response.status != 204 && response.status != 304 {
+        reader.read_to_end(&mut response.body)?;
+    }
+    Ok(response)
+}
+
+/// Reads a status line and header fields only.
+pub fn read_head_response(reader: &mut impl BufRead) -> std::io::Result<Response> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
+    }
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("status line {line:?}")))?;
+    let mut response = Response {
+        status,
+        ..Response::default()
+    };
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| bad(format!("field {line:?}")))?;
+        response
+            .headers
+            .push((name.trim().to_string(), value.trim().to_string()));
+    }
+    Ok(response)
+}
+
+/// A keep-alive client that reconnects whenever the server closes (as a load generator does),
+/// counting requests that failed.
+pub struct Client {
+    port: u16,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl Client {
+    pub fn new(port: u16) -> Client {
+        Client { port, conn: None }
+    }
+
+    /// GET `path`; a transport error or a non-200 status is an Err.
+    pub fn get(&mut self, path: &str) -> Result<Response, String> {
+        if self.conn.is_none() {
+            let stream = TcpStream::connect(("127.0.0.1", self.port))
+                .map_err(|e| format!("connect: {e}"))?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .map_err(|e| e.to_string())?;
+            self.conn = Some(BufReader::new(stream));
+        }
+        let reader = self.conn.as_mut().expect("connected");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        let result = reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .and_then(|_| read_response(reader));
+        match result {
+            Ok(response) => {
+                if response.closes() {
+                    self.conn = None;
+                }
+                if response.status == 200 {
+                    Ok(response)
+                } else {
+                    Err(format!("status {}", response.status))
+                }
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
+/// Pids of the workers the log says booted, in order.
+pub fn booted_pids(log: &str) -> Vec<i32> {
+    log.lines()
+        .filter_map(|l| l.split("Booting worker with pid: ").nth(1))
+        .filter_map(|p| p.trim().parse().ok())
+        .collect()
+}
+
+/// Whether the log says worker `pid` exited (any way).
+pub fn exited(log: &str, pid: i32) -> bool {
+    log.contains(&format!("Worker (pid:{pid}) exited"))
+        || log.contains(&format!("Worker (pid:{pid}) was sent"))
+}
+
+/// The path of the scratch dir as text.
+pub fn show(path: &Path) -> String {
+    path.display().to_string()
+}

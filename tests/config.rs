@@ -1,0 +1,110 @@
+//! Configuration errors and the configuration commands (SPEC §2).
+
+mod common;
+
+use common::{plugin, run_to_exit, scratch_dir};
+
+fn write_config(text: &str) -> String {
+    let path = scratch_dir().join("bad.yaml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn bad_yaml_exits_1_naming_file_and_line() {
+    let path = write_config("workers: 2\nbind: [unclosed\n");
+    let (status, out) = run_to_exit(&["-c", &path]);
+    assert_eq!(status.code(), Some(1));
+    assert!(out.contains(&path) && out.contains("invalid YAML"), "{out}");
+}
+
+#[test]
+fn unknown_key_exits_1_naming_key_and_line() {
+    let path = write_config("workers: 2\nwrokers: 3\n");
+    let (status, out) = run_to_exit(&["-c", &path]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        out.contains(&format!("{path}:2")) && out.contains("unknown key `wrokers`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_value_exits_1_naming_key_and_line() {
+    let path = write_config("threads: 0\n");
+    let (status, out) = run_to_exit(&["-c", &path]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        out.contains(&format!("{path}:1")) && out.contains("key `threads`"),
+        "{out}"
+    );
+    let (status, out) = run_to_exit(&["--workers", "many"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(out.contains("--workers"), "{out}");
+}
+
+#[test]
+fn missing_plugin_exits_1_naming_the_path() {
+    let path = write_config("bind: 127.0.0.1:0\napp:\n  path: /nonexistent/libnothing.so\n");
+    let (status, out) = run_to_exit(&["-c", &path]);
+    assert_eq!(status.code(), Some(1));
+    assert!(out.contains("/nonexistent/libnothing.so"), "{out}");
+}
+
+#[test]
+fn not_a_plugin_names_the_entry_symbol() {
+    // The ferricorn binary's own libc is a shared object without the entry symbol.
+    let libc = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("a libc.so.6");
+    let (status, out) = run_to_exit(&["--check-config", libc]);
+    assert_eq!(status.code(), Some(1));
+    assert!(out.contains("ferricorn_app"), "{out}");
+}
+
+#[test]
+fn check_config_trial_loads_the_app() {
+    let hello = plugin("hello").display().to_string();
+    let (status, out) = run_to_exit(&["--check-config", &hello]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("app `hello`"), "{out}");
+    let chaos = plugin("chaos").display().to_string();
+    let (status, out) = run_to_exit(&["--check-config", "--app-config", "fail_init=true", &chaos]);
+    assert_eq!(status.code(), Some(1));
+    assert!(out.contains("init failed on purpose"), "{out}");
+}
+
+#[test]
+fn print_config_shows_the_effective_values() {
+    let path = write_config("workers: 3\nkeepalive: 7\napp:\n  config:\n    greeting: hi\n");
+    let (status, out) = run_to_exit(&["-c", &path, "--threads", "9", "--print-config"]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    let yaml: serde_json::Value = serde_json::to_value(out.lines().collect::<Vec<_>>()).unwrap();
+    let text = yaml.to_string();
+    for expected in [
+        "workers: 3",
+        "keepalive: 7",
+        "threads: 9",
+        "greeting: hi",
+        "limit_request_line: 4094",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in {out}");
+    }
+}
+
+#[test]
+fn readme_settings_table_matches_the_settings() {
+    let (status, table) = run_to_exit(&["--settings-markdown"]);
+    assert!(status.success());
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains(table.trim()),
+        "README.md's settings table is out of date: replace it with `ferricorn --settings-markdown`"
+    );
+}

@@ -1,0 +1,181 @@
+//! Master behaviour: respawn, reload (HUP), graceful stop (TERM), over the real binary (SPEC §3).
+
+mod common;
+
+use common::{booted_pids, exited, wait_for, Client, Server};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[test]
+fn killed_worker_is_replaced() {
+    let server = Server::start("chaos", "workers: 1\n", &[]);
+    let victim: i32 = server.get("/pid").text().trim().parse().unwrap();
+    // SAFETY: kill(2) on a worker of the server this test started.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    let replacement = wait_for("a replacement worker", Duration::from_secs(15), || {
+        let pid: i32 = server.try_get("/pid").ok()?.text().trim().parse().ok()?;
+        (pid != victim).then_some(pid)
+    });
+    assert_ne!(replacement, victim);
+    assert!(server
+        .log_text()
+        .contains(&format!("Worker (pid:{victim}) was sent SIGKILL!")));
+}
+
+#[test]
+fn two_hups_under_load_lose_nothing_and_replace_every_worker() {
+    let server = Server::start("chaos", "workers: 2\ngraceful_timeout: 10\n", &[]);
+    let first = wait_for("two booted workers", Duration::from_secs(10), || {
+        let pids = booted_pids(&server.log_text());
+        (pids.len() >= 2).then_some(pids)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failures, port) =
+                (stop.clone(), ok.clone(), failures.clone(), server.port);
+            std::thread::spawn(move || {
+                let mut client = Client::new(port);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match client.get("/pid") {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            failures.lock().unwrap().push(e);
+                            0
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    for round in 1..=2 {
+        wait_for("requests flowing", Duration::from_secs(10), || {
+            (ok.load(Ordering::Relaxed) > 200 * round).then_some(())
+        });
+        server.signal(libc::SIGHUP);
+        let generation = format!("starting generation {}", round + 1);
+        wait_for("the reload", Duration::from_secs(10), || {
+            server.log_text().contains(&generation).then_some(())
+        });
+    }
+    wait_for(
+        "every first-generation worker to exit",
+        Duration::from_secs(20),
+        || {
+            let log = server.log_text();
+            first.iter().all(|pid| exited(&log, *pid)).then_some(())
+        },
+    );
+    let served_before = ok.load(Ordering::Relaxed);
+    wait_for(
+        "requests after the reloads",
+        Duration::from_secs(10),
+        || (ok.load(Ordering::Relaxed) > served_before + 200).then_some(()),
+    );
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+    for _ in 0..20 {
+        let pid: i32 = server.get("/pid").text().trim().parse().unwrap();
+        assert!(
+            !first.contains(&pid),
+            "request served by first-generation worker {pid}"
+        );
+    }
+}
+
+#[test]
+fn failed_reload_keeps_serving() {
+    let server = Server::start("hello", "workers: 1\n", &[]);
+    let good = std::fs::read_to_string(&server.config).unwrap();
+    std::fs::write(&server.config, format!("{good}threads: zero\n")).unwrap();
+    server.signal(libc::SIGHUP);
+    wait_for("the reload to fail", Duration::from_secs(10), || {
+        server
+            .log_text()
+            .contains("Reload failed, keeping the current workers")
+            .then_some(())
+    });
+    assert!(server.log_text().contains("key `threads`"));
+    let broken_plugin = good.replace("libhello.so", "libmissing.so");
+    std::fs::write(&server.config, broken_plugin).unwrap();
+    server.signal(libc::SIGHUP);
+    wait_for("the second reload to fail", Duration::from_secs(10), || {
+        server
+            .log_text()
+            .contains("libmissing.so: no such file")
+            .then_some(())
+    });
+    assert_eq!(server.get("/").status, 200);
+    assert!(!server.log_text().contains("starting generation 2"));
+}
+
+#[test]
+fn term_lets_in_flight_request_finish_and_master_exits_zero() {
+    let mut server = Server::start("chaos", "workers: 1\n", &[]);
+    let port = server.port;
+    let slow = std::thread::spawn(move || Client::new(port).get("/sleep?ms=1500"));
+    wait_for(
+        "the request to reach the app",
+        Duration::from_secs(5),
+        || {
+            server
+                .log_text()
+                .contains("chaos: sleeping 1500 ms")
+                .then_some(())
+        },
+    );
+    server.signal(libc::SIGTERM);
+    let response = slow.join().unwrap().expect("in-flight request completes");
+    assert_eq!(response.text(), "slept 1500 ms\n");
+    assert!(
+        response.closes(),
+        "the answer during a stop closes the connection"
+    );
+    let status = server.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn ttin_and_ttou_change_the_worker_count() {
+    let server = Server::start("hello", "workers: 1\n", &[]);
+    server.signal(libc::SIGTTIN);
+    wait_for("a second worker", Duration::from_secs(10), || {
+        (booted_pids(&server.log_text()).len() == 2).then_some(())
+    });
+    server.signal(libc::SIGTTOU);
+    wait_for("a worker to retire", Duration::from_secs(10), || {
+        let log = server.log_text();
+        booted_pids(&log)
+            .iter()
+            .any(|pid| exited(&log, *pid))
+            .then_some(())
+    });
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn failing_init_stops_startup_with_the_apps_message() {
+    // The startup trial load runs the app's init in a child before any worker is forked.
+    let (status, out) = common::run_to_exit(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--app-config",
+        "fail_init=true",
+        &common::plugin("chaos").display().to_string(),
+    ]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("init failed on purpose"), "{out}");
+}
