@@ -271,3 +271,45 @@ fn incomplete_head_gets_408_after_header_timeout() {
     let _ = stream.read_to_string(&mut text);
     assert!(text.starts_with("HTTP/1.1 408 "), "{text:?}");
 }
+
+#[test]
+fn serves_unix_and_ipv6_listeners_too() {
+    let dir = common::scratch_dir();
+    let socket = dir.join("app.sock");
+    let ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let mut bind = format!("bind: [\"127.0.0.1:0\", \"unix:{}\"", socket.display());
+    if ipv6 {
+        bind.push_str(", \"[::1]:0\"");
+    }
+    bind.push_str("]\nworkers: 1\n");
+    let server = Server::start("echo", &bind, &[]);
+    let log = server.log_text();
+    assert!(
+        log.contains(&format!("Listening at: unix:{} (", socket.display())),
+        "{log}"
+    );
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    stream
+        .write_all(b"GET /u HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let response = read_response(&mut BufReader::new(stream)).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(json["SERVER_NAME"], socket.display().to_string());
+    assert_eq!(json["REMOTE_ADDR"], "");
+    if ipv6 {
+        let port: u16 = log
+            .lines()
+            .find_map(|l| l.split("Listening at: http://[::1]:").nth(1))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .expect("an IPv6 listening line");
+        let mut stream = std::net::TcpStream::connect(("::1", port)).unwrap();
+        stream
+            .write_all(b"GET /6 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let response = read_response(&mut BufReader::new(stream)).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(json["REMOTE_ADDR"], "::1");
+    }
+    drop(server);
+    assert!(!socket.exists(), "the socket file is removed at exit");
+}

@@ -2,7 +2,7 @@
 //!
 //! A plugin is a `cdylib` crate that implements [`App`] and exports it with [`export_app!`]:
 //!
-//! ```ignore
+//! ```
 //! use ferricorn_sdk::{App, AppConfig, HandlerResult, Request, Response};
 //! struct Hello;
 //! impl App for Hello {
