@@ -101,13 +101,7 @@ fn chunked_upload_through_echo_raw() {
 #[test]
 fn echo_json_for_query_string_and_percent_encoded_path() {
     let server = Server::start("echo", "workers: 1\n", &[]);
-    let mut stream = server.connect();
-    stream
-        .write_all(b"GET /caf%C3%A9/a%20b%2Fc?x=1&y=%2F HTTP/1.1\r\nHost: example\r\nX-Thing: v\r\nX_Dropped: 1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let response = read_response(&mut BufReader::new(stream)).unwrap();
-    assert_eq!(response.status, 200);
-    let json: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    let json = server.echo(b"GET /caf%C3%A9/a%20b%2Fc?x=1&y=%2F HTTP/1.1\r\nHost: example\r\nX-Thing: v\r\nX_Dropped: 1\r\nConnection: close\r\n\r\n");
     assert_eq!(json["REQUEST_METHOD"], "GET");
     assert_eq!(json["RAW_URI"], "/caf%C3%A9/a%20b%2Fc?x=1&y=%2F");
     // Latin-1 view of the decoded bytes: "é" is the two bytes C3 A9.
@@ -135,12 +129,7 @@ fn echo_json_for_query_string_and_percent_encoded_path() {
 #[test]
 fn chunked_trailers_reach_the_app() {
     let server = Server::start("echo", "workers: 1\n", &[]);
-    let mut stream = server.connect();
-    stream
-        .write_all(b"POST /t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 42\r\n\r\n")
-        .unwrap();
-    let response = read_response(&mut BufReader::new(stream)).unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    let json = server.echo(b"POST /t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 42\r\n\r\n");
     assert_eq!(json["body_base64"], "YWJj");
     assert_eq!(json["trailers"], serde_json::json!([["X-Sum", "42"]]));
 }
@@ -169,65 +158,37 @@ fn status_and_close(server: &Server, raw: &[u8]) -> u16 {
 #[test]
 fn error_statuses() {
     let server = Server::start("echo", "workers: 1\nlimit_request_body: 10\n", &[]);
-    assert_eq!(
-        status_and_close(&server, b"GET / HTTP/1.1\r\n\r\n"),
-        400,
-        "no Host"
-    );
-    assert_eq!(
-        status_and_close(&server, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
-        400
-    );
-    assert_eq!(
-        status_and_close(&server, b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"),
-        400,
-        "space before colon"
-    );
-    assert_eq!(
-        status_and_close(&server, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
-        400
-    );
-    assert_eq!(
-        status_and_close(
-            &server,
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"
-        ),
-        501
-    );
-    assert_eq!(
-        status_and_close(
-            &server,
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n"
-        ),
-        413
-    );
-    assert_eq!(
-        status_and_close(&server, b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"),
-        505
-    );
-    let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(5000));
-    assert_eq!(status_and_close(&server, long.as_bytes()), 414);
-    let field = format!(
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(5000));
+    let long_field = format!(
         "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
         "x".repeat(9000)
     );
-    assert_eq!(status_and_close(&server, field.as_bytes()), 431);
     let many: String = (0..101).map(|i| format!("X-{i}: 1\r\n")).collect();
-    assert_eq!(
-        status_and_close(
-            &server,
-            format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes()
+    let many_fields = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+    let cases: [(&str, &[u8], u16); 11] = [
+        ("no Host", b"GET / HTTP/1.1\r\n\r\n", 400),
+        ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        ("space before colon", b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+        (
+            "Content-Length with Transfer-Encoding",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
         ),
-        431
-    );
-    assert_eq!(
-        status_and_close(
-            &server,
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+        ("unknown coding", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        ("body over limit", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", 413),
+        ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+        ("long request-line", long_line.as_bytes(), 414),
+        ("long field", long_field.as_bytes(), 431),
+        ("101 fields", many_fields.as_bytes(), 431),
+        (
+            "bad chunk size",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            400,
         ),
-        400,
-        "bad chunk size"
-    );
+    ];
+    for (what, raw, status) in cases {
+        assert_eq!(status_and_close(&server, raw), status, "{what}");
+    }
 }
 
 #[test]

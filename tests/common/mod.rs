@@ -194,6 +194,20 @@ impl Server {
         stream
     }
 
+    /// Sends `raw` on a new connection and reads one response.
+    pub fn send(&self, raw: &[u8]) -> Response {
+        let mut stream = self.connect();
+        stream.write_all(raw).expect("send request");
+        read_response(&mut BufReader::new(stream)).expect("read response")
+    }
+
+    /// Sends `raw` and parses the response body as JSON (the echo app's answer).
+    pub fn echo(&self, raw: &[u8]) -> serde_json::Value {
+        let response = self.send(raw);
+        assert_eq!(response.status, 200, "{}", response.text());
+        serde_json::from_slice(&response.body).expect("JSON body")
+    }
+
     /// GET `path` on a new connection.
     pub fn try_get(&self, path: &str) -> std::io::Result<Response> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
