@@ -270,7 +270,9 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Next {
             match parsed {
                 Parsed::Complete => match serve(ctx, conn, scratch) {
                     Served::KeepAlive => continue,
-                    Served::Close => return Next::Close,
+                    // Half-close and drain rather than close(2): closing with unread input
+                    // sends RST, which can destroy the response before the client reads it.
+                    Served::Close => return start_linger(conn),
                     Served::Reject(reject) => return fail(ctx, conn, reject),
                 },
                 Parsed::Invalid(reject) => return fail(ctx, conn, reject),
@@ -403,8 +405,14 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     drop(exchange);
     buf.drain(..consumed);
     buf.extend_from_slice(&stage[stage_pos..]);
-    conn.phase = Phase::Idle;
-    conn.deadline = Instant::now() + ctx.keepalive.unwrap_or_default();
+    // Bytes already buffered are the start of the next (pipelined) head.
+    (conn.phase, conn.deadline) = match conn.buf.is_empty() {
+        true => (
+            Phase::Idle,
+            Instant::now() + ctx.keepalive.unwrap_or_default(),
+        ),
+        false => (Phase::Head, Instant::now() + ctx.header_timeout),
+    };
     if keep_alive {
         Served::KeepAlive
     } else {
@@ -718,16 +726,14 @@ impl<'a> Exchange<'a> {
         }
         self.send_continue()?;
         let result = self.read_some(out);
-        match result {
-            Err(abi::FC_ERR_BAD_REQUEST) => self.failure = Some(400),
-            Err(abi::FC_ERR_TOO_LARGE) => self.failure = Some(413),
-            Err(abi::FC_ERR_TIMEOUT) => self.failure = Some(408),
-            Err(_) => self.broken = true,
-            Ok(_) => {}
-        }
-        if result.is_err() {
+        if let Err(status) = result {
             self.body = BodyIn::Done;
-            self.broken = true;
+            match status {
+                abi::FC_ERR_BAD_REQUEST => self.failure = Some(400),
+                abi::FC_ERR_TOO_LARGE => self.failure = Some(413),
+                abi::FC_ERR_TIMEOUT => self.failure = Some(408),
+                _ => self.broken = true,
+            }
         }
         result
     }
@@ -756,7 +762,7 @@ impl<'a> Exchange<'a> {
                     return Ok(n);
                 }
                 BodyIn::Chunked(decoder) if decoder.is_done() => {
-                    self.finish_trailers();
+                    self.finish_trailers()?;
                     return Ok(0);
                 }
                 BodyIn::Chunked(_) => {
@@ -781,9 +787,10 @@ impl<'a> Exchange<'a> {
     }
 
     /// Parses the trailer section once the chunked body is done and exposes it to the app.
-    fn finish_trailers(&mut self) {
+    /// Fields forbidden in trailers (RFC 9110 §6.5.1) make the request a 400.
+    fn finish_trailers(&mut self) -> Result<(), i32> {
         let BodyIn::Chunked(decoder) = std::mem::replace(&mut self.body, BodyIn::Done) else {
-            return;
+            return Ok(());
         };
         let raw = decoder.trailers();
         let mut storage = vec![httparse::EMPTY_HEADER; self.ctx.limits.fields.min(1024)];
@@ -796,6 +803,13 @@ impl<'a> Exchange<'a> {
                 .map(|f| (f.name.as_bytes().to_vec(), f.value.to_vec()))
                 .collect();
         }
+        if self
+            .trailers
+            .iter()
+            .any(|(name, _)| http::forbidden_in_trailers(name))
+        {
+            return Err(abi::FC_ERR_BAD_REQUEST);
+        }
         self.trailer_fields = self
             .trailers
             .iter()
@@ -804,6 +818,7 @@ impl<'a> Exchange<'a> {
                 value: FcStr::new(v),
             })
             .collect();
+        Ok(())
     }
 
     // ----- response -----
@@ -1017,11 +1032,15 @@ impl<'a> Exchange<'a> {
     /// Completes the response after the app returned `status`; true if the connection may
     /// serve another request.
     fn finish(&mut self, status: i32) -> bool {
+        if self.broken {
+            // The client went away or stalled while writing: nothing more can be sent.
+            return false;
+        }
         if status != abi::FC_OK && self.failure.is_none() {
             self.failure = Some(500);
         }
         if let Some(failure) = self.failure {
-            if self.out == BodyOut::Pending && !self.broken_before_commit() {
+            if self.out == BodyOut::Pending {
                 send_error(self.fd, failure, "", self.ctx.stall_timeout);
                 self.sent_status = failure;
             }
@@ -1047,10 +1066,6 @@ impl<'a> Exchange<'a> {
             }
         }
         self.keep_alive && !self.broken && self.drain_body()
-    }
-
-    fn broken_before_commit(&self) -> bool {
-        self.broken && self.failure.is_none()
     }
 
     /// Reads and discards what the app left of the request body, so the next request on the

@@ -86,7 +86,7 @@ fn other_major_version(line: &[u8]) -> bool {
     line.windows(6)
         .rev()
         .find(|w| w.starts_with(b"HTTP/"))
-        .is_some_and(|w| w[5].is_ascii_digit() && w[5] != b'1')
+        .is_some_and(|w| (b'2'..=b'9').contains(&w[5]))
 }
 
 /// Checks the limits on a head that is still incomplete (RFC 9112 §3, gunicorn's limits).
@@ -218,25 +218,69 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-/// Parses a Content-Length value: 1*DIGIT, possibly a list of identical values
-/// (RFC 9110 §8.6, RFC 9112 §6.3 rule 5). Signs, spaces inside, and overflow are errors.
+/// Parses a Content-Length value: exactly 1*DIGIT (RFC 9110 §8.6). A list (`5, 5`), a sign,
+/// whitespace inside, overflow, or a second Content-Length field are rejected rather than
+/// reconciled (RFC 9112 §6.3 rule 5 allows either; rejecting leaves nothing to smuggle).
 fn content_length(value: &[u8], seen: Option<u64>) -> Result<u64, Reject> {
-    let mut result = seen;
-    for item in value.split(|&b| b == b',') {
-        let item = item.trim_ascii();
-        if item.is_empty() || !item.iter().all(u8::is_ascii_digit) {
-            return Err(reject(400, "invalid Content-Length"));
-        }
-        let n = std::str::from_utf8(item)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or(reject(400, "Content-Length overflow"))?;
-        if result.is_some_and(|prev| prev != n) {
-            return Err(reject(400, "conflicting Content-Length values"));
-        }
-        result = Some(n);
+    if seen.is_some() {
+        return Err(reject(400, "more than one Content-Length"));
     }
-    Ok(result.unwrap_or(0))
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(reject(400, "invalid Content-Length"));
+    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or(reject(400, "Content-Length overflow"))
+}
+
+/// RFC 9112 §3.2: origin-form (`/path`) for any method but CONNECT, absolute-form
+/// (`http://host/path`), authority-form (`host:port`) only for CONNECT, asterisk-form (`*`)
+/// only for OPTIONS. Anything else (a relative path) is 400.
+fn check_target(method: &[u8], target: &[u8]) -> Result<(), Reject> {
+    let is_scheme = |s: &[u8]| {
+        !s.is_empty()
+            && s.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
+    };
+    let ok = match target {
+        b"*" => method == b"OPTIONS",
+        [b'/', ..] => method != b"CONNECT",
+        _ if method == b"CONNECT" => !target.contains(&b'/') && target.contains(&b':'),
+        _ => target
+            .windows(3)
+            .position(|w| w == b"://")
+            .is_some_and(|end| is_scheme(&target[..end])),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(reject(
+            400,
+            "request-target form not allowed for this method",
+        ))
+    }
+}
+
+/// Fields that must not appear in a trailer section (RFC 9110 §6.5.1): framing, routing,
+/// request modifiers and content metadata the recipient may already have acted on.
+pub fn forbidden_in_trailers(name: &[u8]) -> bool {
+    const FORBIDDEN: [&[u8]; 13] = [
+        b"content-length",
+        b"transfer-encoding",
+        b"host",
+        b"trailer",
+        b"te",
+        b"connection",
+        b"keep-alive",
+        b"upgrade",
+        b"expect",
+        b"content-type",
+        b"content-encoding",
+        b"content-range",
+        b"authorization",
+    ];
+    FORBIDDEN.iter().any(|f| name.eq_ignore_ascii_case(f))
 }
 
 /// Applies RFC 9112/9110 rules to a parsed head: Host, framing, Connection, Expect, limits.
@@ -248,6 +292,7 @@ pub fn semantics(buf: &[u8], head: &Head, limits: &Limits) -> Result<Semantics, 
     let mut keep_alive_token = false;
     let mut expect_continue = false;
     let mut content_type = None;
+    check_target(&buf[head.method.clone()], &buf[head.target.clone()])?;
     for (i, field) in head.fields.iter().enumerate() {
         let name = &buf[field.name.clone()];
         let value = &buf[field.value.clone()];
@@ -264,7 +309,11 @@ pub fn semantics(buf: &[u8], head: &Head, limits: &Limits) -> Result<Semantics, 
             }
         } else if name.eq_ignore_ascii_case(b"expect") {
             expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
-        } else if name.eq_ignore_ascii_case(b"content-type") && content_type.is_none() {
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            // A singleton field (RFC 9110 §8.3): two values are ambiguous.
+            if content_type.is_some() {
+                return Err(reject(400, "more than one Content-Type"));
+            }
             content_type = Some(i);
         }
     }
@@ -312,8 +361,10 @@ fn head_has(buf: &[u8], head: &Head, name: &[u8]) -> bool {
         .any(|f| buf[f.name.clone()].eq_ignore_ascii_case(name))
 }
 
-/// RFC 9112 §6.3 rule 4 / §7: `chunked` must be the final coding, once; we decode no other
-/// coding, so any other is 501 (RFC 9112 §6.1).
+/// RFC 9112 §6.3 rule 4 / §7: `chunked` must be the final coding, once. Only chunked framing
+/// is decoded; codings applied before it (`gzip, chunked`) are left to the app, which sees the
+/// Transfer-Encoding field. Without a final chunked the length is unknown: 501 for a coding
+/// we do not know, 400 when chunked is present but not last (RFC 9112 §6.1).
 fn framing_of_codings(codings: &[&[u8]]) -> Result<Framing, Reject> {
     let chunked = |c: &&[u8]| c.eq_ignore_ascii_case(b"chunked");
     match codings {
@@ -328,7 +379,6 @@ fn framing_of_codings(codings: &[&[u8]]) -> Result<Framing, Reject> {
         [rest @ .., _] if rest.iter().any(chunked) => {
             Err(reject(400, "chunked applied more than once"))
         }
-        [_, ..] if codings.len() > 1 => Err(reject(501, "unsupported transfer coding")),
         _ => Ok(Framing::Chunked),
     }
 }
@@ -680,9 +730,9 @@ mod tests {
         );
         assert_eq!(
             sem(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n")
-                .unwrap()
-                .framing,
-            Framing::Length(5)
+                .unwrap_err()
+                .status,
+            400
         );
         assert_eq!(
             sem(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n")
