@@ -296,7 +296,7 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Next {
 
 /// Called by the worker's timer for a connection that is not being served: true if it must be
 /// closed now (idle past keepalive, lingering done, or head past header_timeout after a 408).
-pub fn expired(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
+pub fn expired(conn: &mut Conn, now: Instant) -> bool {
     if now < conn.deadline {
         return false;
     }
@@ -310,7 +310,6 @@ pub fn expired(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
         let bytes = with_date(|date| http::error_response(408, date, ""));
         let _ = nix::sys::uio::writev(conn.fd.as_fd(), &[IoSlice::new(&bytes)]);
     }
-    let _ = ctx;
     true
 }
 

@@ -318,7 +318,7 @@ fn sweep(shared: &Shared) {
             continue;
         };
         let expired = match slot.conn.as_mut() {
-            Some(conn) => connection::expired(&shared.ctx, conn, now),
+            Some(conn) => connection::expired(conn, now),
             None => false,
         };
         if expired {

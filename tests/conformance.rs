@@ -75,10 +75,6 @@ fn exchange(server: &Server, bytes: &[u8], pieces: &[usize]) -> Vec<Result<Respo
     out
 }
 
-fn latin1(s: &str) -> Vec<u8> {
-    s.chars().map(|c| c as u32 as u8).collect()
-}
-
 /// Compares one echoed request with an expected one; returns the first difference.
 fn compare(got: &Value, want: &Value) -> Result<(), String> {
     let field = |k: &str| got[k].as_str().unwrap_or_default().to_string();
@@ -151,7 +147,6 @@ fn compare(got: &Value, want: &Value) -> Result<(), String> {
             got["trailers"], want["trailers"]
         ));
     }
-    let _ = latin1;
     Ok(())
 }
 

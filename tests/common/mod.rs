@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
@@ -402,9 +402,4 @@ pub fn booted_pids(log: &str) -> Vec<i32> {
 pub fn exited(log: &str, pid: i32) -> bool {
     log.contains(&format!("Worker (pid:{pid}) exited"))
         || log.contains(&format!("Worker (pid:{pid}) was sent"))
-}
-
-/// The path of the scratch dir as text.
-pub fn show(path: &Path) -> String {
-    path.display().to_string()
 }
