@@ -274,3 +274,54 @@ fn serves_unix_and_ipv6_listeners_too() {
     drop(server);
     assert!(!socket.exists(), "the socket file is removed at exit");
 }
+
+#[test]
+fn expect_100_continue_is_answered_when_the_app_reads() {
+    let server = Server::start("echo", "workers: 1\n", &[]);
+    let mut reader = BufReader::new(server.connect());
+    reader
+        .get_mut()
+        .write_all(
+            b"POST /raw HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let interim = common::read_head_response(&mut reader).unwrap();
+    assert_eq!(interim.status, 100);
+    reader.get_mut().write_all(b"hello").unwrap();
+    let response = read_response(&mut reader).unwrap();
+    assert_eq!(response.text(), "hello");
+    // An app that answers without reading gets no 100 Continue, and the connection closes
+    // (the client will not send a body it was never asked for).
+    let hello = Server::start("hello", "workers: 1\n", &[]);
+    let mut stream = hello.connect();
+    stream
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let response = read_response(&mut reader).unwrap();
+    assert_eq!(response.status, 405, "hello answers POST without reading");
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "no 100 Continue after the final response");
+}
+
+#[test]
+fn connections_beyond_worker_connections_get_503() {
+    let server = Server::start("hello", "workers: 1\nworker_connections: 2\n", &[]);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut reader = BufReader::new(server.connect());
+        reader
+            .get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(&mut reader).unwrap().status, 200);
+        held.push(reader);
+    }
+    let response = server.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(response.status, 503);
+    assert_eq!(response.header("retry-after"), Some("1"));
+    drop(held);
+}

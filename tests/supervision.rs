@@ -179,3 +179,27 @@ fn failing_init_stops_startup_with_the_apps_message() {
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(out.contains("init failed on purpose"), "{out}");
 }
+
+#[test]
+fn abort_loses_only_that_worker() {
+    let server = Server::start("chaos", "workers: 2\n", &[]);
+    // The aborting request gets no response; the connection just ends.
+    let _ = server.try_get("/abort");
+    wait_for(
+        "the master to log the abort",
+        Duration::from_secs(15),
+        || {
+            server
+                .log_text()
+                .contains("was sent SIGABRT!")
+                .then_some(())
+        },
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            server.get("/pid").status,
+            200,
+            "other requests are unaffected"
+        );
+    }
+}
