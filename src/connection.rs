@@ -375,7 +375,7 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         }),
         content_length: match sem.framing {
             Framing::Length(n) => n as i64,
-            Framing::None if has_field(buf_all, head, b"content-length") => 0,
+            Framing::None if field(buf_all, head, b"content-length").is_some() => 0,
             _ => -1,
         },
         headers: scratch.fields.as_ptr(),
@@ -417,12 +417,6 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     } else {
         Served::Close
     }
-}
-
-fn has_field(buf: &[u8], head: &Head, name: &[u8]) -> bool {
-    head.fields
-        .iter()
-        .any(|f| buf[f.name.clone()].eq_ignore_ascii_case(name))
 }
 
 fn field<'b>(buf: &'b [u8], head: &Head, name: &[u8]) -> Option<&'b [u8]> {

@@ -288,6 +288,7 @@ pub fn semantics(buf: &[u8], head: &Head, limits: &Limits) -> Result<Semantics, 
     let mut hosts = 0;
     let mut length: Option<u64> = None;
     let mut codings: Vec<&[u8]> = Vec::new();
+    let mut has_transfer_encoding = false;
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
@@ -301,6 +302,7 @@ pub fn semantics(buf: &[u8], head: &Head, limits: &Limits) -> Result<Semantics, 
         } else if name.eq_ignore_ascii_case(b"content-length") {
             length = Some(content_length(value, length)?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            has_transfer_encoding = true;
             codings.extend(tokens(value));
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in tokens(value) {
@@ -322,7 +324,7 @@ pub fn semantics(buf: &[u8], head: &Head, limits: &Limits) -> Result<Semantics, 
     if hosts > 1 || (head.minor == 1 && hosts == 0) {
         return Err(reject(400, "HTTP/1.1 request without exactly one Host"));
     }
-    let framing = if !codings.is_empty() || head_has(buf, head, b"transfer-encoding") {
+    let framing = if has_transfer_encoding {
         // RFC 9112 §6.1: Transfer-Encoding is HTTP/1.1; §6.3 rule 3: with Content-Length the
         // message is a smuggling attempt: reject rather than pick one.
         if head.minor == 0 {
@@ -353,12 +355,6 @@ pub fn semantics(buf: &[u8], head: &Head, limits: &Limits) -> Result<Semantics, 
         expect_continue: expect_continue && head.minor == 1,
         content_type,
     })
-}
-
-fn head_has(buf: &[u8], head: &Head, name: &[u8]) -> bool {
-    head.fields
-        .iter()
-        .any(|f| buf[f.name.clone()].eq_ignore_ascii_case(name))
 }
 
 /// RFC 9112 §6.3 rule 4 / §7: `chunked` must be the final coding, once. Only chunked framing
