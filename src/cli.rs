@@ -4,7 +4,7 @@
 use crate::config::{self, Kind, Overrides, SETTINGS};
 use crate::{listeners, logging, master};
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// ferricorn: a pre-fork HTTP/1.1 application server for cdylib plugins.
 #[derive(Parser, Debug)]
@@ -119,10 +119,20 @@ fn serve(config: config::Config, overrides: Overrides) -> i32 {
         "Starting ferricorn {}",
         env!("CARGO_PKG_VERSION")
     ));
-    if let Err(e) = master::probe(&config) {
-        logging::critical(&e);
-        eprintln!("ferricorn: {e}");
-        return 1;
+    match master::probe(&config) {
+        Ok(name) => logging::info(format_args!(
+            "Using app `{name}` from {}",
+            config
+                .app_path
+                .as_deref()
+                .unwrap_or(Path::new("?"))
+                .display()
+        )),
+        Err(e) => {
+            logging::critical(&e);
+            eprintln!("ferricorn: {e}");
+            return 1;
+        }
     }
     let mut bound = Vec::new();
     for address in &config.bind {

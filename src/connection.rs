@@ -359,6 +359,8 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         b"HTTP/1.0"
     };
     let request = FcRequest {
+        size: std::mem::size_of::<FcRequest>() as u32,
+        flags: ctx.request_flags,
         request_method: FcStr::new(&buf_all[head.method.clone()]),
         raw_uri: FcStr::new(&buf_all[head.target.clone()]),
         script_name: FcStr::new(b""),
@@ -380,7 +382,6 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         },
         headers: scratch.fields.as_ptr(),
         header_count: scratch.fields.len(),
-        flags: ctx.request_flags,
     };
     stage.clear();
     let is_head = &buf_all[head.method.clone()] == b"HEAD";
@@ -643,6 +644,7 @@ impl<'a> Exchange<'a> {
 
     fn responder(&mut self) -> FcResponder {
         FcResponder {
+            size: std::mem::size_of::<FcResponder>() as u32,
             ctx: self as *mut Exchange<'a> as *mut c_void,
             start_response: cb_start_response,
             write: cb_write,
@@ -817,7 +819,8 @@ impl<'a> Exchange<'a> {
     // ----- response -----
 
     fn start_response(&mut self, status: u16, reason: &[u8], fields: &[FcField]) -> i32 {
-        if self.out != BodyOut::Pending {
+        // The first body byte fixes the head, even while it is still buffered.
+        if self.out != BodyOut::Pending || !self.pending.is_empty() {
             return abi::FC_ERR_STATE;
         }
         let mut headers = Vec::new();

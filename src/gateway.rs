@@ -46,25 +46,43 @@ pub fn load(path: &Path) -> Result<Plugin, String> {
     // SAFETY: calling the plugin's entry point as the ABI defines it; it returns a pointer to
     // static data (or NULL).
     let raw = unsafe { entry() };
-    // SAFETY: a non-null descriptor pointer refers to static data inside the library, which stays
-    // mapped as long as `library` lives (kept in `Plugin`); we only read the two leading u32s
-    // before checking the size.
-    let descriptor = unsafe { raw.as_ref() }
-        .ok_or_else(|| format!("plugin {shown}: `{symbol_name}` returned NULL"))?;
-    if descriptor.abi_version != abi::ABI_VERSION {
+    if raw.is_null() {
+        return Err(format!("plugin {shown}: `{symbol_name}` returned NULL"));
+    }
+    // SAFETY: a non-null descriptor pointer refers to static data inside the library, which
+    // stays mapped while `library` lives. Every ABI version starts with two u32s (abi_version,
+    // size); only those are read before the size is checked.
+    let [found_version, found_size] = unsafe { std::ptr::read(raw as *const [u32; 2]) };
+    if found_version != abi::ABI_VERSION {
         return Err(format!(
-            "plugin {shown}: ABI version mismatch: expected {}, found {}",
-            abi::ABI_VERSION,
-            descriptor.abi_version
+            "plugin {shown}: ABI version mismatch: expected {}, found {found_version}",
+            abi::ABI_VERSION
         ));
     }
     let expected = std::mem::size_of::<FcAppDescriptor>();
-    if (descriptor.size as usize) < expected {
+    if (found_size as usize) < expected {
         return Err(format!(
-            "plugin {shown}: descriptor too small: expected at least {expected} bytes, found {}",
-            descriptor.size
+            "plugin {shown}: descriptor too small: expected at least {expected} bytes, found {found_size}"
         ));
     }
+    for (field, offset) in [
+        ("init", std::mem::offset_of!(FcAppDescriptor, init)),
+        ("handle", std::mem::offset_of!(FcAppDescriptor, handle)),
+        ("shutdown", std::mem::offset_of!(FcAppDescriptor, shutdown)),
+    ] {
+        // SAFETY: `offset` lies inside the `expected` bytes the plugin declared (checked above);
+        // the field is read as a plain address, before any Rust fn pointer is formed from it.
+        let address = unsafe { std::ptr::read((raw as *const u8).add(offset) as *const usize) };
+        if address == 0 {
+            return Err(format!(
+                "plugin {shown}: descriptor field `{field}` is NULL"
+            ));
+        }
+    }
+    // SAFETY: the plugin declares at least `expected` bytes of descriptor (checked above); it
+    // lives as long as the library, which `Plugin` owns, and the 'static reference never
+    // outlives the `Plugin` (it is private and only used through it).
+    let descriptor: &'static FcAppDescriptor = unsafe { &*raw };
     let name = if descriptor.name.is_null() {
         String::from("?")
     } else {
@@ -73,9 +91,6 @@ pub fn load(path: &Path) -> Result<Plugin, String> {
             .to_string_lossy()
             .into_owned()
     };
-    // SAFETY: the descriptor lives as long as the library, which `Plugin` owns; the 'static
-    // reference never outlives the `Plugin` (it is private and only used through it).
-    let descriptor: &'static FcAppDescriptor = unsafe { &*(descriptor as *const FcAppDescriptor) };
     Ok(Plugin {
         _library: library,
         descriptor,

@@ -103,6 +103,10 @@ pub fn run(
     report_fd: OwnedFd,
     master: nix::unistd::Pid,
 ) -> i32 {
+    logging::info(format_args!(
+        "Booting worker with pid: {}",
+        std::process::id()
+    ));
     let signals = match register_signals() {
         Ok(s) => s,
         Err(e) => return boot_failed(&report_fd, &format!("cannot install signal handlers: {e}")),
@@ -128,10 +132,6 @@ pub fn run(
             return boot_failed(&report_fd, &format!("cannot start thread: {e}"));
         }
     }
-    logging::info(format_args!(
-        "Booting worker with pid: {}",
-        std::process::id()
-    ));
     report(&report_fd, "ready\n");
     supervise(&shared, config, &signals, &report_fd, master);
     shared.ctx.app.shutdown();

@@ -24,9 +24,22 @@ fn target_profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The path of plugin `name` (`hello`, `echo`, `tasks`, `chaos`), building the example
-/// plugins once per test binary (`cargo test` does not build cdylib members by itself).
+/// The path of plugin `name`: a C plugin (`c-hello`, `c-wordcount`) is compiled from
+/// `worker-apps/NAME/*.c` with [`compile_c`]; a Rust one (`hello`, `echo`, `tasks`, `chaos`) is
+/// built with the other example plugins once per test binary (`cargo test` does not build
+/// cdylib members by itself).
 pub fn plugin(name: &str) -> PathBuf {
+    if name.starts_with("c-") {
+        let dir = repo_path(&format!("worker-apps/{name}"));
+        let mut sources: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "c"))
+            .collect();
+        sources.sort();
+        let file = format!("lib{}.so", name.replace('-', "_"));
+        return compile_c(&file, &sources, &["-fPIC", "-shared"]);
+    }
     static BUILD: Once = Once::new();
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -53,6 +66,45 @@ pub fn plugin(name: &str) -> PathBuf {
     let path = target_profile_dir().join(format!("lib{name}.so"));
     assert!(path.is_file(), "{} was not built", path.display());
     path
+}
+
+/// `relative` inside the repository.
+pub fn repo_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// Compiles the C `sources` against `worker-apps/include/ferricorn.h` into `file` in the
+/// target directory, with the header's promised flags (`-std=c99 -Wall -Wextra -Werror`)
+/// plus `extra` (`-fPIC -shared` for a plugin, `-DNAME=VALUE`, ...), and returns its path.
+/// The compiler is `$CC`, else `cc`. Writes to a temporary name and renames, so test binaries
+/// running at once never load a half-written file.
+pub fn compile_c(file: &str, sources: &[PathBuf], extra: &[&str]) -> PathBuf {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let out = target_profile_dir().join(file);
+    let tmp = target_profile_dir().join(format!(
+        "{file}.{}.{}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let output = Command::new(&compiler)
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"])
+        .arg("-I")
+        .arg(repo_path("worker-apps/include"))
+        .args(extra)
+        .arg("-o")
+        .arg(&tmp)
+        .args(sources)
+        .arg("-lpthread")
+        .output()
+        .unwrap_or_else(|e| panic!("run {compiler}: {e}"));
+    assert!(
+        output.status.success(),
+        "compiling {sources:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::rename(&tmp, &out).expect("rename the compiled plugin");
+    out
 }
 
 /// A fresh scratch directory for one test.
@@ -106,7 +158,8 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
 
 impl Server {
     /// Starts ferricorn with the YAML `config` (written to a file, `bind` on port 0 added
-    /// unless given) plus `args`, and waits until a worker answers. The app is `app`.
+    /// unless given) plus `args`, and waits until a worker answers. The app is `app`: a
+    /// plugin name for [`plugin`], or a path to a shared object.
     pub fn start(app: &str, config: &str, args: &[&str]) -> Server {
         let server = Server::spawn(app, config, args);
         server.wait_ready();
@@ -123,7 +176,12 @@ impl Server {
             yaml.push_str("bind: [\"127.0.0.1:0\"]\n");
         }
         yaml.push_str(&format!("errorlog: {}\n", log.display()));
-        yaml.push_str(&format!("app:\n  path: {}\n", plugin(app).display()));
+        let app_path = if app.contains('/') {
+            PathBuf::from(app)
+        } else {
+            plugin(app)
+        };
+        yaml.push_str(&format!("app:\n  path: {}\n", app_path.display()));
         yaml.push_str(config);
         std::fs::write(&config_path, yaml).expect("write config");
         let child = Command::new(binary())

@@ -1,6 +1,9 @@
 //! `chaos` (SPEC §6), a test app: `/sleep?ms=N` (logs `chaos: sleeping N ms` first), `/panic`, `/abort`,
 //! `/stream?chunks=N&size=BYTES` (chunked, no Content-Length), `/big?bytes=N`, `/pid`.
-//! With `app.config: {fail_init: "true"}` its init fails with a message.
+//! `/response?case=C` breaks the `start_response` rules on purpose (see [`response_case`]).
+//! With `app.config: {fail_init: "true"}` its init fails with a message; with
+//! `{fail_init_marker: PATH}` only the first init ever succeeds (it creates PATH; every later
+//! init, e.g. in the workers after the startup trial load, fails).
 
 use ferricorn_sdk::{App, AppConfig, HandlerResult, Level, Request, Response};
 use std::time::Duration;
@@ -22,6 +25,13 @@ impl App for Chaos {
     fn init(config: &AppConfig) -> Result<Self, String> {
         if config.get("fail_init") == Some("true") {
             return Err("chaos: init failed on purpose (app.config fail_init=true)".into());
+        }
+        if let Some(marker) = config.get("fail_init_marker") {
+            if std::fs::File::create_new(marker).is_err() {
+                return Err(format!(
+                    "chaos: init failed on purpose ({marker} exists: not the first init)"
+                ));
+            }
         }
         Ok(Chaos)
     }
@@ -66,9 +76,39 @@ impl App for Chaos {
                 Ok(())
             }
             "/pid" => text(res, &format!("{}\n", std::process::id())),
+            "/response" => response_case(req.query("case").unwrap_or(""), res),
             _ => res.send(404, "text/plain", b"not found\n"),
         }
     }
+}
+
+/// `/response?case=C`, for the `start_response` rules (SPEC §5):
+/// - `restart`: start_response(500, X-First), then start_response(201, X-Second): the last wins.
+/// - `late`: writes `a`, then calls start_response again; the body reports what it returned.
+/// - `crlf`, `nul`: a header value with CR LF / NUL; `status`: status 42. Each is refused,
+///   and the app returns the error (the server answers 500).
+fn response_case(case: &str, res: &mut Response<'_>) -> HandlerResult {
+    match case {
+        "restart" => {
+            res.start(500, &[("X-First", "yes")])?;
+            res.start(201, &[("X-Second", "yes")])?;
+            res.write(b"second wins\n")?;
+        }
+        "late" => {
+            res.start(200, &[("Content-Type", "text/plain")])?;
+            res.write(b"a")?;
+            let outcome = match res.start(500, &[]) {
+                Ok(()) => "accepted".to_string(),
+                Err(e) => format!("refused: {e}"),
+            };
+            res.write(format!("\nlate start_response {outcome}\n").as_bytes())?;
+        }
+        "crlf" => res.start(200, &[("X-Evil", "a\r\nInjected: yes")])?,
+        "nul" => res.start(200, &[("X-Evil", "a\0b")])?,
+        "status" => res.start(42, &[])?,
+        _ => return res.send(400, "text/plain", b"unknown case\n"),
+    }
+    Ok(())
 }
 
 ferricorn_sdk::export_app!(Chaos, "chaos");

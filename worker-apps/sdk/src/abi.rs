@@ -104,6 +104,11 @@ pub struct FcField {
 #[repr(C)]
 #[derive(Debug)]
 pub struct FcRequest {
+    /// `sizeof(FcRequest)` as the server was compiled. Fields are only ever appended: a plugin
+    /// built against a newer header reads a field only if `size` covers it.
+    pub size: u32,
+    /// `FC_REQ_*` bits.
+    pub flags: u32,
     /// REQUEST_METHOD, e.g. `GET`.
     pub request_method: FcStr,
     /// RAW_URI: the request-target exactly as sent (RFC 9112 §3.2).
@@ -134,8 +139,6 @@ pub struct FcRequest {
     pub headers: *const FcField,
     /// Number of entries at `headers`.
     pub header_count: usize,
-    /// `FC_REQ_*` bits.
-    pub flags: u32,
 }
 
 /// What the server gives `handle` to read the body and send the response (WSGI's
@@ -143,10 +146,12 @@ pub struct FcRequest {
 /// Valid for one `handle` call, on the calling thread only.
 #[repr(C)]
 pub struct FcResponder {
+    /// `sizeof(FcResponder)` as the server was compiled (functions are only ever appended).
+    pub size: u32,
     /// Opaque server state; pass it back unchanged.
     pub ctx: *mut c_void,
-    /// Sets status (100..=999, not 1xx) and header fields. May be called again until the first
-    /// body byte is written; the last call wins. Returns FC_OK, FC_ERR_INVALID (the call is
+    /// Sets status (200..=999) and header fields. May be called again until the first body
+    /// byte is written (even if the server still buffers it); the last call wins. Returns FC_OK, FC_ERR_INVALID (the call is
     /// ignored) or FC_ERR_STATE (body already started). The server adds Date, Server,
     /// Connection and Content-Length or chunked framing itself.
     pub start_response: unsafe extern "C" fn(

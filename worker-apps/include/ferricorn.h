@@ -1,0 +1,227 @@
+/*
+ * ferricorn.h — the ferricorn gateway ABI, version 1, for plugins written in C.
+ *
+ * A plugin is a shared object (cc -shared -fPIC) that exports one function:
+ *
+ *     const FcAppDescriptor *ferricorn_app(void);
+ *
+ * returning a pointer to a static descriptor: ABI version, the descriptor's own size, the
+ * app's name, flags, and three functions (init, handle, shutdown). The server dlopen()s the
+ * plugin in every worker process, calls init once, handle once per request, shutdown once at
+ * graceful exit. See ferricorn's README, section "Write a plugin", for a complete example.
+ *
+ * This header is the C view of worker-apps/sdk/src/abi.rs and must stay identical to it:
+ * ferricorn's test suite compiles a C program against this header and compares the size and
+ * the offset of every field of every struct with the Rust definitions.
+ *
+ * Conventions for the whole ABI:
+ *   - Strings are FcStr: a pointer and a length in bytes, NOT NUL-terminated, possibly
+ *     containing any byte (PATH_INFO is percent-decoded). An absent value is {NULL, 0}; an
+ *     empty one has a non-NULL pointer and length 0. The one exception is the descriptor's
+ *     `name`, a static NUL-terminated string.
+ *   - Ownership: the server owns everything it passes to the plugin and the plugin owns
+ *     everything it passes to the server. Pointers the server passes are borrowed only for
+ *     the duration of the call that received them (copy what you keep). Pointers the plugin
+ *     passes to a responder function are read during that call only (the server copies what
+ *     it keeps), so they may point to the stack.
+ *   - Status codes: functions return FC_OK (0) or a negative FC_ERR_* code. New codes may be
+ *     added in later minor revisions: treat any unknown negative value as an error.
+ *   - A C plugin must not let a C++ exception or a longjmp cross these functions. A crash
+ *     (SIGSEGV, abort) kills only the worker process serving the request; the master
+ *     replaces it.
+ *
+ * Compatibility: within ABI version 1, fields are only ever appended to the end of a struct,
+ * and every struct that may grow starts with its own size, so both sides can tell which fields
+ * the other was compiled with. Reordering, removing or retyping a field, or changing what a
+ * function means, requires a new FC_ABI_VERSION, and the server refuses plugins built for
+ * another version.
+ *
+ * Compiles cleanly with: cc -std=c99 -Wall -Wextra -Werror
+ */
+#ifndef FERRICORN_H
+#define FERRICORN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ABI version this header describes; must be the descriptor's abi_version. */
+#define FC_ABI_VERSION 1
+
+/* Name of the one symbol a plugin exports (type FcEntryFn). */
+#define FC_ENTRY_SYMBOL "ferricorn_app"
+
+/* ----- status codes (return values of init, handle and responder functions) ----- */
+
+/* Success. */
+#define FC_OK 0
+/* The app failed: init failed (the worker does not boot), or handle failed (the server
+ * answers 500 if no response byte was sent yet, and closes the connection). */
+#define FC_ERR_APP (-1)
+/* A call made in the wrong state: start_response after the first body byte was written,
+ * write after a refused start_response, trailers before the body was read to its end. */
+#define FC_ERR_STATE (-2)
+/* An invalid argument, refused without effect: status outside 200..999, a reason or header
+ * field containing CR, LF or NUL, a header name that is not an RFC 9110 token, a bad
+ * Content-Length value, a NULL buffer. The server logs the refusal in its error log and will
+ * answer 500 unless a later start_response call succeeds. */
+#define FC_ERR_INVALID (-3)
+/* The client connection failed or was closed; stop writing, return from handle. */
+#define FC_ERR_IO (-4)
+/* The client stalled past the server's `timeout` (seconds) while sending the body or
+ * receiving the response. If nothing was sent yet, the server answers 408. */
+#define FC_ERR_TIMEOUT (-5)
+/* The request body exceeds `limit_request_body`; the server answers 413. */
+#define FC_ERR_TOO_LARGE (-6)
+/* The request body's chunked framing is malformed; the server answers 400. */
+#define FC_ERR_BAD_REQUEST (-7)
+
+/* ----- flags ----- */
+
+/* FcAppDescriptor.flags: handle may run on several threads of one worker at once. Without
+ * it, the server serializes handle calls within a worker (one at a time). */
+#define FC_APP_THREAD_SAFE 1u
+
+/* FcRequest.flags (WSGI's wsgi.multithread, wsgi.multiprocess, wsgi.run_once). */
+#define FC_REQ_MULTITHREAD 1u
+#define FC_REQ_MULTIPROCESS 2u
+#define FC_REQ_RUN_ONCE 4u
+
+/* Levels for FcResponder.log, as in the server's `loglevel` setting. */
+#define FC_LOG_DEBUG 0
+#define FC_LOG_INFO 1
+#define FC_LOG_WARNING 2
+#define FC_LOG_ERROR 3
+#define FC_LOG_CRITICAL 4
+
+/* ----- types ----- */
+
+/* A borrowed byte string: `len` bytes at `ptr`, not NUL-terminated. Absent: {NULL, 0}. */
+typedef struct FcStr {
+    const uint8_t *ptr;
+    size_t len;
+} FcStr;
+
+/* A name/value pair: a header or trailer field (RFC 9110 section 5), or one app.config entry.
+ * Header names keep the client's case (compare them case-insensitively); values have leading
+ * and trailing whitespace removed. */
+typedef struct FcField {
+    FcStr name;
+    FcStr value;
+} FcField;
+
+/* One request, in CGI/WSGI terms (RFC 3875 section 4.1, PEP 3333). The struct, every string
+ * and the header array are owned by the server and valid only until handle returns. */
+typedef struct FcRequest {
+    uint32_t size;           /* sizeof(FcRequest) as the server was compiled */
+    uint32_t flags;          /* FC_REQ_* bits */
+    FcStr request_method;    /* REQUEST_METHOD, e.g. "GET" */
+    FcStr raw_uri;           /* RAW_URI: the request-target exactly as sent */
+    FcStr script_name;       /* SCRIPT_NAME: always empty in this server */
+    FcStr path_info;         /* PATH_INFO: the target's path, percent-decoded (any byte) */
+    FcStr query_string;      /* QUERY_STRING: after '?', not decoded; empty if none */
+    FcStr server_protocol;   /* SERVER_PROTOCOL: "HTTP/1.0" or "HTTP/1.1" */
+    FcStr server_name;       /* SERVER_NAME: the listener's IP address or unix socket path */
+    FcStr server_port;       /* SERVER_PORT: decimal; empty for unix sockets */
+    FcStr remote_addr;       /* REMOTE_ADDR: the peer's IP address; empty for unix sockets */
+    FcStr remote_port;       /* REMOTE_PORT: decimal; empty for unix sockets */
+    FcStr url_scheme;        /* wsgi.url_scheme: "http" */
+    FcStr content_type;      /* CONTENT_TYPE, or absent {NULL, 0} */
+    int64_t content_length;  /* CONTENT_LENGTH in bytes, or -1 (chunked body or no body) */
+    const FcField *headers;  /* header fields in wire order (names containing '_' dropped) */
+    size_t header_count;     /* number of entries at headers */
+} FcRequest;
+
+/* What handle gets to read the request body and send the response (WSGI's start_response,
+ * write and wsgi.input). Owned by the server; valid only until handle returns, and only on
+ * the thread that called handle: never call these functions from another thread or after
+ * handle has returned. Every function takes `ctx` as its first argument, unchanged. */
+typedef struct FcResponder {
+    uint32_t size; /* sizeof(FcResponder) as the server was compiled */
+    void *ctx;     /* opaque server state; pass it back unchanged */
+
+    /* Sets the status (200..999), reason phrase (absent {NULL, 0}: the standard one) and
+     * header fields (`headers`: `header_count` entries, may be NULL when the count is 0).
+     * May be called again until the first body byte is written: the last call wins (as with
+     * WSGI's exc_info). The server drops Connection, Transfer-Encoding, Keep-Alive, Date and
+     * Server from the app's fields and adds its own, and frames the body itself: a
+     * Content-Length the app gives is honoured, otherwise the server sends Content-Length
+     * for a small response or chunked transfer coding (HTTP/1.1) for a streamed one.
+     * Returns FC_OK; FC_ERR_INVALID (refused and logged: the response becomes a 500 unless
+     * a later call succeeds); FC_ERR_STATE (the body has started: the head is already fixed). */
+    int32_t (*start_response)(void *ctx, uint16_t status, FcStr reason,
+                              const FcField *headers, size_t header_count);
+
+    /* Appends `len` body bytes. The server buffers up to 16 KiB before sending the head, then
+     * streams. Without an earlier start_response the response is "200 OK". For HEAD
+     * requests the bytes are counted but not sent.
+     * Returns FC_OK; FC_ERR_IO (client gone); FC_ERR_TIMEOUT (client not reading);
+     * FC_ERR_STATE (after a refused start_response). */
+    int32_t (*write)(void *ctx, const uint8_t *data, size_t len);
+
+    /* Reads up to `cap` bytes of the request body, already de-chunked, into `buf`. Blocks
+     * until at least one byte is there. The first call on a request that sent
+     * "Expect: 100-continue" makes the server send "100 Continue".
+     * Returns the number of bytes (> 0); 0 at the end of the body (and for requests without
+     * one); or a negative FC_ERR_IO, FC_ERR_TIMEOUT, FC_ERR_TOO_LARGE or FC_ERR_BAD_REQUEST
+     * (the server then answers 400/408/413 itself if nothing was sent yet). */
+    int64_t (*read_body)(void *ctx, uint8_t *buf, size_t cap);
+
+    /* After read_body returned 0: stores in *out and *count the trailer fields of a chunked
+     * body (count 0 otherwise). The array is the server's, valid until handle returns.
+     * Returns FC_OK, or FC_ERR_STATE if the body was not read to its end. */
+    int32_t (*trailers)(void *ctx, const FcField **out, size_t *count);
+
+    /* Writes `message` (not NUL-terminated) to the server's error log at `level` (FC_LOG_*),
+     * if the server's loglevel lets it through. */
+    void (*log)(void *ctx, int32_t level, FcStr message);
+} FcResponder;
+
+/* init: called once per worker process, after fork, before any handle call, with the
+ * `app.config` entries of the server's configuration as fields, names and values as text,
+ * in the order of the configuration file (valid during the call only: copy what you keep).
+ * Stores the app's state pointer (anything; NULL is fine) in *state: the server passes it to
+ * every handle call and to shutdown. On failure, writes a NUL-terminated one-line message of
+ * at most `err_cap` bytes (err_cap >= 1) into `err` and returns a non-zero status; the worker
+ * then fails to boot and the server logs the message (and at startup or reload, refuses the
+ * configuration with it). */
+typedef int32_t (*FcInitFn)(const FcField *config, size_t config_count, void **state,
+                            char *err, size_t err_cap);
+
+/* handle: serves one request. Called from any of the worker's threads, concurrently unless
+ * FC_APP_THREAD_SAFE is absent from the descriptor's flags. Returns FC_OK, or an FC_ERR_*
+ * status: then the server answers 500 if nothing was sent yet and closes the connection.
+ * Returning FC_OK without any write sends the status set by start_response (200 if none)
+ * with an empty body. A body the app did not read is discarded by the server. */
+typedef int32_t (*FcHandleFn)(void *state, const FcRequest *request,
+                              const FcResponder *responder);
+
+/* shutdown: called once at graceful worker exit, after the last handle call returned; frees
+ * the state. Not called when the worker is killed or crashes. */
+typedef void (*FcShutdownFn)(void *state);
+
+/* The static descriptor the entry symbol returns. Every field is required (none may be NULL
+ * except name). The server checks abi_version == FC_ABI_VERSION and
+ * size >= sizeof(FcAppDescriptor) of its own version, and refuses the plugin otherwise. */
+typedef struct FcAppDescriptor {
+    uint32_t abi_version;  /* FC_ABI_VERSION */
+    uint32_t size;         /* sizeof(FcAppDescriptor) */
+    const char *name;      /* the app's name, static, NUL-terminated (for logs) */
+    uint32_t flags;        /* FC_APP_* bits */
+    FcInitFn init;
+    FcHandleFn handle;
+    FcShutdownFn shutdown;
+} FcAppDescriptor;
+
+/* Type of the entry symbol FC_ENTRY_SYMBOL. The returned pointer must stay valid as long as
+ * the plugin is loaded (point to a static). */
+typedef const FcAppDescriptor *(*FcEntryFn)(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FERRICORN_H */
