@@ -202,4 +202,7 @@ fn abort_loses_only_that_worker() {
             "other requests are unaffected"
         );
     }
+    wait_for("a replacement worker", Duration::from_secs(15), || {
+        (booted_pids(&server.log_text()).len() == 3).then_some(())
+    });
 }
