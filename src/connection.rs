@@ -787,24 +787,8 @@ impl<'a> Exchange<'a> {
         let BodyIn::Chunked(decoder) = std::mem::replace(&mut self.body, BodyIn::Done) else {
             return Ok(());
         };
-        let raw = decoder.trailers();
-        let mut storage = vec![httparse::EMPTY_HEADER; self.ctx.limits.fields.min(1024)];
-        if let Ok(httparse::Status::Complete((_, fields))) =
-            httparse::parse_headers(raw, &mut storage)
-        {
-            self.trailers = fields
-                .iter()
-                .filter(|f| !f.name.contains('_'))
-                .map(|f| (f.name.as_bytes().to_vec(), f.value.to_vec()))
-                .collect();
-        }
-        if self
-            .trailers
-            .iter()
-            .any(|(name, _)| http::forbidden_in_trailers(name))
-        {
-            return Err(abi::FC_ERR_BAD_REQUEST);
-        }
+        self.trailers = http::parse_trailers(decoder.trailers(), self.ctx.limits.fields)
+            .map_err(|_| abi::FC_ERR_BAD_REQUEST)?;
         self.trailer_fields = self
             .trailers
             .iter()

@@ -655,6 +655,134 @@ pub fn error_response(status: u16, date: &str, extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A trailer field (RFC 9112 §7.1.2): name and value bytes.
+pub type Trailer = (Vec<u8>, Vec<u8>);
+
+/// Parses the raw trailer section a [`ChunkedDecoder`] collected (field lines, then the empty
+/// line) with the same field syntax as a head (RFC 9112 §5: no space before the colon, no
+/// obs-fold, no CTL), keeping at most `max_fields` fields; names with `_` are dropped as in
+/// heads. Errors: 400 for malformed syntax, too many fields, or a field that must not be a
+/// trailer ([`forbidden_in_trailers`]).
+pub fn parse_trailers(raw: &[u8], max_fields: usize) -> Result<Vec<Trailer>, Reject> {
+    if raw.is_empty() || raw == b"\r\n" {
+        return Ok(Vec::new());
+    }
+    let mut storage = vec![httparse::EMPTY_HEADER; max_fields.clamp(1, 1024)];
+    let fields = match httparse::parse_headers(raw, &mut storage) {
+        Ok(httparse::Status::Complete((_, fields))) => fields,
+        Ok(httparse::Status::Partial) => return Err(reject(400, "incomplete trailer section")),
+        Err(_) => return Err(reject(400, "malformed trailer field")),
+    };
+    let mut out = Vec::with_capacity(fields.len());
+    for field in fields.iter().filter(|f| !f.name.contains('_')) {
+        if forbidden_in_trailers(field.name.as_bytes()) {
+            return Err(reject(400, "field not allowed in trailers"));
+        }
+        out.push((field.name.as_bytes().to_vec(), field.value.to_vec()));
+    }
+    Ok(out)
+}
+
+/// One request as [`read_requests`] sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelRequest {
+    /// The head's bytes (request-line and fields, with the final empty line).
+    pub head: Vec<u8>,
+    /// Framing decided by [`semantics`].
+    pub framing: Framing,
+    /// The decoded message body.
+    pub body: Vec<u8>,
+    /// Trailer fields of a chunked body.
+    pub trailers: Vec<Trailer>,
+}
+
+/// The reference model of how a connection consumes a request stream that arrives in
+/// `pieces` (any split of the same bytes must give the same result): heads parsed with
+/// [`parse_head`] on everything buffered so far, then [`semantics`], then the body by its
+/// framing ([`ChunkedDecoder`] for chunked, with `limits.body`), then the next pipelined
+/// request. Returns the complete requests in order and, if the stream was refused, the
+/// refusal (after which nothing more is read). An incomplete last request is neither.
+/// Used by the fuzz target (`tests/fuzz`) and the split property test.
+pub fn read_requests(pieces: &[&[u8]], limits: &Limits) -> (Vec<ModelRequest>, Option<Reject>) {
+    let mut requests = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut current: Option<(ModelRequest, Option<ChunkedDecoder>)> = None;
+    let mut out = [0u8; 4096];
+    for piece in pieces {
+        buf.extend_from_slice(piece);
+        loop {
+            let Some((request, decoder)) = current.as_mut() else {
+                let mut head = Head::default();
+                match parse_head(&buf, limits, &mut head) {
+                    Parsed::Partial => break,
+                    Parsed::Invalid(r) => return (requests, Some(r)),
+                    Parsed::Complete => {}
+                }
+                let framing = match semantics(&buf, &head, limits) {
+                    Ok(s) => s.framing,
+                    Err(r) => return (requests, Some(r)),
+                };
+                let model = ModelRequest {
+                    head: buf[..head.len].to_vec(),
+                    framing,
+                    body: Vec::new(),
+                    trailers: Vec::new(),
+                };
+                let decoder = (framing == Framing::Chunked)
+                    .then(|| ChunkedDecoder::new(limits.field_size, limits.fields));
+                buf.drain(..head.len);
+                current = Some((model, decoder));
+                continue;
+            };
+            let done = match (request.framing, decoder.as_mut()) {
+                (_, Some(decoder)) => {
+                    let (used, produced) = match decoder.decode(&buf, &mut out) {
+                        Ok(counts) => counts,
+                        Err(ChunkError::Malformed(why)) => {
+                            return (requests, Some(reject(400, why)))
+                        }
+                    };
+                    buf.drain(..used);
+                    request.body.extend_from_slice(&out[..produced]);
+                    if limits
+                        .body
+                        .is_some_and(|max| request.body.len() as u64 > max)
+                    {
+                        return (
+                            requests,
+                            Some(reject(413, "chunked body exceeds limit_request_body")),
+                        );
+                    }
+                    if !decoder.is_done() {
+                        if used == 0 && produced == 0 {
+                            break;
+                        }
+                        continue;
+                    }
+                    match parse_trailers(decoder.trailers(), limits.fields) {
+                        Ok(trailers) => request.trailers = trailers,
+                        Err(r) => return (requests, Some(r)),
+                    }
+                    true
+                }
+                (Framing::Length(n), None) => {
+                    let take = buf.len().min((n - request.body.len() as u64) as usize);
+                    request.body.extend(buf.drain(..take));
+                    request.body.len() as u64 == n
+                }
+                (_, None) => true,
+            };
+            if !done {
+                break;
+            }
+            if let Some((request, _)) = current.take() {
+                requests.push(request);
+            }
+        }
+    }
+    (requests, None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
