@@ -545,7 +545,7 @@ unsafe extern "C" fn cb_write(ctx: *mut c_void, data: *const u8, len: usize) -> 
 
 unsafe extern "C" fn cb_read_body(ctx: *mut c_void, buf: *mut u8, cap: usize) -> i64 {
     catch_unwind(AssertUnwindSafe(|| {
-        if buf.is_null() {
+        if buf.is_null() || cap == 0 {
             return i64::from(abi::FC_ERR_INVALID);
         }
         // SAFETY: ctx is the exchange of this handle call; buf/cap describe the app's writable
@@ -762,11 +762,12 @@ impl<'a> Exchange<'a> {
                 }
                 BodyIn::Chunked(_) => {
                     self.fill()?;
+                    let room = http::body_room(self.ctx.limits.body, self.body_read, out.len());
                     let (input, BodyIn::Chunked(decoder)) = self.input_and_body() else {
                         unreachable!()
                     };
                     let (used, produced) = decoder
-                        .decode(input, out)
+                        .decode(input, &mut out[..room])
                         .map_err(|_| abi::FC_ERR_BAD_REQUEST)?;
                     self.advance(used);
                     self.body_read += produced as u64;

@@ -89,20 +89,22 @@ fn other_major_version(line: &[u8]) -> bool {
         .is_some_and(|w| (b'2'..=b'9').contains(&w[5]))
 }
 
-/// Checks the limits on a head that is still incomplete (RFC 9112 §3, gunicorn's limits).
-fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), Reject> {
-    let first_line_end = buf.iter().position(|&b| b == b'\n');
-    let line_len = first_line_end.map_or(buf.len(), |n| {
-        n.saturating_sub(usize::from(n > 0 && buf[n - 1] == b'\r'))
-    });
-    if line_len > limits.request_line {
-        return Err(reject(414, "request-line too long"));
-    }
-    if let Some(end) = first_line_end {
-        let tail = buf.len() - buf.iter().rposition(|&b| b == b'\n').map_or(0, |n| n + 1);
-        if tail > limits.field_size || end + 1 > buf.len() {
-            return Err(reject(431, "header field line too long"));
+/// Checks the limits on the first bytes of a head, complete or not (RFC 9112 §3, gunicorn's
+/// limits): the request-line without CRLF at most `request_line` bytes (else 414), every
+/// further line, CRLF included, at most `field_size` bytes (else 431), the whole head at
+/// most [`Limits::max_head`] (else 431). Each rule only fails more as bytes arrive, so the
+/// verdict does not depend on how the head was split into reads.
+fn check_limits(buf: &[u8], limits: &Limits) -> Result<(), Reject> {
+    let mut lines = buf.split_inclusive(|&b| b == b'\n');
+    if let Some(first) = lines.next() {
+        let first = first.strip_suffix(b"\n").unwrap_or(first);
+        let first = first.strip_suffix(b"\r").unwrap_or(first);
+        if first.len() > limits.request_line {
+            return Err(reject(414, "request-line too long"));
         }
+    }
+    if lines.any(|line| line.len() > limits.field_size) {
+        return Err(reject(431, "header field line too long"));
     }
     if buf.len() > limits.max_head() {
         return Err(reject(431, "request head too large"));
@@ -110,21 +112,36 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), Reject> {
     Ok(())
 }
 
-/// Checks each complete field line's length, CRLF included (gunicorn counts it so).
-fn check_field_lines(head: &[u8], limits: &Limits) -> Result<(), Reject> {
-    let mut lines = head.split(|&b| b == b'\n');
-    let request_line = lines.next().unwrap_or_default();
-    if request_line
-        .len()
-        .saturating_sub(usize::from(request_line.ends_with(b"\r")))
-        > limits.request_line
-    {
-        return Err(reject(414, "request-line too long"));
+/// The status for a head httparse refused: decided on the shortest prefix of `buf` that
+/// httparse refuses (found by bisection; refusal only persists as bytes arrive), so that the
+/// answer is the same however the head was split into reads.
+fn refusal(buf: &[u8], limits: &Limits) -> Reject {
+    let fails = |len: usize| {
+        let mut storage = vec![httparse::EMPTY_HEADER; limits.fields];
+        httparse::Request::new(&mut storage)
+            .parse(&buf[..len])
+            .err()
+    };
+    let (mut ok, mut bad) = (0, buf.len());
+    while bad - ok > 1 {
+        let mid = ok + (bad - ok) / 2;
+        if fails(mid).is_some() {
+            bad = mid;
+        } else {
+            ok = mid;
+        }
     }
-    if lines.any(|line| line.len() + 1 > limits.field_size) {
-        return Err(reject(431, "header field line too long"));
+    let prefix = &buf[..bad];
+    if let Err(r) = check_limits(prefix, limits) {
+        return r;
     }
-    Ok(())
+    match fails(bad) {
+        Some(httparse::Error::TooManyHeaders) => reject(431, "too many header fields"),
+        Some(httparse::Error::Version) if other_major_version(prefix) => {
+            reject(505, "unsupported HTTP major version")
+        }
+        _ => reject(400, "malformed request head"),
+    }
 }
 
 /// Parses a request head at the start of `buf` into `head` (RFC 9112 §2–§5 via httparse),
@@ -139,28 +156,17 @@ pub fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Parsed {
         &mut heap
     };
     let mut req = httparse::Request::new(storage);
-    let status = match req.parse(buf) {
-        Ok(status) => status,
-        Err(httparse::Error::TooManyHeaders) => {
-            return Parsed::Invalid(reject(431, "too many header fields"))
-        }
-        Err(httparse::Error::Version) if other_major_version(buf) => {
-            return Parsed::Invalid(reject(505, "unsupported HTTP major version"))
-        }
-        Err(_) => {
-            return match check_partial(buf, limits) {
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            return match check_limits(buf, limits) {
+                Ok(()) => Parsed::Partial,
                 Err(r) => Parsed::Invalid(r),
-                Ok(()) => Parsed::Invalid(reject(400, "malformed request head")),
             }
         }
+        Err(_) => return Parsed::Invalid(refusal(buf, limits)),
     };
-    let httparse::Status::Complete(len) = status else {
-        return match check_partial(buf, limits) {
-            Ok(()) => Parsed::Partial,
-            Err(r) => Parsed::Invalid(r),
-        };
-    };
-    if let Err(r) = check_field_lines(&buf[..len], limits) {
+    if let Err(r) = check_limits(&buf[..len], limits) {
         return Parsed::Invalid(r);
     }
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
@@ -481,12 +487,13 @@ impl ChunkedDecoder {
     }
 
     /// Decodes from `input` into `out`; returns (bytes consumed, bytes produced). Stops at
-    /// the end of the body (see [`is_done`](Self::is_done)), when `out` is full, or when
-    /// `input` is exhausted.
+    /// the end of the body (see [`is_done`](Self::is_done)), as soon as `out` is full (no
+    /// framing byte after the last data byte is looked at), or when `input` is exhausted.
+    /// An empty `out` consumes nothing.
     pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Result<(usize, usize), ChunkError> {
         let mut used = 0;
         let mut produced = 0;
-        while used < input.len() && self.state != ChunkState::Done {
+        while used < input.len() && produced < out.len() && self.state != ChunkState::Done {
             if self.state == ChunkState::Data {
                 let n = (input.len() - used)
                     .min(out.len() - produced)
@@ -655,6 +662,17 @@ pub fn error_response(status: u16, date: &str, extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// How many bytes of `cap` the next read of a chunked body may decode, `read` bytes having
+/// been decoded so far: at most one byte past `limit` (`limit_request_body`), so a body over
+/// the limit is refused at the same byte however its reads were split, before any framing
+/// error behind that byte is seen.
+pub fn body_room(limit: Option<u64>, read: u64, cap: usize) -> usize {
+    match limit {
+        Some(max) => cap.min(usize::try_from(max.saturating_sub(read) + 1).unwrap_or(usize::MAX)),
+        None => cap,
+    }
+}
+
 /// A trailer field (RFC 9112 §7.1.2): name and value bytes.
 pub type Trailer = (Vec<u8>, Vec<u8>);
 
@@ -736,7 +754,8 @@ pub fn read_requests(pieces: &[&[u8]], limits: &Limits) -> (Vec<ModelRequest>, O
             };
             let done = match (request.framing, decoder.as_mut()) {
                 (_, Some(decoder)) => {
-                    let (used, produced) = match decoder.decode(&buf, &mut out) {
+                    let room = body_room(limits.body, request.body.len() as u64, out.len());
+                    let (used, produced) = match decoder.decode(&buf, &mut out[..room]) {
                         Ok(counts) => counts,
                         Err(ChunkError::Malformed(why)) => {
                             return (requests, Some(reject(400, why)))
@@ -986,5 +1005,27 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// Fuzzer findings: the verdict must not depend on how the bytes were split into reads.
+    #[test]
+    fn verdicts_do_not_depend_on_the_split() {
+        let limits = Limits {
+            request_line: 64,
+            body: Some(3),
+            ..LIMITS
+        };
+        // An invalid byte early, then a request-line past the limit: 400 at the invalid byte,
+        // whether or not the long rest has arrived.
+        let line = [&b"GET /a\x01"[..], &[b'b'; 100], b" HTTP/1.1\r\n\r\n"].concat();
+        let whole = read_requests(&[&line], &limits);
+        assert_eq!(whole.1.map(|r| r.status), Some(400));
+        assert_eq!(read_requests(&[&line[..8], &line[8..]], &limits), whole);
+        // A chunk over limit_request_body, then bad framing: 413 at the byte past the limit.
+        let body = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX";
+        let whole = read_requests(&[body], &limits);
+        assert_eq!(whole.1.map(|r| r.status), Some(413));
+        let cut = body.len() - 3;
+        assert_eq!(read_requests(&[&body[..cut], &body[cut..]], &limits), whole);
     }
 }

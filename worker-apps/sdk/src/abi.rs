@@ -165,7 +165,8 @@ pub struct FcResponder {
     /// Without an earlier `start_response`, the response is `200 OK`.
     pub write: unsafe extern "C" fn(ctx: *mut c_void, data: *const u8, len: usize) -> i32,
     /// Reads up to `cap` bytes of the decoded request body into `buf`. Returns the count,
-    /// 0 at the end of the body, or a negative FC_ERR_* status.
+    /// 0 at the end of the body, or a negative FC_ERR_* status (FC_ERR_INVALID for a NULL
+    /// `buf` or a `cap` of 0).
     pub read_body: unsafe extern "C" fn(ctx: *mut c_void, buf: *mut u8, cap: usize) -> i64,
     /// After `read_body` returned 0: the trailer fields of a chunked body (none otherwise).
     /// Stores a pointer valid until `handle` returns. Returns FC_OK or FC_ERR_STATE.

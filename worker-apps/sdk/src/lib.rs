@@ -195,6 +195,10 @@ impl<'a> Request<'a> {
     /// Reads up to `buf.len()` bytes of the decoded body; `Ok(0)` at the end. The first read
     /// sends `100 Continue` when the client asked for it.
     pub fn read_body(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            // `std::io::Read` semantics; the server refuses a zero-capacity read.
+            return Ok(0);
+        }
         let r = self.responder;
         // SAFETY: ctx and read_body come from the server for this call; buf is valid for writes
         // of buf.len() bytes.
