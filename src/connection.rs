@@ -131,10 +131,15 @@ pub struct Scratch {
 }
 
 fn debug_reject(conn: &Conn, reject: Reject) {
+    debug_rejected(&conn.remote_addr, &conn.remote_port, reject);
+}
+
+/// Logs a refused request at debug level with the peer and the reason (issue #6).
+fn debug_rejected(remote_addr: &str, remote_port: &str, reject: Reject) {
     if logging::enabled(LogLevel::Debug) {
         logging::debug(format_args!(
-            "rejected request from {}:{} with {}: {}",
-            conn.remote_addr, conn.remote_port, reject.status, reject.why
+            "rejected request from {remote_addr}:{remote_port} with {}: {}",
+            reject.status, reject.why
         ));
     }
 }
@@ -397,6 +402,9 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     let responder = exchange.responder();
     let status = ctx.app.handle(&request, &responder);
     let keep_alive = exchange.finish(status);
+    if let (Some(status), Some(why)) = (exchange.failure, exchange.body_error) {
+        debug_rejected(remote_addr, remote_port, Reject { status, why });
+    }
     if logging::access_enabled() {
         log_access(buf_all, head, remote_addr, &exchange);
     }
@@ -479,6 +487,8 @@ struct Exchange<'a> {
     trailer_fields: Vec<FcField>,
     /// A status to answer instead of the app's response, if nothing was sent yet.
     failure: Option<u16>,
+    /// Why the request body was refused (400/408/413), for the debug log.
+    body_error: Option<&'static str>,
     // Response.
     status: u16,
     reason: Vec<u8>,
@@ -629,6 +639,7 @@ impl<'a> Exchange<'a> {
             trailers: Vec::new(),
             trailer_fields: Vec::new(),
             failure: None,
+            body_error: None,
             status: 200,
             reason: Vec::new(),
             headers: Vec::new(),
@@ -723,12 +734,17 @@ impl<'a> Exchange<'a> {
         let result = self.read_some(out);
         if let Err(status) = result {
             self.body = BodyIn::Done;
-            match status {
-                abi::FC_ERR_BAD_REQUEST => self.failure = Some(400),
-                abi::FC_ERR_TOO_LARGE => self.failure = Some(413),
-                abi::FC_ERR_TIMEOUT => self.failure = Some(408),
-                _ => self.broken = true,
-            }
+            let (failure, why) = match status {
+                abi::FC_ERR_BAD_REQUEST => (400, self.body_error.unwrap_or("malformed body")),
+                abi::FC_ERR_TOO_LARGE => (413, "body exceeds limit_request_body"),
+                abi::FC_ERR_TIMEOUT => (408, "body stalled past timeout"),
+                _ => {
+                    self.broken = true;
+                    return result;
+                }
+            };
+            self.failure = Some(failure);
+            self.body_error = Some(why);
         }
         result
     }
@@ -766,9 +782,14 @@ impl<'a> Exchange<'a> {
                     let (input, BodyIn::Chunked(decoder)) = self.input_and_body() else {
                         unreachable!()
                     };
-                    let (used, produced) = decoder
-                        .decode(input, &mut out[..room])
-                        .map_err(|_| abi::FC_ERR_BAD_REQUEST)?;
+                    let decoded = decoder.decode(input, &mut out[..room]);
+                    let (used, produced) = match decoded {
+                        Ok(counts) => counts,
+                        Err(http::ChunkError::Malformed(why)) => {
+                            self.body_error = Some(why);
+                            return Err(abi::FC_ERR_BAD_REQUEST);
+                        }
+                    };
                     self.advance(used);
                     self.body_read += produced as u64;
                     if self.ctx.limits.body.is_some_and(|max| self.body_read > max) {
@@ -788,8 +809,11 @@ impl<'a> Exchange<'a> {
         let BodyIn::Chunked(decoder) = std::mem::replace(&mut self.body, BodyIn::Done) else {
             return Ok(());
         };
-        self.trailers = http::parse_trailers(decoder.trailers(), self.ctx.limits.fields)
-            .map_err(|_| abi::FC_ERR_BAD_REQUEST)?;
+        self.trailers =
+            http::parse_trailers(decoder.trailers(), self.ctx.limits.fields).map_err(|r| {
+                self.body_error = Some(r.why);
+                abi::FC_ERR_BAD_REQUEST
+            })?;
         self.trailer_fields = self
             .trailers
             .iter()
