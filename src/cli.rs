@@ -2,7 +2,7 @@
 //! from [`config::SETTINGS`], then the three modes: serve, `--check-config`, `--print-config`.
 
 use crate::config::{self, Kind, Overrides, SETTINGS};
-use crate::{listeners, logging, master};
+use crate::{listeners, logging, master, process};
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use std::path::{Path, PathBuf};
 
@@ -82,8 +82,13 @@ pub fn main() -> i32 {
         print!("{}", config::markdown_table());
         return 0;
     }
+    // Absolute, so that a reload finds the file after `chdir`.
+    let file = cli
+        .config
+        .as_deref()
+        .map(|f| std::path::absolute(f).unwrap_or(f.to_path_buf()));
     let loaded =
-        overrides(&matches, &cli).and_then(|o| Ok((config::load(cli.config.as_deref(), &o)?, o)));
+        overrides(&matches, &cli).and_then(|o| Ok((config::load(file.as_deref(), &o)?, o)));
     let (config, overrides) = match loaded {
         Ok(pair) => pair,
         Err(e) => {
@@ -91,6 +96,10 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    if let Err(e) = process::apply_startup(&config) {
+        eprintln!("ferricorn: {e}");
+        return 1;
+    }
     if cli.print_config {
         print!("{}", config.to_yaml());
         return 0;

@@ -5,6 +5,7 @@
 //! Precedence (SPEC §2): built-in defaults < YAML file (`-c FILE`) < command-line flags.
 //! Every error names the file, the line and the key (or the flag) and is returned as one line.
 
+use crate::access_log::AccessFormat;
 use crate::listeners::Address;
 use serde_yaml::{Mapping, Value};
 use std::fmt::Write as _;
@@ -29,8 +30,18 @@ pub enum Kind {
     Addresses,
     /// One of the log levels `debug info warning error critical`.
     Level,
-    /// A flat map of string keys to scalar values (strings, numbers, booleans).
+    /// A flat map of string keys to scalar values (strings, numbers, booleans). A list of
+    /// `KEY=VALUE` strings is accepted too (gunicorn's `raw_env` form).
     Pairs,
+    /// gunicorn's `access_log_format` (checked with [`AccessFormat::parse`]).
+    AccessFormat,
+    /// A user (`group: false`) or group name, or a numeric id; must exist on this machine.
+    Account {
+        /// Whether this is a group.
+        group: bool,
+    },
+    /// A file mode creation mask in octal digits (`"027"`, `0o027`, or `27` read as octal).
+    Umask,
 }
 
 /// One setting: its YAML key, command-line flag, accepted values, default and documentation.
@@ -68,6 +79,8 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Open connections per worker; beyond it new connections get 503 and are closed." },
     Setting { name: "timeout", flag: "timeout", short: Some('t'), kind: int(0, 86_400, "seconds"), default: "30",
         doc: "A worker silent this long is killed and replaced; also the longest a client may stall a request's body or response. 0 = off." },
+    Setting { name: "request_timeout", flag: "request-timeout", short: None, kind: int(0, 86_400, "seconds"), default: "0",
+        doc: "A request running in the app longer than this makes its worker stop accepting; a replacement starts and the worker is killed once its other requests finish (or graceful_timeout passes). 0 = off." },
     Setting { name: "graceful_timeout", flag: "graceful-timeout", short: None, kind: int(0, 86_400, "seconds"), default: "30",
         doc: "Time workers get to finish in-flight requests after TERM or a reload, before SIGKILL." },
     Setting { name: "keepalive", flag: "keep-alive", short: None, kind: int(0, 3600, "seconds"), default: "5",
@@ -88,8 +101,22 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Largest request body; larger gets 413. 0 = unlimited." },
     Setting { name: "pidfile", flag: "pid", short: Some('p'), kind: Kind::Text, default: "null",
         doc: "File the master writes its PID to (removed at exit)." },
+    Setting { name: "user", flag: "user", short: Some('u'), kind: Kind::Account { group: false }, default: "null",
+        doc: "Workers switch to this user (name or id) after fork; the master keeps its user to bind and to reload." },
+    Setting { name: "group", flag: "group", short: Some('g'), kind: Kind::Account { group: true }, default: "null",
+        doc: "Workers switch to this group (name or id) after fork." },
+    Setting { name: "umask", flag: "umask", short: Some('m'), kind: Kind::Umask, default: "null",
+        doc: "File mode creation mask (octal, e.g. `\"027\"`) set at startup: applies to unix sockets, log and pid files." },
+    Setting { name: "chdir", flag: "chdir", short: None, kind: Kind::Text, default: "null",
+        doc: "Directory to change to at startup, before anything else is opened; relative paths in the configuration are resolved from there." },
+    Setting { name: "raw_env", flag: "env", short: Some('e'), kind: Kind::Pairs, default: "{}",
+        doc: "Environment variables set for the workers (and the app): a map, or a list of `KEY=VALUE`; the flag takes KEY=VALUE and may be repeated." },
+    Setting { name: "proc_name", flag: "name", short: Some('n'), kind: Kind::Text, default: "null",
+        doc: "Name in process titles (`ferricorn: master [NAME]`, `ferricorn: worker [NAME]`); default: the app's file name." },
     Setting { name: "accesslog", flag: "access-logfile", short: None, kind: Kind::Text, default: "null",
-        doc: "Access log file, or `-` for stdout; unset = no access log. gunicorn's default format." },
+        doc: "Access log file, or `-` for stdout; unset = no access log." },
+    Setting { name: "access_log_format", flag: "access-logformat", short: None, kind: Kind::AccessFormat, default: "'%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\"'",
+        doc: "Access log line, with gunicorn's atoms: h l u t r m U q H s B b f a T M D L p, `{header}i`, `{header}o`." },
     Setting { name: "errorlog", flag: "error-logfile", short: None, kind: Kind::Text, default: "\"-\"",
         doc: "Error log file, or `-` for stderr." },
     Setting { name: "loglevel", flag: "log-level", short: None, kind: Kind::Level, default: "info",
@@ -156,6 +183,8 @@ pub struct Config {
     pub worker_connections: usize,
     /// `timeout`: heartbeat timeout and client stall limit; `None` = off.
     pub timeout: Option<Duration>,
+    /// `request_timeout`: longest time one request may run in the app; `None` = off.
+    pub request_timeout: Option<Duration>,
     /// `graceful_timeout`.
     pub graceful_timeout: Duration,
     /// `keepalive`: idle time for keep-alive connections; `None` = keep-alive disabled.
@@ -176,8 +205,22 @@ pub struct Config {
     pub limit_request_body: Option<u64>,
     /// `pidfile`.
     pub pidfile: Option<PathBuf>,
+    /// `user`: uid the workers switch to; `None` = unchanged.
+    pub user: Option<u32>,
+    /// `group`: gid the workers switch to; `None` = unchanged.
+    pub group: Option<u32>,
+    /// `umask` set at startup; `None` = inherited.
+    pub umask: Option<u32>,
+    /// `chdir`: directory changed to at startup.
+    pub chdir: Option<PathBuf>,
+    /// `raw_env`: environment variables for the workers, in file order.
+    pub raw_env: Vec<(String, String)>,
+    /// `proc_name`: name in process titles.
+    pub proc_name: Option<String>,
     /// `accesslog`: a path, `-` (stdout) or `None` (off).
     pub accesslog: Option<String>,
+    /// `access_log_format`, parsed.
+    pub access_log_format: AccessFormat,
     /// `errorlog`: a path or `-` (stderr).
     pub errorlog: String,
     /// `loglevel`.
@@ -266,6 +309,7 @@ fn validate(setting: &Setting, value: Value) -> Result<Value, String> {
             let map = match value {
                 Value::Null => Mapping::new(),
                 Value::Mapping(map) => map,
+                Value::Sequence(items) => pairs_from_list(&items)?,
                 other => {
                     return Err(format!(
                         "must be a mapping of keys to values, got {}",
@@ -286,6 +330,75 @@ fn validate(setting: &Setting, value: Value) -> Result<Value, String> {
             }
             Ok(Value::Mapping(out))
         }
+        Kind::AccessFormat => match value {
+            Value::String(s) => {
+                AccessFormat::parse(&s)?;
+                Ok(Value::String(s))
+            }
+            other => Err(format!("must be a format string, got {}", show(&other))),
+        },
+        Kind::Account { group } => match value {
+            Value::Null => Ok(Value::Null),
+            Value::Number(_) | Value::String(_) => {
+                let text = scalar(&value).unwrap_or_default();
+                account_id(&text, group)?;
+                Ok(Value::String(text))
+            }
+            other => Err(format!(
+                "must be a name or a numeric id, got {}",
+                show(&other)
+            )),
+        },
+        Kind::Umask => match &value {
+            Value::Null => Ok(Value::Null),
+            Value::Number(_) | Value::String(_) => {
+                let text = scalar(&value).unwrap_or_default();
+                let mask = parse_umask(&text).ok_or_else(|| {
+                    format!("must be octal digits from 0 to 777, got {}", show(&value))
+                })?;
+                Ok(Value::String(format!("{mask:04o}")))
+            }
+            other => Err(format!("must be octal digits, got {}", show(other))),
+        },
+    }
+}
+
+/// `["KEY=VALUE", ...]` (gunicorn's `raw_env` form) as a mapping.
+fn pairs_from_list(items: &[Value]) -> Result<Mapping, String> {
+    let mut map = Mapping::new();
+    for item in items {
+        let pair = item.as_str().and_then(|s| s.split_once('='));
+        let Some((k, v)) = pair.filter(|(k, _)| !k.is_empty()) else {
+            return Err(format!("list items must be KEY=VALUE, got {}", show(item)));
+        };
+        map.insert(Value::String(k.into()), Value::String(v.into()));
+    }
+    Ok(map)
+}
+
+/// A umask written in octal digits: `027`, `0o027` or `0027`.
+pub fn parse_umask(text: &str) -> Option<u32> {
+    let digits = text.trim();
+    let digits = digits.strip_prefix("0o").unwrap_or(digits);
+    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)
+}
+
+/// Resolves a user or group name (or numeric id) to its id (getpwnam(3) / getgrnam(3)).
+/// Errors: `no such user "x"`.
+pub fn account_id(text: &str, group: bool) -> Result<u32, String> {
+    if let Ok(id) = text.parse::<u32>() {
+        return Ok(id);
+    }
+    let found = if group {
+        nix::unistd::Group::from_name(text).map(|g| g.map(|g| g.gid.as_raw()))
+    } else {
+        nix::unistd::User::from_name(text).map(|u| u.map(|u| u.uid.as_raw()))
+    };
+    let what = if group { "group" } else { "user" };
+    match found {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(format!("no such {what} {text:?}")),
+        Err(e) => Err(format!("cannot look up {what} {text:?}: {e}")),
     }
 }
 
@@ -462,6 +575,15 @@ impl Reader<'_> {
     fn text(&self, name: &str) -> Option<String> {
         self.value(name).as_str().map(str::to_string)
     }
+    fn pairs(&self, name: &str) -> Vec<(String, String)> {
+        match self.value(name) {
+            Value::Mapping(map) => map
+                .iter()
+                .filter_map(|(k, v)| Some((scalar(k)?, scalar(v)?)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
     fn or(&self, name: &str, zero: usize) -> usize {
         match self.int(name) {
             0 => zero,
@@ -485,13 +607,15 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()?,
             _ => Vec::new(),
         };
-        let app_config = match r.value("app.config") {
-            Value::Mapping(map) => map
-                .iter()
-                .filter_map(|(k, v)| Some((scalar(k)?, scalar(v)?)))
-                .collect(),
-            _ => Vec::new(),
+        let account = |name: &str, group: bool| {
+            r.text(name)
+                .map(|text| account_id(&text, group))
+                .transpose()
         };
+        let user = account("user", false)?;
+        let group = account("group", true)?;
+        let access_log_format =
+            AccessFormat::parse(&r.text("access_log_format").unwrap_or_default())?;
         let config = Config {
             file,
             bind,
@@ -500,6 +624,7 @@ impl Config {
             backlog: r.int("backlog") as i32,
             worker_connections: r.int("worker_connections") as usize,
             timeout: r.optional_seconds("timeout"),
+            request_timeout: r.optional_seconds("request_timeout"),
             graceful_timeout: r.seconds("graceful_timeout"),
             keepalive: r.optional_seconds("keepalive"),
             header_timeout: r.seconds("header_timeout"),
@@ -510,14 +635,21 @@ impl Config {
             limit_request_field_size: r.or("limit_request_field_size", 8190),
             limit_request_body: Some(r.int("limit_request_body")).filter(|&n| n > 0),
             pidfile: r.text("pidfile").map(PathBuf::from),
+            user,
+            group,
+            umask: r.text("umask").and_then(|t| parse_umask(&t)),
+            chdir: r.text("chdir").map(PathBuf::from),
+            raw_env: r.pairs("raw_env"),
+            proc_name: r.text("proc_name"),
             accesslog: r.text("accesslog"),
+            access_log_format,
             errorlog: r.text("errorlog").unwrap_or_else(|| "-".into()),
             loglevel: r
                 .text("loglevel")
                 .and_then(|s| LogLevel::parse(&s))
                 .unwrap_or(LogLevel::Info),
             app_path: r.text("app.path").map(PathBuf::from),
-            app_config,
+            app_config: r.pairs("app.config"),
             values,
         };
         Ok(config)

@@ -5,6 +5,7 @@
 //! A connection is driven by whichever worker thread epoll wakes for it (EPOLLONESHOT, so one
 //! at a time). [`drive`] runs until the connection would block, then the worker re-arms it.
 
+use crate::access_log::{AccessEntry, AccessFormat};
 use crate::config::LogLevel;
 use crate::gateway::App;
 use crate::http::{self, ChunkedDecoder, Framing, Head, Limits, Parsed, Reject};
@@ -63,6 +64,8 @@ pub struct Context {
     pub max_requests: u64,
     /// FC_REQ_* flags for every request.
     pub request_flags: u32,
+    /// `access_log_format`, parsed.
+    pub access_format: AccessFormat,
 }
 
 /// Where a connection is between requests.
@@ -400,13 +403,23 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         is_head,
     );
     let responder = exchange.responder();
+    let started = Instant::now();
     let status = ctx.app.handle(&request, &responder);
     let keep_alive = exchange.finish(status);
     if let (Some(status), Some(why)) = (exchange.failure, exchange.body_error) {
         debug_rejected(remote_addr, remote_port, Reject { status, why });
     }
     if logging::access_enabled() {
-        log_access(buf_all, head, remote_addr, &exchange);
+        let facts = RequestFacts {
+            buf: buf_all,
+            head,
+            remote_addr,
+            path: &scratch.path,
+            query,
+            protocol,
+            started,
+        };
+        log_access(ctx, &facts, &exchange);
     }
     let consumed = head.len + exchange.pre_pos;
     let stage_pos = exchange.stage_pos;
@@ -435,15 +448,47 @@ fn field<'b>(buf: &'b [u8], head: &Head, name: &[u8]) -> Option<&'b [u8]> {
         .map(|f| &buf[f.value.clone()])
 }
 
-fn log_access(buf: &[u8], head: &Head, remote_addr: &str, exchange: &Exchange<'_>) {
-    logging::access(&logging::AccessEntry {
-        remote_addr,
-        request_line: &buf[head.request_line.clone()],
+/// What the access log needs to know about a request besides the exchange.
+struct RequestFacts<'b> {
+    buf: &'b [u8],
+    head: &'b Head,
+    remote_addr: &'b str,
+    path: &'b [u8],
+    query: &'b [u8],
+    protocol: &'b [u8],
+    started: Instant,
+}
+
+/// The value of the app's response header `name` (lower case) in `headers` (serialized
+/// `Name: value\r\n` lines).
+fn response_field<'h>(headers: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
+    headers
+        .split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            Some((&line[..colon], line[colon + 1..].trim_ascii()))
+        })
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+fn log_access(ctx: &Context, r: &RequestFacts<'_>, exchange: &Exchange<'_>) {
+    let request_header = |name: &str| field(r.buf, r.head, name.as_bytes());
+    let response_header = |name: &str| response_field(&exchange.headers, name.as_bytes());
+    let entry = AccessEntry {
+        remote_addr: r.remote_addr,
+        request_line: &r.buf[r.head.request_line.clone()],
+        method: &r.buf[r.head.method.clone()],
+        path: r.path,
+        query: r.query,
+        protocol: std::str::from_utf8(r.protocol).unwrap_or("-"),
         status: exchange.sent_status,
         body_bytes: exchange.body_sent,
-        referer: field(buf, head, b"referer"),
-        user_agent: field(buf, head, b"user-agent"),
-    });
+        elapsed: r.started.elapsed(),
+        request_header: &request_header,
+        response_header: &response_header,
+    };
+    logging::access(&ctx.access_format.render(&entry));
 }
 
 /// The request body as the server decodes it.

@@ -3,8 +3,10 @@
 //! A master process ([`master`]) binds the listeners ([`listeners`]), forks worker processes
 //! ([`worker`]) that serve connections ([`connection`], [`http`]) with a pool of threads, and
 //! supervises them. Applications are `cdylib` plugins loaded through the gateway ABI
-//! ([`gateway`]). Settings live in [`config`]; logs in [`logging`]; the command line in [`cli`].
+//! ([`gateway`]). Settings live in [`config`]; logs in [`logging`] and [`access_log`]; the command line in [`cli`]; privileges, environment and
+//! process titles in [`process`].
 
+pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod connection;
@@ -13,4 +15,5 @@ pub mod http;
 pub mod listeners;
 pub mod logging;
 pub mod master;
+pub mod process;
 pub mod worker;

@@ -1,8 +1,7 @@
 //! The error log and the access log, in gunicorn's formats.
 //!
 //! Error log lines: `[2026-11-20 23:26:00 +0000] [PID] [INFO] message`.
-//! Access log lines: gunicorn's default `access_log_format`,
-//! `%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"`.
+//! Access log lines: rendered by [`crate::access_log`] from `access_log_format`.
 //!
 //! Each line is written with one write(2) on a file opened with O_APPEND, so lines from the
 //! master, the workers and their threads never interleave. The destinations are plain file
@@ -74,7 +73,7 @@ pub fn enabled(level: LogLevel) -> bool {
 }
 
 /// `strftime` of the current local time with `format` (a NUL-terminated C format).
-fn now_formatted(format: &std::ffi::CStr) -> String {
+pub(crate) fn now_formatted(format: &std::ffi::CStr) -> String {
     let mut buf = [0u8; 64];
     // SAFETY: time/localtime_r/strftime are called with valid pointers to locals; strftime
     // writes at most buf.len() bytes and returns how many.
@@ -136,50 +135,7 @@ pub fn access_enabled() -> bool {
     ACCESS_FD.load(Ordering::Relaxed) >= 0
 }
 
-/// One access log entry (gunicorn atoms h, r, s, b, f, a).
-pub struct AccessEntry<'a> {
-    /// `h`: remote address.
-    pub remote_addr: &'a str,
-    /// `r`: the request line, e.g. `GET / HTTP/1.1`.
-    pub request_line: &'a [u8],
-    /// `s`: status.
-    pub status: u16,
-    /// `b`: response body bytes sent.
-    pub body_bytes: u64,
-    /// `f`: Referer, if sent.
-    pub referer: Option<&'a [u8]>,
-    /// `a`: User-Agent, if sent.
-    pub user_agent: Option<&'a [u8]>,
-}
-
-/// Writes one access log line in gunicorn's default format.
-pub fn access(entry: &AccessEntry<'_>) {
-    let fd = ACCESS_FD.load(Ordering::Acquire);
-    if fd < 0 {
-        return;
-    }
-    let text = |b: Option<&[u8]>| {
-        b.map_or("-".to_string(), |b| {
-            String::from_utf8_lossy(b).escape_debug().to_string()
-        })
-    };
-    let bytes = match entry.body_bytes {
-        0 => "-".to_string(),
-        n => n.to_string(),
-    };
-    let line = format!(
-        "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
-        if entry.remote_addr.is_empty() {
-            "-"
-        } else {
-            entry.remote_addr
-        },
-        now_formatted(c"%d/%b/%Y:%H:%M:%S %z"),
-        text(Some(entry.request_line)),
-        entry.status,
-        bytes,
-        text(entry.referer),
-        text(entry.user_agent),
-    );
-    write_line(fd, line.as_bytes());
+/// Writes one rendered access log line (see [`crate::access_log`]).
+pub fn access(line: &[u8]) {
+    write_line(ACCESS_FD.load(Ordering::Acquire), line);
 }

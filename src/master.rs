@@ -10,6 +10,7 @@ use crate::config::{self, Config, Overrides};
 use crate::gateway;
 use crate::listeners::{self, Listener};
 use crate::logging;
+use crate::process;
 use crate::worker;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -133,6 +134,10 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>) -> i3
         }
     };
     let pid = nix::unistd::getpid();
+    process::set_title(&format!(
+        "ferricorn: master [{}]",
+        process::display_name(&config)
+    ));
     for listener in &listeners {
         logging::info(format_args!("Listening at: {} ({pid})", listener.url()));
     }
@@ -600,7 +605,9 @@ fn probe_with(config: &Config, signals: Option<&Signals>) -> Result<String, Stri
             if let Some(signals) = signals {
                 signals.forget_in_child();
             }
-            let (code, message) = match gateway::trial_load(&path, &config.app_config) {
+            let loaded = process::enter_worker(config)
+                .and_then(|()| gateway::trial_load(&path, &config.app_config));
+            let (code, message) = match loaded {
                 Ok(name) => (0, name),
                 Err(e) => (1, e),
             };

@@ -13,6 +13,7 @@ use crate::gateway;
 use crate::http::Limits;
 use crate::listeners::{self, Listener};
 use crate::logging;
+use crate::process;
 use ferricorn_sdk::abi;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{accept4, setsockopt, sockopt, SockFlag};
@@ -107,6 +108,13 @@ pub fn run(
         "Booting worker with pid: {}",
         std::process::id()
     ));
+    process::set_title(&format!(
+        "ferricorn: worker [{}]",
+        process::display_name(config)
+    ));
+    if let Err(e) = process::enter_worker(config) {
+        return boot_failed(&report_fd, &e);
+    }
     let signals = match register_signals() {
         Ok(s) => s,
         Err(e) => return boot_failed(&report_fd, &format!("cannot install signal handlers: {e}")),
@@ -184,6 +192,7 @@ fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<S
         requests: Default::default(),
         max_requests: jittered_max_requests(config),
         request_flags,
+        access_format: config.access_log_format.clone(),
     };
     Ok(Shared {
         ctx,

@@ -159,7 +159,8 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
 impl Server {
     /// Starts ferricorn with the YAML `config` (written to a file, `bind` on port 0 added
     /// unless given) plus `args`, and waits until a worker answers. The app is `app`: a
-    /// plugin name for [`plugin`], or a path to a shared object.
+    /// plugin name for [`plugin`], or a path to a shared object (containing `/` or ending
+    /// in `.so`; a relative one is resolved by the server).
     pub fn start(app: &str, config: &str, args: &[&str]) -> Server {
         let server = Server::spawn(app, config, args);
         server.wait_ready();
@@ -176,7 +177,7 @@ impl Server {
             yaml.push_str("bind: [\"127.0.0.1:0\"]\n");
         }
         yaml.push_str(&format!("errorlog: {}\n", log.display()));
-        let app_path = if app.contains('/') {
+        let app_path = if app.contains('/') || app.ends_with(".so") {
             PathBuf::from(app)
         } else {
             plugin(app)

@@ -1,5 +1,6 @@
 //! `chaos` (SPEC §6), a test app: `/sleep?ms=N` (logs `chaos: sleeping N ms` first), `/panic`, `/abort`,
-//! `/stream?chunks=N&size=BYTES` (chunked, no Content-Length), `/big?bytes=N`, `/pid`.
+//! `/stream?chunks=N&size=BYTES` (chunked, no Content-Length), `/big?bytes=N`, `/pid`,
+//! `/env?name=VAR` (the worker's environment variable VAR, empty if unset).
 //! `/response?case=C` breaks the `start_response` rules on purpose (see [`response_case`]).
 //! With `app.config: {fail_init: "true"}` its init fails with a message; with
 //! `{fail_init_marker: PATH}` only the first init ever succeeds (it creates PATH; every later
@@ -76,6 +77,13 @@ impl App for Chaos {
                 Ok(())
             }
             "/pid" => text(res, &format!("{}\n", std::process::id())),
+            "/env" => {
+                let name = req.query("name").unwrap_or("");
+                text(
+                    res,
+                    &format!("{}\n", std::env::var(name).unwrap_or_default()),
+                )
+            }
             "/response" => response_case(req.query("case").unwrap_or(""), res),
             _ => res.send(404, "text/plain", b"not found\n"),
         }

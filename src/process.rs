@@ -1,0 +1,101 @@
+//! The process environment gunicorn's settings control: `chdir` and `umask` at startup,
+//! `raw_env`, `user` and `group` in every worker (and trial-load child) right after fork, and
+//! process titles (`proc_name`).
+
+use crate::config::Config;
+use std::ffi::CString;
+
+/// Startup (master, before anything is opened): `chdir`, then `umask`.
+/// Errors: one line naming the directory.
+pub fn apply_startup(config: &Config) -> Result<(), String> {
+    if let Some(dir) = &config.chdir {
+        std::env::set_current_dir(dir)
+            .map_err(|e| format!("chdir: cannot change to {}: {e}", dir.display()))?;
+    }
+    if let Some(mask) = config.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    Ok(())
+}
+
+/// In a freshly forked child, before the app is loaded: sets `raw_env`, then switches to
+/// `group` and `user` (setgid, initgroups, setuid, as gunicorn's workers do), so the app
+/// never runs with the master's privileges. Errors: one line naming the user or group.
+pub fn enter_worker(config: &Config) -> Result<(), String> {
+    for (key, value) in &config.raw_env {
+        // The child is single-threaded here (just forked), so changing the environment is safe.
+        std::env::set_var(key, value);
+    }
+    if let Some(gid) = config.group {
+        nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))
+            .map_err(|e| format!("group: cannot switch to gid {gid}: {e}"))?;
+    }
+    if let Some(uid) = config.user {
+        let uid = nix::unistd::Uid::from_raw(uid);
+        if nix::unistd::geteuid().is_root() {
+            let gid = config
+                .group
+                .map(nix::unistd::Gid::from_raw)
+                .unwrap_or_else(nix::unistd::getegid);
+            if let Ok(Some(user)) = nix::unistd::User::from_uid(uid) {
+                let name = CString::new(user.name).unwrap_or_default();
+                nix::unistd::initgroups(&name, gid)
+                    .map_err(|e| format!("user: cannot set the groups of uid {uid}: {e}"))?;
+            }
+        }
+        nix::unistd::setuid(uid).map_err(|e| format!("user: cannot switch to uid {uid}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The name shown in titles: `proc_name`, else the app's file name, else `ferricorn`.
+pub fn display_name(config: &Config) -> String {
+    config
+        .proc_name
+        .clone()
+        .or_else(|| {
+            config
+                .app_path
+                .as_deref()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "ferricorn".into())
+}
+
+/// Sets this process's title: the command line `ps` shows (the argv area, as setproctitle
+/// does; its length bounds the title) and the 15-byte thread name `top` shows
+/// (prctl PR_SET_NAME). Best effort: failures are ignored.
+pub fn set_title(title: &str) {
+    if let Ok(name) = CString::new(title.as_bytes()[..title.len().min(15)].to_vec()) {
+        let _ = nix::sys::prctl::set_name(&name);
+    }
+    let Some((start, end)) = argv_area() else {
+        return;
+    };
+    let len = end - start;
+    if len < 2 {
+        return;
+    }
+    let n = title.len().min(len - 1);
+    // SAFETY: [arg_start, arg_end) is this process's own argv string area (proc_pid_stat(5),
+    // fields 48-49), mapped writable on the initial stack for the process's lifetime. The
+    // arguments were parsed and copied before any title is set; afterwards nothing reads argv.
+    unsafe {
+        let area = std::slice::from_raw_parts_mut(start as *mut u8, len);
+        area.fill(0);
+        area[..n].copy_from_slice(&title.as_bytes()[..n]);
+    }
+}
+
+/// (arg_start, arg_end) from /proc/self/stat: fields 48 and 49 (Linux ≥ 3.5).
+fn argv_area() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    // `after` starts at field 3 (state): field N is fields[N - 3].
+    let start = fields.get(48 - 3)?.parse().ok()?;
+    let end = fields.get(49 - 3)?.parse().ok()?;
+    (start != 0 && end > start).then_some((start, end))
+}

@@ -1,0 +1,136 @@
+//! Operations (issue #4): access log format, process environment and privileges, titles.
+
+mod common;
+
+use common::{booted_pids, wait_for, Server};
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+/// The first worker pid the log shows.
+fn first_worker(server: &Server) -> i32 {
+    wait_for("a booted worker", Duration::from_secs(10), || {
+        booted_pids(&server.log_text()).first().copied()
+    })
+}
+
+fn cmdline(pid: i32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw)
+        .trim_end_matches('\0')
+        .replace('\0', " ")
+}
+
+#[test]
+fn access_log_uses_gunicorns_atoms() {
+    let dir = common::scratch_dir();
+    let access = dir.join("access.log");
+    let config = format!(
+        "workers: 1\naccesslog: {}\naccess_log_format: '%(h)s \"%(r)s\" %(m)s %(U)s %(q)s %(H)s %(s)s %(B)s %(b)s %(u)s {{%({{X-Request-Id}}i)s}} {{%({{Content-Type}}o)s}} %(p)s %(D)s'\n",
+        access.display()
+    );
+    let server = Server::start("chaos", &config, &[]);
+    let response = server.send(
+        b"GET /sleep?ms=1 HTTP/1.1\r\nHost: t\r\nX-Request-Id: abc-123\r\nAuthorization: Basic YWxpY2U6c2VjcmV0\r\n\r\n",
+    );
+    assert_eq!(response.status, 200);
+    let line = wait_for("the access log line", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&access).ok()?;
+        text.lines()
+            .find(|l| l.contains("/sleep?ms=1 HTTP/1.1\" GET"))
+            .map(String::from)
+    });
+    let worker = first_worker(&server);
+    let expected = format!(
+        "127.0.0.1 \"GET /sleep?ms=1 HTTP/1.1\" GET /sleep ms=1 HTTP/1.1 200 11 11 alice {{abc-123}} {{text/plain}} <{worker}> "
+    );
+    assert!(line.starts_with(&expected), "{line}\nwant {expected}");
+    let micros: u64 = line
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("D is a number");
+    assert!(micros >= 1000, "D counts the 1 ms sleep: {micros}");
+    // A bad format is refused at startup, naming the key.
+    let (status, out) = common::run_to_exit(&[
+        "--access-logformat",
+        "%(h)s %(nope)s",
+        "--check-config",
+        &common::plugin("hello").display().to_string(),
+    ]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        out.contains("--access-logformat") && out.contains("unknown atom %(nope)s"),
+        "{out}"
+    );
+}
+
+#[test]
+fn raw_env_chdir_umask_and_titles() {
+    let dir = common::scratch_dir();
+    let socket = dir.join("app.sock");
+    let plugin = common::plugin("chaos");
+    let plugin_dir = plugin.parent().unwrap();
+    // app.path is relative to chdir; the unix socket is created under umask 077.
+    let config = format!(
+        "workers: 1\nbind: [\"127.0.0.1:0\", \"unix:{}\"]\nchdir: {}\numask: \"077\"\nraw_env: [\"FERRICORN_TEST_GREETING=hi there\"]\nproc_name: shop\n",
+        socket.display(),
+        plugin_dir.display()
+    );
+    let server = Server::start("libchaos.so", &config, &[]);
+    assert_eq!(
+        server.get("/env?name=FERRICORN_TEST_GREETING").text(),
+        "hi there\n"
+    );
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "socket created under umask 077: {mode:o}");
+    assert_eq!(cmdline(server.pid()), "ferricorn: master [shop]");
+    assert_eq!(cmdline(first_worker(&server)), "ferricorn: worker [shop]");
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", server.pid())).unwrap();
+    assert_eq!(comm.trim(), "ferricorn: mast");
+}
+
+#[test]
+fn workers_switch_to_user_and_group() {
+    let root = nix::unistd::geteuid().is_root();
+    let (user, group) = ("nobody", "nogroup");
+    let Ok(Some(nobody)) = nix::unistd::User::from_name(user) else {
+        panic!("this test needs a `nobody` user");
+    };
+    let config = format!("workers: 1\nuser: {user}\ngroup: {group}\n");
+    if !root {
+        // Without privileges the switch fails: the first generation cannot boot and the
+        // master exits 3 with the reason.
+        let mut server = Server::spawn("hello", &config, &[]);
+        let status = server.wait_exit(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(3));
+        assert!(
+            server.log_text().contains("cannot switch to"),
+            "{}",
+            server.log_text()
+        );
+        return;
+    }
+    let server = Server::start("hello", &config, &[]);
+    let worker = first_worker(&server);
+    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let uids: Vec<&str> = uid_line.split_whitespace().skip(1).collect();
+    assert!(
+        uids.iter().all(|u| *u == nobody.uid.to_string()),
+        "worker runs as nobody: {uid_line}"
+    );
+    let master = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    assert!(
+        master.contains("Uid:\t0\t"),
+        "the master keeps root to bind and reload"
+    );
+    assert_eq!(server.get("/").status, 200);
+    // An unknown user is a config error naming the key.
+    let (code, out) = common::run_to_exit(&["--user", "no-such-user-here", "--check-config"]);
+    assert_eq!(code.code(), Some(1));
+    assert!(
+        out.contains("--user") && out.contains("no such user"),
+        "{out}"
+    );
+}
