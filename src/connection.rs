@@ -66,6 +66,22 @@ pub struct Context {
     pub request_flags: u32,
     /// `access_log_format`, parsed.
     pub access_format: AccessFormat,
+    /// Set when this worker asked the master for a replacement (max_requests reached).
+    pub retiring: AtomicBool,
+    /// Per serving thread: when its current app call started, in milliseconds since
+    /// `epoch` plus one; 0 while the thread is not in the app (for request_timeout).
+    pub busy: Vec<AtomicU64>,
+    /// The origin of `busy` times.
+    pub epoch: Instant,
+}
+
+impl Context {
+    /// How long thread `i` has been in the app, if it is.
+    pub fn busy_for(&self, i: usize, now: Instant) -> Option<Duration> {
+        let started = self.busy.get(i)?.load(Ordering::Acquire);
+        (started > 0)
+            .then(|| now.saturating_duration_since(self.epoch + Duration::from_millis(started - 1)))
+    }
 }
 
 /// Where a connection is between requests.
@@ -127,10 +143,22 @@ impl Conn {
 }
 
 /// Per-thread scratch space, reused for every request a thread serves.
-#[derive(Default)]
 pub struct Scratch {
+    /// This thread's index in [`Context::busy`].
+    thread: usize,
     fields: Vec<FcField>,
     path: Vec<u8>,
+}
+
+impl Scratch {
+    /// Scratch space for serving thread number `thread`.
+    pub fn new(thread: usize) -> Scratch {
+        Scratch {
+            thread,
+            fields: Vec::new(),
+            path: Vec::new(),
+        }
+    }
 }
 
 fn debug_reject(conn: &Conn, reject: Reject) {
@@ -336,10 +364,12 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     let count = ctx.requests.fetch_add(1, Ordering::Relaxed) + 1;
     if ctx.max_requests > 0
         && count >= ctx.max_requests
-        && !ctx.stopping.swap(true, Ordering::AcqRel)
+        && !ctx.retiring.swap(true, Ordering::AcqRel)
     {
+        // The master starts a replacement and stops this worker once it is ready; until then
+        // this worker keeps serving (gunicorn stops at once and resets connections, #3038).
         logging::info(format_args!(
-            "Autorestarting worker after current request ({count} requests)."
+            "Autorestarting worker after {count} requests (max_requests): asking for a replacement"
         ));
     }
     let Conn {
@@ -404,7 +434,17 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     );
     let responder = exchange.responder();
     let started = Instant::now();
+    let busy = ctx.busy.get(scratch.thread);
+    if let Some(busy) = busy {
+        busy.store(
+            started.duration_since(ctx.epoch).as_millis() as u64 + 1,
+            Ordering::Release,
+        );
+    }
     let status = ctx.app.handle(&request, &responder);
+    if let Some(busy) = busy {
+        busy.store(0, Ordering::Release);
+    }
     let keep_alive = exchange.finish(status);
     if let (Some(status), Some(why)) = (exchange.failure, exchange.body_error) {
         debug_rejected(remote_addr, remote_port, Reject { status, why });

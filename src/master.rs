@@ -104,6 +104,9 @@ struct Worker {
     started: Instant,
     last_seen: Instant,
     retiring: Option<Instant>,
+    /// The worker asked to be replaced (max_requests, request_timeout): a new one is started
+    /// and this one retired once the new one is ready, like a worker of an old generation.
+    leaving: bool,
     boot_error: Option<String>,
 }
 
@@ -322,6 +325,11 @@ impl Master {
                         "worker {pid} ready (generation {})",
                         worker.generation
                     ));
+                } else if line == "retiring" && !worker.leaving {
+                    worker.leaving = true;
+                    logging::info(format_args!(
+                        "Worker (pid:{pid}) asked to be replaced; starting a new worker first"
+                    ));
                 } else if let Some(message) = line.strip_prefix("boot-error ") {
                     worker.boot_error = Some(message.to_string());
                 }
@@ -414,10 +422,12 @@ impl Master {
     /// Brings the actual workers in line with the desired ones.
     fn reconcile(&mut self) {
         let active = |w: &&Worker| w.retiring.is_none();
+        let generation = self.generation;
+        let is_current = move |w: &&Worker| w.generation == generation && !w.leaving;
         let current: Vec<Pid> = self
             .workers
             .iter()
-            .filter(|(_, w)| active(w) && w.generation == self.generation)
+            .filter(|(_, w)| active(w) && is_current(w))
             .map(|(pid, _)| *pid)
             .collect();
         let ready = current.iter().filter(|pid| self.workers[pid].ready).count();
@@ -436,7 +446,7 @@ impl Master {
         let old: Vec<Pid> = self
             .workers
             .iter()
-            .filter(|(_, w)| active(w) && w.generation != self.generation)
+            .filter(|(_, w)| active(w) && !is_current(w))
             .map(|(pid, _)| *pid)
             .collect();
         let keep_old = self.desired.saturating_sub(ready);
@@ -482,6 +492,7 @@ impl Master {
                         started: now,
                         last_seen: now,
                         retiring: None,
+                        leaving: false,
                         boot_error: None,
                     },
                 );

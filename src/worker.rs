@@ -18,7 +18,7 @@ use ferricorn_sdk::abi;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{accept4, setsockopt, sockopt, SockFlag};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -135,14 +135,26 @@ pub fn run(
         let shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("ferricorn-{i}"))
-            .spawn(move || serve_loop(&shared));
+            .spawn(move || serve_loop(&shared, i));
         if let Err(e) = spawned {
             return boot_failed(&report_fd, &format!("cannot start thread: {e}"));
         }
     }
     report(&report_fd, "ready\n");
     supervise(&shared, config, &signals, &report_fd, master);
-    shared.ctx.app.shutdown();
+    let now = Instant::now();
+    let in_app = (0..config.threads)
+        .filter(|&i| shared.ctx.busy_for(i, now).is_some())
+        .count();
+    if in_app == 0 {
+        // The ABI promises shutdown only after the last handle call returned.
+        shared.ctx.app.shutdown();
+    } else {
+        logging::warning(format_args!(
+            "Worker (pid:{}) exiting with {in_app} request(s) still in the app (graceful_timeout or request_timeout); app shutdown skipped",
+            std::process::id()
+        ));
+    }
     0
 }
 
@@ -193,6 +205,9 @@ fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<S
         max_requests: jittered_max_requests(config),
         request_flags,
         access_format: config.access_log_format.clone(),
+        retiring: AtomicBool::new(false),
+        busy: (0..config.threads).map(|_| AtomicU64::new(0)).collect(),
+        epoch: Instant::now(),
     };
     Ok(Shared {
         ctx,
@@ -213,8 +228,8 @@ fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<S
 }
 
 /// A serving thread: wait for one ready listener or connection, handle it, repeat.
-fn serve_loop(shared: &Shared) {
-    let mut scratch = Scratch::default();
+fn serve_loop(shared: &Shared, thread: usize) {
+    let mut scratch = Scratch::new(thread);
     let mut events = [EpollEvent::empty(); 1];
     loop {
         let n = match shared.epoll.wait(&mut events, EpollTimeout::from(500u16)) {
@@ -336,7 +351,29 @@ fn sweep(shared: &Shared) {
     }
 }
 
-/// The worker's main thread: timers, heartbeat, signals, graceful stop.
+/// Threads that have been in the app longer than `request_timeout`.
+fn stuck_threads(shared: &Shared, config: &Config) -> usize {
+    let Some(limit) = config.request_timeout else {
+        return 0;
+    };
+    let now = Instant::now();
+    (0..config.threads)
+        .filter(|&i| shared.ctx.busy_for(i, now).is_some_and(|d| d > limit))
+        .count()
+}
+
+/// Stops accepting: the listeners leave this worker's epoll set.
+fn stop_accepting(shared: &Shared) {
+    for (fd, _) in &shared.listeners {
+        // SAFETY: the listener descriptors stay open for the whole life of the worker.
+        let _ = shared.epoll.delete(unsafe { BorrowedFd::borrow_raw(*fd) });
+    }
+}
+
+/// The worker's main thread: timers, heartbeat, signals, graceful stop, max_requests and
+/// request_timeout. Returns when the worker should exit: after a graceful stop, when the
+/// connections are done (those of threads stuck past request_timeout excepted, which are
+/// abandoned) or graceful_timeout passed.
 fn supervise(
     shared: &Shared,
     config: &Config,
@@ -346,6 +383,7 @@ fn supervise(
 ) {
     let mut last_beat = Instant::now();
     let mut stop_deadline: Option<Instant> = None;
+    let mut asked_replacement = false;
     loop {
         std::thread::sleep(TICK);
         if signals.quick.load(Ordering::Acquire) {
@@ -358,16 +396,27 @@ fn supervise(
         if asked && !shared.ctx.stopping.swap(true, Ordering::AcqRel) {
             logging::info(format_args!("Worker exiting (pid: {})", std::process::id()));
         }
+        let stuck = stuck_threads(shared, config);
+        if stuck > 0 && !shared.ctx.stopping.swap(true, Ordering::AcqRel) {
+            logging::error(format_args!(
+                "Worker (pid:{}): a request has run longer than request_timeout ({}s); \
+                 no longer accepting, replacement requested",
+                std::process::id(),
+                config.request_timeout.unwrap_or_default().as_secs()
+            ));
+        }
+        if !asked_replacement && (stuck > 0 || shared.ctx.retiring.load(Ordering::Acquire)) {
+            report(report_fd, "retiring\n");
+            asked_replacement = true;
+        }
         if shared.ctx.stopping.load(Ordering::Acquire) && stop_deadline.is_none() {
             stop_deadline = Some(Instant::now() + config.graceful_timeout);
-            for (fd, _) in &shared.listeners {
-                // SAFETY: the listener descriptors stay open for the whole life of the worker.
-                let _ = shared.epoll.delete(unsafe { BorrowedFd::borrow_raw(*fd) });
-            }
+            stop_accepting(shared);
         }
         sweep(shared);
         if let Some(deadline) = stop_deadline {
-            if shared.open.load(Ordering::Acquire) == 0 || Instant::now() >= deadline {
+            // Connections held by stuck threads never finish: do not wait for them.
+            if shared.open.load(Ordering::Acquire) <= stuck || Instant::now() >= deadline {
                 return;
             }
         }

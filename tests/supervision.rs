@@ -206,3 +206,133 @@ fn abort_loses_only_that_worker() {
         (booted_pids(&server.log_text()).len() == 3).then_some(())
     });
 }
+
+/// Runs `clients` keep-alive clients doing `each` GETs of `path`; returns the failures.
+fn load(port: u16, clients: usize, each: usize, path: &'static str) -> Vec<String> {
+    load_while(port, clients, path, || true, each)
+}
+
+/// Runs `clients` keep-alive clients GETting `path`, each at least `min_each` times and then
+/// until `done()` (checked every 20 ms, at most 30 s); returns the failures.
+fn load_while(
+    port: u16,
+    clients: usize,
+    path: &'static str,
+    done: impl Fn() -> bool,
+    min_each: usize,
+) -> Vec<String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut client = Client::new(port);
+                let mut failures = Vec::new();
+                let mut n = 0;
+                while n < min_each || !stop.load(Ordering::Acquire) {
+                    if let Err(e) = client.get(path) {
+                        failures.push(e);
+                    }
+                    n += 1;
+                }
+                failures
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Release);
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("client thread"))
+        .collect()
+}
+
+#[test]
+fn max_requests_recycles_workers_without_failed_requests() {
+    let server = Server::start(
+        "chaos",
+        "workers: 2\nmax_requests: 40\nmax_requests_jitter: 10\n",
+        &[],
+    );
+    // Until six workers have booted: the first two were each replaced twice.
+    let recycled = || booted_pids(&server.log_text()).len() >= 6;
+    let failures = load_while(server.port, 4, "/pid", recycled, 0);
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    let log = server.log_text();
+    assert!(recycled(), "workers were recycled: {log}");
+    assert!(log.contains("asked to be replaced"), "{log}");
+}
+
+#[test]
+fn request_timeout_replaces_the_worker_and_others_are_served() {
+    let server = Server::start(
+        "chaos",
+        "workers: 1\nthreads: 4\nrequest_timeout: 1\ngraceful_timeout: 10\n",
+        &[],
+    );
+    let first = booted_pids(&server.log_text())[0];
+    let port = server.port;
+    let stuck = std::thread::spawn(move || {
+        let mut client = Client::new(port);
+        client.get("/sleep?ms=30000")
+    });
+    wait_for("the request_timeout line", Duration::from_secs(10), || {
+        server
+            .log_text()
+            .contains("longer than request_timeout (1s)")
+            .then_some(())
+    });
+    // Meanwhile and afterwards, other requests are served (by the replacement).
+    let failures = load(server.port, 2, 20, "/pid");
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    wait_for("the stuck worker to exit", Duration::from_secs(10), || {
+        common::exited(&server.log_text(), first).then_some(())
+    });
+    assert!(
+        stuck.join().unwrap().is_err(),
+        "the stuck request is abandoned"
+    );
+    let now = server.get("/pid").text();
+    assert_ne!(now.trim(), first.to_string(), "a new worker serves");
+}
+
+#[test]
+fn silent_worker_is_killed_after_timeout() {
+    let server = Server::start("hello", "workers: 1\ntimeout: 2\n", &[]);
+    let first = booted_pids(&server.log_text())[0];
+    // SAFETY: kill(2) on a worker of the server this test started: stop it so it cannot
+    // heartbeat.
+    unsafe { libc::kill(first, libc::SIGSTOP) };
+    wait_for("WORKER TIMEOUT", Duration::from_secs(15), || {
+        server
+            .log_text()
+            .contains(&format!("WORKER TIMEOUT (pid:{first})"))
+            .then_some(())
+    });
+    wait_for("a replacement", Duration::from_secs(15), || {
+        (booted_pids(&server.log_text()).len() == 2).then_some(())
+    });
+    server.wait_ready();
+}
+
+#[test]
+fn graceful_timeout_bounds_a_graceful_stop() {
+    let mut server = Server::start("chaos", "workers: 1\ngraceful_timeout: 1\n", &[]);
+    let port = server.port;
+    let sleeper = std::thread::spawn(move || Client::new(port).get("/sleep?ms=60000"));
+    wait_for("the sleep to start", Duration::from_secs(10), || {
+        server.log_text().contains("chaos: sleeping").then_some(())
+    });
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0));
+    let log = server.log_text();
+    assert!(
+        log.contains("exiting with 1 request(s) still in the app"),
+        "{log}"
+    );
+    assert!(sleeper.join().unwrap().is_err());
+}
