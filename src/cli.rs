@@ -2,7 +2,7 @@
 //! from [`config::SETTINGS`], then the three modes: serve, `--check-config`, `--print-config`.
 
 use crate::config::{self, Kind, Overrides, SETTINGS};
-use crate::{listeners, logging, master, process};
+use crate::{listeners, logging, master, process, systemd};
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use std::path::{Path, PathBuf};
 
@@ -143,16 +143,44 @@ fn serve(config: config::Config, overrides: Overrides) -> i32 {
             return 1;
         }
     }
-    let mut bound = Vec::new();
-    for address in &config.bind {
-        match listeners::bind_listener(address, config.backlog) {
-            Ok(listener) => bound.push(listener),
+    let activated = match systemd::activated_listeners() {
+        Ok(activated) => activated,
+        Err(e) => {
+            logging::critical(&e);
+            eprintln!("ferricorn: {e}");
+            return 1;
+        }
+    };
+    let socket_activated = !activated.is_empty();
+    let bound = if socket_activated {
+        let names: Vec<&str> = activated.iter().map(|(_, name)| name.as_str()).collect();
+        logging::info(format_args!(
+            "Using {} socket(s) from systemd ({}); `bind` is ignored",
+            activated.len(),
+            names.join(", ")
+        ));
+        activated
+            .into_iter()
+            .map(|(listener, _)| listener)
+            .collect()
+    } else {
+        match bind_all(&config) {
+            Ok(bound) => bound,
             Err(e) => {
                 logging::critical(&e);
                 eprintln!("ferricorn: {e}");
                 return 1;
             }
         }
-    }
-    master::run(config, overrides, bound)
+    };
+    master::run(config, overrides, bound, socket_activated)
+}
+
+/// Binds every address of `bind`. Errors name the address.
+fn bind_all(config: &config::Config) -> Result<Vec<listeners::Listener>, String> {
+    config
+        .bind
+        .iter()
+        .map(|address| listeners::bind_listener(address, config.backlog))
+        .collect()
 }

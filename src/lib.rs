@@ -4,7 +4,7 @@
 //! ([`worker`]) that serve connections ([`connection`], [`http`]) with a pool of threads, and
 //! supervises them. Applications are `cdylib` plugins loaded through the gateway ABI
 //! ([`gateway`]). Settings live in [`config`]; logs in [`logging`] and [`access_log`]; the command line in [`cli`]; privileges, environment and
-//! process titles in [`process`].
+//! process titles in [`process`]; the systemd protocol in [`systemd`].
 
 pub mod access_log;
 pub mod cli;
@@ -16,4 +16,5 @@ pub mod listeners;
 pub mod logging;
 pub mod master;
 pub mod process;
+pub mod systemd;
 pub mod worker;

@@ -146,6 +146,13 @@ pub fn bind_listener(address: &Address, backlog: i32) -> Result<Listener, String
     describe_socket(address.clone(), fd)
 }
 
+/// Adopts the inherited listening socket `raw` as the listener for `address` (an `fd://N`
+/// address, a systemd-activated socket, or a configured address handed over by the previous
+/// master on USR2), making it non-blocking and close-on-exec. Errors name the address.
+pub fn adopt(address: Address, raw: RawFd) -> Result<Listener, String> {
+    inherit(&address, raw)
+}
+
 /// Adopts an inherited listening socket (`fd://N`), making it non-blocking and close-on-exec.
 fn inherit(address: &Address, raw: RawFd) -> Result<Listener, String> {
     // SAFETY: fcntl(F_GETFD) only queries whether `raw` is open; it does not take ownership.

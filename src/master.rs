@@ -11,6 +11,7 @@ use crate::gateway;
 use crate::listeners::{self, Listener};
 use crate::logging;
 use crate::process;
+use crate::systemd;
 use crate::worker;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -124,11 +125,24 @@ struct Master {
     backoff: Duration,
     next_spawn: Instant,
     stop_deadline: Option<Instant>,
+    /// The listeners came from systemd socket activation: reloads keep them as they are.
+    socket_activated: bool,
+    /// systemd was told READY=1 (after the first worker is ready).
+    notified_ready: bool,
+    /// A reload is under way: READY=1 is due once the new generation serves in full.
+    reload_pending: bool,
+    watchdog: Option<systemd::Watchdog>,
 }
 
 /// Runs the master until it stops; returns the process exit status. `listeners` are already
-/// bound; `overrides` are the command-line settings re-applied on every reload.
-pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>) -> i32 {
+/// bound (or came from systemd: `socket_activated`, then reloads keep them); `overrides` are
+/// the command-line settings re-applied on every reload.
+pub fn run(
+    config: Config,
+    overrides: Overrides,
+    listeners: Vec<Listener>,
+    socket_activated: bool,
+) -> i32 {
     let signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -167,6 +181,10 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>) -> i3
         backoff: BACKOFF_MIN,
         next_spawn: Instant::now(),
         stop_deadline: None,
+        socket_activated,
+        notified_ready: false,
+        reload_pending: false,
+        watchdog: systemd::Watchdog::from_env(),
     };
     let code = master.event_loop();
     master.cleanup();
@@ -177,6 +195,9 @@ impl Master {
     fn event_loop(&mut self) -> i32 {
         loop {
             self.wait();
+            if let Some(watchdog) = &mut self.watchdog {
+                watchdog.tick();
+            }
             self.handle_signals();
             self.read_reports();
             if let Some(code) = self.reap() {
@@ -280,6 +301,9 @@ impl Master {
 
     /// Begins stopping: `signal` to every worker, SIGKILL after `grace`.
     fn stop(&mut self, signal: Signal, grace: Duration) {
+        if self.stop_deadline.is_none() {
+            systemd::stopping();
+        }
         self.signal_all(signal);
         let deadline = Instant::now() + grace;
         self.stop_deadline = Some(self.stop_deadline.map_or(deadline, |d| d.min(deadline)));
@@ -317,6 +341,10 @@ impl Master {
                 let line = String::from_utf8_lossy(&line[..end]).into_owned();
                 if line == "ready" {
                     worker.ready = true;
+                    if !self.notified_ready {
+                        self.notified_ready = true;
+                        systemd::ready(&format!("serving, generation {}", self.generation));
+                    }
                     if worker.generation == self.generation {
                         self.booted = true;
                         self.backoff = BACKOFF_MIN;
@@ -453,6 +481,17 @@ impl Master {
         for pid in old.iter().take(old.len().saturating_sub(keep_old)) {
             self.retire(*pid);
         }
+        if self.reload_pending && ready >= self.desired && old.len() <= keep_old {
+            self.reload_pending = false;
+            logging::info(format_args!(
+                "Reload complete: generation {} serves with {ready} workers",
+                self.generation
+            ));
+            systemd::ready(&format!(
+                "serving, generation {}, {ready} workers",
+                self.generation
+            ));
+        }
     }
 
     fn retire(&mut self, pid: Pid) {
@@ -508,37 +547,32 @@ impl Master {
     /// failure the current workers keep serving.
     fn reload(&mut self) {
         logging::info("Handling signal: hup");
-        let config = match config::load(self.config.file.as_deref(), &self.overrides) {
-            Ok(config) => config,
-            Err(e) => {
-                logging::error(format_args!(
-                    "Reload failed, keeping the current workers: {e}"
-                ));
-                return;
-            }
-        };
-        if let Err(e) = probe_with(&config, Some(&self.signals)) {
+        systemd::reloading();
+        if let Err(e) = self.try_reload() {
             logging::error(format_args!(
                 "Reload failed, keeping the current workers: {e}"
             ));
-            return;
+            systemd::ready(&format!(
+                "reload failed; serving generation {}",
+                self.generation
+            ));
         }
-        let listeners = match rebind(&mut self.listeners, &config) {
-            Ok(listeners) => listeners,
-            Err(e) => {
-                logging::error(format_args!(
-                    "Reload failed, keeping the current workers: {e}"
-                ));
-                return;
-            }
+    }
+
+    fn try_reload(&mut self) -> Result<(), String> {
+        let config = config::load(self.config.file.as_deref(), &self.overrides)?;
+        probe_with(&config, Some(&self.signals))?;
+        let before: Vec<listeners::Address> =
+            self.listeners.iter().map(|l| l.address.clone()).collect();
+        let listeners = if self.socket_activated {
+            std::mem::take(&mut self.listeners)
+        } else {
+            rebind(&mut self.listeners, &config)?
         };
         if let Err(e) = logging::configure(&config) {
             logging::warning(format_args!("Reload: {e}; keeping the previous log files"));
         }
-        for listener in listeners
-            .iter()
-            .filter(|l| !self.listeners.iter().any(|o| o.address == l.address))
-        {
+        for listener in listeners.iter().filter(|l| !before.contains(&l.address)) {
             logging::info(format_args!(
                 "Listening at: {} ({})",
                 listener.url(),
@@ -553,6 +587,8 @@ impl Master {
             "Reloading: starting generation {} with {} workers",
             self.generation, self.desired
         ));
+        self.reload_pending = true;
+        Ok(())
     }
 
     fn cleanup(&self) {

@@ -236,6 +236,14 @@ fn serve_loop(shared: &Shared, thread: usize) {
             Ok(n) => n,
             Err(_) => continue,
         };
+        if n == 0 && !shared.ctx.stopping.load(Ordering::Acquire) {
+            // EPOLLEXCLUSIVE wakes one waiter per new connection; if that waiter's process
+            // died or stopped before accepting, nobody else is woken for it. An idle thread
+            // looks at the accept queues itself now and then, so nothing waits long.
+            for listener in 0..shared.listeners.len() {
+                accept_ready(shared, listener, &mut scratch);
+            }
+        }
         for event in &events[..n] {
             let data = event.data();
             if data & LISTENER != 0 {
@@ -362,11 +370,18 @@ fn stuck_threads(shared: &Shared, config: &Config) -> usize {
         .count()
 }
 
-/// Stops accepting: the listeners leave this worker's epoll set.
+/// Stops accepting: the listeners leave this worker's epoll set, then the connections already
+/// queued are taken (and served during the graceful stop): a wakeup this worker received but
+/// did not act on would otherwise leave them waiting for the next connection to wake another
+/// worker.
 fn stop_accepting(shared: &Shared) {
     for (fd, _) in &shared.listeners {
         // SAFETY: the listener descriptors stay open for the whole life of the worker.
         let _ = shared.epoll.delete(unsafe { BorrowedFd::borrow_raw(*fd) });
+    }
+    let mut scratch = Scratch::new(usize::MAX);
+    for listener in 0..shared.listeners.len() {
+        accept_ready(shared, listener, &mut scratch);
     }
 }
 

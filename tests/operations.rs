@@ -134,3 +134,127 @@ fn workers_switch_to_user_and_group() {
         "{out}"
     );
 }
+
+/// Reads notifications from the fake systemd socket until one contains `want` (at most 20 s).
+fn expect_notification(socket: &std::os::unix::net::UnixDatagram, want: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{want}` notification"
+        );
+        if let Ok(n) = socket.recv(&mut buf) {
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if message.lines().any(|l| l == want) {
+                return message;
+            }
+        }
+    }
+}
+
+#[test]
+fn speaks_the_systemd_notify_protocol() {
+    let dir = common::scratch_dir();
+    let path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let notify = path.display().to_string();
+    let env = [
+        ("NOTIFY_SOCKET", notify.as_str()),
+        ("WATCHDOG_USEC", "400000"),
+    ];
+    let server = Server::spawn_env("hello", "workers: 2\n", &[], &env);
+    let ready = expect_notification(&socket, "READY=1");
+    assert!(ready.contains("STATUS=serving, generation 1"), "{ready}");
+    server.wait_ready();
+    expect_notification(&socket, "WATCHDOG=1");
+    server.signal(libc::SIGHUP);
+    let reloading = expect_notification(&socket, "RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    let ready = expect_notification(&socket, "READY=1");
+    assert!(ready.contains("generation 2, 2 workers"), "{ready}");
+    assert_eq!(server.get("/").status, 200);
+    server.signal(libc::SIGTERM);
+    expect_notification(&socket, "STOPPING=1");
+}
+
+#[test]
+fn serves_on_sockets_passed_by_systemd() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let activated = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = activated.local_addr().unwrap().port();
+    let raw = activated.as_raw_fd();
+    let dir = common::scratch_dir();
+    let log = dir.join("error.log");
+    let config = dir.join("ferricorn.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "bind: [\"127.0.0.1:0\"]\nworkers: 1\nerrorlog: {}\napp:\n  path: {}\n",
+            log.display(),
+            common::plugin("hello").display()
+        ),
+    )
+    .unwrap();
+    // As systemd does: the socket is fd 3, LISTEN_PID is the server's own pid (the shell's,
+    // which `exec` keeps).
+    let script = format!(
+        "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=web exec {} -c {}",
+        common::binary().display(),
+        config.display()
+    );
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::null());
+    // SAFETY: dup2 and fcntl are async-signal-safe; they run in the forked child before exec
+    // and only put the test's listening socket at fd 3 without close-on-exec (dup2 clears
+    // it on the copy; if the socket already is fd 3, fcntl clears it).
+    unsafe {
+        command.pre_exec(move || {
+            let ok = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) >= 0
+            } else {
+                libc::dup2(raw, 3) >= 0
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let child = command.spawn().expect("start ferricorn under sh");
+    drop(activated);
+    let server = Server {
+        child: Some(child),
+        port,
+        dir,
+        log,
+        config,
+    };
+    let listening = server.wait_listening();
+    assert_eq!(
+        listening, port,
+        "serves on the passed socket, not on `bind`"
+    );
+    server.wait_ready();
+    assert!(
+        server
+            .log_text()
+            .contains("Using 1 socket(s) from systemd (web)"),
+        "{}",
+        server.log_text()
+    );
+    // A reload keeps the activated socket.
+    server.signal(libc::SIGHUP);
+    wait_for("the reload", Duration::from_secs(20), || {
+        server.log_text().contains("Reload complete").then_some(())
+    });
+    assert_eq!(server.get("/").status, 200);
+}

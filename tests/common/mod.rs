@@ -169,6 +169,11 @@ impl Server {
 
     /// Starts ferricorn without waiting for a worker to answer.
     pub fn spawn(app: &str, config: &str, args: &[&str]) -> Server {
+        Server::spawn_env(app, config, args, &[])
+    }
+
+    /// [`Server::spawn`] with extra environment variables for the master.
+    pub fn spawn_env(app: &str, config: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = scratch_dir();
         let log = dir.join("error.log");
         let config_path = dir.join("ferricorn.yaml");
@@ -189,6 +194,7 @@ impl Server {
             .arg("-c")
             .arg(&config_path)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -201,14 +207,19 @@ impl Server {
             log,
             config: config_path,
         };
-        server.port = wait_for("the Listening at: line", Duration::from_secs(20), || {
-            let text = server.log_text();
+        server.port = server.wait_listening();
+        server
+    }
+
+    /// Waits for the first `Listening at: http://` line and returns its port.
+    pub fn wait_listening(&self) -> u16 {
+        wait_for("the Listening at: line", Duration::from_secs(20), || {
+            let text = self.log_text();
             let line = text.lines().find(|l| l.contains("Listening at: http://"))?;
             let after = line.split("Listening at: http://").nth(1)?;
             let port = after.split_whitespace().next()?.rsplit(':').next()?;
             port.parse().ok()
-        });
-        server
+        })
     }
 
     /// Waits until a request succeeds (a worker has booted and serves).
