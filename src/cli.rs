@@ -2,7 +2,7 @@
 //! from [`config::SETTINGS`], then the three modes: serve, `--check-config`, `--print-config`.
 
 use crate::config::{self, Kind, Overrides, SETTINGS};
-use crate::{listeners, logging, master, process, systemd};
+use crate::{listeners, logging, master, process, systemd, upgrade};
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use std::path::{Path, PathBuf};
 
@@ -143,37 +143,45 @@ fn serve(config: config::Config, overrides: Overrides) -> i32 {
             return 1;
         }
     }
-    let activated = match systemd::activated_listeners() {
-        Ok(activated) => activated,
+    let (bound, origin) = match listening_sockets(&config) {
+        Ok(pair) => pair,
         Err(e) => {
             logging::critical(&e);
             eprintln!("ferricorn: {e}");
             return 1;
         }
     };
-    let socket_activated = !activated.is_empty();
-    let bound = if socket_activated {
+    master::run(config, overrides, bound, origin)
+}
+
+/// The listening sockets: handed over by the previous master (USR2), else passed by systemd
+/// (socket activation), else bound from `bind`.
+fn listening_sockets(
+    config: &config::Config,
+) -> Result<(Vec<listeners::Listener>, master::Origin), String> {
+    let inherited = upgrade::inherited_listeners()?;
+    if !inherited.is_empty() {
+        logging::info(format_args!(
+            "Upgrade: serving on {} socket(s) handed over by the previous master",
+            inherited.len()
+        ));
+        return Ok((inherited, master::Origin::Upgrade));
+    }
+    let activated = systemd::activated_listeners()?;
+    if !activated.is_empty() {
         let names: Vec<&str> = activated.iter().map(|(_, name)| name.as_str()).collect();
         logging::info(format_args!(
             "Using {} socket(s) from systemd ({}); `bind` is ignored",
             activated.len(),
             names.join(", ")
         ));
-        activated
+        let listeners = activated
             .into_iter()
             .map(|(listener, _)| listener)
-            .collect()
-    } else {
-        match bind_all(&config) {
-            Ok(bound) => bound,
-            Err(e) => {
-                logging::critical(&e);
-                eprintln!("ferricorn: {e}");
-                return 1;
-            }
-        }
-    };
-    master::run(config, overrides, bound, socket_activated)
+            .collect();
+        return Ok((listeners, master::Origin::SocketActivated));
+    }
+    Ok((bind_all(config)?, master::Origin::Bound))
 }
 
 /// Binds every address of `bind`. Errors name the address.

@@ -4,7 +4,8 @@
 //! ([`worker`]) that serve connections ([`connection`], [`http`]) with a pool of threads, and
 //! supervises them. Applications are `cdylib` plugins loaded through the gateway ABI
 //! ([`gateway`]). Settings live in [`config`]; logs in [`logging`] and [`access_log`]; the command line in [`cli`]; privileges, environment and
-//! process titles in [`process`]; the systemd protocol in [`systemd`].
+//! process titles in [`process`]; the systemd protocol in [`systemd`];
+//! the USR2 binary upgrade in [`upgrade`].
 
 pub mod access_log;
 pub mod cli;
@@ -17,4 +18,5 @@ pub mod logging;
 pub mod master;
 pub mod process;
 pub mod systemd;
+pub mod upgrade;
 pub mod worker;

@@ -12,6 +12,7 @@ use crate::listeners::{self, Listener};
 use crate::logging;
 use crate::process;
 use crate::systemd;
+use crate::upgrade;
 use crate::worker;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -22,6 +23,7 @@ use signal_hook::consts::signal::*;
 use signal_hook::SigId;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -125,8 +127,14 @@ struct Master {
     backoff: Duration,
     next_spawn: Instant,
     stop_deadline: Option<Instant>,
-    /// The listeners came from systemd socket activation: reloads keep them as they are.
-    socket_activated: bool,
+    /// Where the listeners came from: systemd-activated ones are kept as they are by reloads.
+    origin: Origin,
+    /// The pidfile this master wrote: `pidfile`, or `pidfile.oldbin` during an upgrade.
+    pidfile: Option<PathBuf>,
+    /// A new master started by USR2 that has not exited.
+    upgrade_child: Option<Pid>,
+    /// The listening sockets were handed to a new master: never unlink unix socket files.
+    handed_over: bool,
     /// systemd was told READY=1 (after the first worker is ready).
     notified_ready: bool,
     /// A reload is under way: READY=1 is due once the new generation serves in full.
@@ -134,15 +142,22 @@ struct Master {
     watchdog: Option<systemd::Watchdog>,
 }
 
+/// Where the master's listening sockets came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Bound from `bind` by this process.
+    Bound,
+    /// Passed by systemd (LISTEN_FDS): `bind` is ignored, reloads keep them.
+    SocketActivated,
+    /// Handed over by the previous master on USR2: this master tells systemd it is the main
+    /// process (MAINPID=) once it serves.
+    Upgrade,
+}
+
 /// Runs the master until it stops; returns the process exit status. `listeners` are already
-/// bound (or came from systemd: `socket_activated`, then reloads keep them); `overrides` are
-/// the command-line settings re-applied on every reload.
-pub fn run(
-    config: Config,
-    overrides: Overrides,
-    listeners: Vec<Listener>,
-    socket_activated: bool,
-) -> i32 {
+/// bound or inherited (`origin`); `overrides` are the command-line settings re-applied on
+/// every reload.
+pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origin: Origin) -> i32 {
     let signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -168,6 +183,7 @@ pub fn run(
         "Using worker: threads ({} per worker)",
         config.threads
     ));
+    let config_pidfile = config.pidfile.clone();
     let mut master = Master {
         desired: config.workers,
         config,
@@ -181,7 +197,10 @@ pub fn run(
         backoff: BACKOFF_MIN,
         next_spawn: Instant::now(),
         stop_deadline: None,
-        socket_activated,
+        origin,
+        pidfile: config_pidfile,
+        upgrade_child: None,
+        handed_over: false,
         notified_ready: false,
         reload_pending: false,
         watchdog: systemd::Watchdog::from_env(),
@@ -289,7 +308,7 @@ impl Master {
             self.signal_all(Signal::SIGUSR1);
         }
         if usr2 {
-            logging::warning("Handling signal: usr2: binary upgrade is not supported yet; ignored");
+            self.upgrade();
         }
     }
 
@@ -343,7 +362,12 @@ impl Master {
                     worker.ready = true;
                     if !self.notified_ready {
                         self.notified_ready = true;
-                        systemd::ready(&format!("serving, generation {}", self.generation));
+                        let status = format!("serving, generation {}", self.generation);
+                        if self.origin == Origin::Upgrade {
+                            systemd::main_pid(self.pid.as_raw() as u32, &status);
+                        } else {
+                            systemd::ready(&status);
+                        }
                     }
                     if worker.generation == self.generation {
                         self.booted = true;
@@ -380,6 +404,10 @@ impl Master {
                 _ => continue,
             };
             self.read_reports();
+            if self.upgrade_child == Some(pid) {
+                self.upgrade_ended(pid, code, signal);
+                continue;
+            }
             let Some(worker) = self.workers.remove(&pid) else {
                 continue;
             };
@@ -564,7 +592,7 @@ impl Master {
         probe_with(&config, Some(&self.signals))?;
         let before: Vec<listeners::Address> =
             self.listeners.iter().map(|l| l.address.clone()).collect();
-        let listeners = if self.socket_activated {
+        let listeners = if self.origin == Origin::SocketActivated {
             std::mem::take(&mut self.listeners)
         } else {
             rebind(&mut self.listeners, &config)?
@@ -591,9 +619,76 @@ impl Master {
         Ok(())
     }
 
+    /// USR2: start a new master from the binary on disk with our listening sockets; this one
+    /// keeps serving. The pidfile becomes `PIDFILE.oldbin` (nginx's convention).
+    fn upgrade(&mut self) {
+        if let Some(pid) = self.upgrade_child {
+            logging::warning(format_args!(
+                "Handling signal: usr2: an upgrade is already running (new master pid:{pid}); ignored"
+            ));
+            return;
+        }
+        let oldbin = self.config.pidfile.as_ref().map(|p| {
+            let mut name = p.clone().into_os_string();
+            name.push(".oldbin");
+            PathBuf::from(name)
+        });
+        if let (Some(current), Some(oldbin)) = (&self.pidfile, &oldbin) {
+            if let Err(e) = std::fs::rename(current, oldbin) {
+                logging::warning(format_args!(
+                    "usr2: cannot rename {} to {}: {e}",
+                    current.display(),
+                    oldbin.display()
+                ));
+            } else {
+                self.pidfile = Some(oldbin.clone());
+            }
+        }
+        match upgrade::spawn_new_master(&self.listeners) {
+            Ok(pid) => {
+                logging::info(format_args!(
+                    "Handling signal: usr2: started a new master (pid:{pid}) with the listening sockets; \
+                     retire this one with WINCH then TERM, or roll back with HUP here and TERM there"
+                ));
+                self.upgrade_child = Some(pid);
+                self.handed_over = true;
+            }
+            Err(e) => {
+                logging::error(format_args!("usr2: upgrade failed: {e}"));
+                self.restore_pidfile();
+            }
+        }
+    }
+
+    /// The new master is gone: this master is the only one again.
+    fn upgrade_ended(&mut self, pid: Pid, code: Option<i32>, signal: Option<Signal>) {
+        logging::error(format_args!(
+            "New master (pid:{pid}) exited ({}); this master (pid:{}) stays in charge",
+            describe(code, signal),
+            self.pid
+        ));
+        self.upgrade_child = None;
+        self.handed_over = false;
+        self.restore_pidfile();
+    }
+
+    /// Moves `PIDFILE.oldbin` back to `PIDFILE`.
+    fn restore_pidfile(&mut self) {
+        if let (Some(current), Some(path)) = (&self.pidfile, &self.config.pidfile) {
+            if current != path {
+                let _ = std::fs::rename(current, path);
+                self.pidfile = Some(path.clone());
+            }
+        }
+    }
+
     fn cleanup(&self) {
-        if let Some(path) = &self.config.pidfile {
+        if let Some(path) = &self.pidfile {
             let _ = std::fs::remove_file(path);
+        }
+        if self.handed_over {
+            // The new master serves on the same socket files.
+            return;
         }
         for listener in &self.listeners {
             listeners::unlink(listener);

@@ -258,3 +258,94 @@ fn serves_on_sockets_passed_by_systemd() {
     });
     assert_eq!(server.get("/").status, 200);
 }
+
+/// The pid in `path`, if the file holds one.
+fn pid_in(path: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Stops a master this test's server started by USR2 (not our child): TERM, then wait for
+/// its goodbye line.
+fn stop_new_master(server: &Server, pid: i32) {
+    // SAFETY: kill(2) on the new master the test's own server started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_for("the new master to stop", Duration::from_secs(20), || {
+        server
+            .log_text()
+            .contains(&format!("[{pid}] [INFO] Shutting down: Master"))
+            .then_some(())
+    });
+}
+
+#[test]
+fn usr2_upgrade_then_winch_and_term_lose_no_request() {
+    let dir = common::scratch_dir();
+    let pidfile = dir.join("ferricorn.pid");
+    let oldbin = dir.join("ferricorn.pid.oldbin");
+    let config = format!("workers: 2\npidfile: {}\n", pidfile.display());
+    let mut server = Server::start("chaos", &config, &[]);
+    let old = server.pid();
+    assert_eq!(pid_in(&pidfile), Some(old));
+    let log_of = |server: &Server| server.log_text();
+    let mut new = 0;
+    let failures = common::load_while(
+        server.port,
+        4,
+        "/pid",
+        || {
+            // USR2, wait for the new master's workers, WINCH and TERM the old master.
+            server.signal(libc::SIGUSR2);
+            new = wait_for("the new pidfile", Duration::from_secs(20), || {
+                pid_in(&pidfile).filter(|p| *p != old && pid_in(&oldbin) == Some(old))
+            });
+            wait_for("the new master's workers", Duration::from_secs(20), || {
+                (booted_pids(&log_of(&server)).len() >= 4).then_some(())
+            });
+            server.signal(libc::SIGWINCH);
+            wait_for("the old workers to stop", Duration::from_secs(20), || {
+                let log = log_of(&server);
+                let first: Vec<i32> = booted_pids(&log).into_iter().take(2).collect();
+                first.iter().all(|p| common::exited(&log, *p)).then_some(())
+            });
+            server.signal(libc::SIGTERM);
+            true
+        },
+        50,
+    );
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert_eq!(
+        server.get("/").status,
+        404,
+        "the new master serves (chaos: 404 for /)"
+    );
+    assert_eq!(
+        pid_in(&pidfile),
+        Some(new),
+        "the pidfile is the new master's"
+    );
+    assert!(!oldbin.exists(), "the old master removed its .oldbin");
+    stop_new_master(&server, new);
+}
+
+#[test]
+fn failed_upgrade_leaves_the_old_master_in_charge() {
+    let dir = common::scratch_dir();
+    let pidfile = dir.join("ferricorn.pid");
+    let config = format!("workers: 1\npidfile: {}\n", pidfile.display());
+    let server = Server::start("hello", &config, &[]);
+    // The new master will read a broken configuration and exit 1.
+    let text = std::fs::read_to_string(&server.config).unwrap();
+    std::fs::write(&server.config, format!("{text}no_such_setting: 1\n")).unwrap();
+    server.signal(libc::SIGUSR2);
+    wait_for("the failed upgrade", Duration::from_secs(20), || {
+        server.log_text().contains("stays in charge").then_some(())
+    });
+    assert_eq!(
+        pid_in(&pidfile),
+        Some(server.pid()),
+        "the pidfile is restored"
+    );
+    assert_eq!(server.get("/").status, 200);
+}

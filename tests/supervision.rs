@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{booted_pids, exited, wait_for, Client, Server};
+use common::{booted_pids, exited, load_while, wait_for, Client, Server};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -210,44 +210,6 @@ fn abort_loses_only_that_worker() {
 /// Runs `clients` keep-alive clients doing `each` GETs of `path`; returns the failures.
 fn load(port: u16, clients: usize, each: usize, path: &'static str) -> Vec<String> {
     load_while(port, clients, path, || true, each)
-}
-
-/// Runs `clients` keep-alive clients GETting `path`, each at least `min_each` times and then
-/// until `done()` (checked every 20 ms, at most 30 s); returns the failures.
-fn load_while(
-    port: u16,
-    clients: usize,
-    path: &'static str,
-    done: impl Fn() -> bool,
-    min_each: usize,
-) -> Vec<String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let handles: Vec<_> = (0..clients)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut client = Client::new(port);
-                let mut failures = Vec::new();
-                let mut n = 0;
-                while n < min_each || !stop.load(Ordering::Acquire) {
-                    if let Err(e) = client.get(path) {
-                        failures.push(e);
-                    }
-                    n += 1;
-                }
-                failures
-            })
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    stop.store(true, Ordering::Release);
-    handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("client thread"))
-        .collect()
 }
 
 #[test]

@@ -473,3 +473,41 @@ pub fn exited(log: &str, pid: i32) -> bool {
     log.contains(&format!("Worker (pid:{pid}) exited"))
         || log.contains(&format!("Worker (pid:{pid}) was sent"))
 }
+
+/// Runs `clients` keep-alive clients GETting `path`, each at least `min_each` times and then
+/// until `done()` (checked every 20 ms, at most 30 s); returns the failures.
+pub fn load_while(
+    port: u16,
+    clients: usize,
+    path: &'static str,
+    mut done: impl FnMut() -> bool,
+    min_each: usize,
+) -> Vec<String> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut client = Client::new(port);
+                let mut failures = Vec::new();
+                let mut n = 0;
+                while n < min_each || !stop.load(Ordering::Acquire) {
+                    if let Err(e) = client.get(path) {
+                        failures.push(e);
+                    }
+                    n += 1;
+                }
+                failures
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Release);
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("client thread"))
+        .collect()
+}
