@@ -303,8 +303,8 @@ impl Master {
             self.desired = 0;
         }
         if usr1 {
-            logging::info("Handling signal: usr1: reopening log files");
             logging::reopen(&self.config);
+            logging::info("Handling signal: usr1: reopened log files");
             self.signal_all(Signal::SIGUSR1);
         }
         if usr2 {

@@ -349,3 +349,57 @@ fn failed_upgrade_leaves_the_old_master_in_charge() {
     );
     assert_eq!(server.get("/").status, 200);
 }
+
+#[test]
+fn usr1_reopens_logs_after_logrotate_moves_them() {
+    let dir = common::scratch_dir();
+    let access = dir.join("access.log");
+    let config = format!("workers: 2\naccesslog: {}\n", access.display());
+    let server = Server::start("hello", &config, &[]);
+    assert_eq!(server.get("/before").status, 200);
+    // logrotate without copytruncate: rename, then USR1.
+    std::fs::rename(&access, dir.join("access.log.1")).unwrap();
+    std::fs::rename(&server.log, dir.join("error.log.1")).unwrap();
+    server.signal(libc::SIGUSR1);
+    wait_for(
+        "the error log to be reopened",
+        Duration::from_secs(10),
+        || {
+            server
+                .log_text()
+                .contains("reopened log files")
+                .then_some(())
+        },
+    );
+    // Workers reopen on their next tick; every request after that lands in the new file.
+    wait_for(
+        "requests logged in the new access log",
+        Duration::from_secs(10),
+        || {
+            let _ = server.get("/after");
+            let text = std::fs::read_to_string(&access).ok()?;
+            (text.matches("GET /after").count() >= 3).then_some(())
+        },
+    );
+    let rotated = std::fs::read_to_string(dir.join("access.log.1")).unwrap();
+    assert!(rotated.contains("GET /before"), "{rotated}");
+}
+
+#[test]
+fn winch_stops_the_workers_and_hup_brings_them_back() {
+    let server = Server::start("hello", "workers: 2\n", &[]);
+    server.signal(libc::SIGWINCH);
+    wait_for("both workers to stop", Duration::from_secs(10), || {
+        let log = server.log_text();
+        booted_pids(&log)
+            .iter()
+            .all(|p| common::exited(&log, *p))
+            .then_some(())
+    });
+    assert!(
+        server.log_text().contains("Listening at"),
+        "the master keeps its sockets"
+    );
+    server.signal(libc::SIGHUP);
+    server.wait_ready();
+}
