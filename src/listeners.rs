@@ -7,7 +7,7 @@ use nix::sys::socket::{
     SockType, SockaddrIn, SockaddrIn6, SockaddrStorage, UnixAddr,
 };
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 /// One `bind` entry (SPEC §2).
@@ -222,11 +222,40 @@ pub fn unlink(listener: &Listener) {
     }
 }
 
-/// The peer of an accepted connection as (REMOTE_ADDR, REMOTE_PORT) text; empty for unix sockets.
-pub fn peer_of(fd: BorrowedFd<'_>) -> (String, String) {
-    let Ok(peer) = nix::sys::socket::getpeername::<SockaddrStorage>(fd.as_raw_fd()) else {
-        return (String::new(), String::new());
+/// accept4(2) on `listener` with SOCK_NONBLOCK | SOCK_CLOEXEC, returning the new connection
+/// and the peer as (REMOTE_ADDR, REMOTE_PORT) text, as accept4 reported it (no getpeername(2)
+/// call); both are empty for unix sockets.
+/// Errors: accept4's errno (EAGAIN when the queue is empty).
+pub fn accept_client(listener: RawFd) -> nix::Result<(OwnedFd, (String, String))> {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: accept4 writes at most `len` bytes into `storage` and updates `len`.
+    let raw = unsafe {
+        libc::accept4(
+            listener,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
     };
+    if raw < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: `storage` holds `len` bytes of a socket address written by accept4.
+    let peer = unsafe {
+        <SockaddrStorage as nix::sys::socket::SockaddrLike>::from_raw(
+            (&storage as *const libc::sockaddr_storage).cast(),
+            Some(len),
+        )
+    };
+    let peer = peer.map_or((String::new(), String::new()), |p| describe_peer(&p));
+    Ok((fd, peer))
+}
+
+fn describe_peer(peer: &SockaddrStorage) -> (String, String) {
     if let Some(v4) = peer.as_sockaddr_in() {
         (v4.ip().to_string(), v4.port().to_string())
     } else if let Some(v6) = peer.as_sockaddr_in6() {

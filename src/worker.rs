@@ -16,8 +16,8 @@ use crate::logging;
 use crate::process;
 use ferricorn_sdk::abi;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{accept4, setsockopt, sockopt, SockFlag};
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use nix::sys::socket::{setsockopt, sockopt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -265,9 +265,8 @@ fn accept_ready(shared: &Shared, listener: usize, scratch: &mut Scratch) {
         return;
     };
     for _ in 0..ACCEPT_BATCH {
-        let client = match accept4(fd, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
-            // SAFETY: accept4 returned a new descriptor that nothing else owns.
-            Ok(raw) => unsafe { OwnedFd::from_raw_fd(raw) },
+        let (client, remote) = match listeners::accept_client(fd) {
+            Ok(accepted) => accepted,
             Err(nix::errno::Errno::EAGAIN) => return,
             Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => continue,
             Err(e) => {
@@ -283,7 +282,6 @@ fn accept_ready(shared: &Shared, listener: usize, scratch: &mut Scratch) {
         if is_tcp {
             let _ = setsockopt(&client, sockopt::TcpNoDelay, &true);
         }
-        let remote = listeners::peer_of(client.as_fd());
         let conn = Conn::new(client, listener, remote, &shared.ctx);
         shared.open.fetch_add(1, Ordering::AcqRel);
         let mut slot = lock(&shared.slots[index]);
