@@ -27,6 +27,17 @@ pub const BOOT_ERROR: i32 = 3;
 
 /// Token bit marking a listener in epoll data.
 const LISTENER: u64 = 1 << 63;
+
+/// Above this many open connections, a worker that accepted moves itself to the back of the
+/// listener's queue of waiting workers (see [`yield_listener`]).
+const BALANCE_ABOVE: usize = 256;
+
+fn listener_event(index: usize) -> EpollEvent {
+    EpollEvent::new(
+        EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE,
+        LISTENER | index as u64,
+    )
+}
 /// Most connections accepted per wake-up, so one thread does not hog the accept queue.
 const ACCEPT_BATCH: usize = 64;
 /// How often the main thread checks timers and signals.
@@ -169,12 +180,8 @@ fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<S
     let epoll =
         Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("epoll_create: {e}"))?;
     for (i, listener) in listeners.iter().enumerate() {
-        let event = EpollEvent::new(
-            EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE,
-            LISTENER | i as u64,
-        );
         epoll
-            .add(&listener.fd, event)
+            .add(&listener.fd, listener_event(i))
             .map_err(|e| format!("epoll_ctl {}: {e}", listener.url()))?;
     }
     let capacity = config.worker_connections;
@@ -247,7 +254,9 @@ fn serve_loop(shared: &Shared, thread: usize) {
         for event in &events[..n] {
             let data = event.data();
             if data & LISTENER != 0 {
-                accept_ready(shared, (data & !LISTENER) as usize, &mut scratch);
+                let listener = (data & !LISTENER) as usize;
+                accept_ready(shared, listener, &mut scratch);
+                yield_listener(shared, listener);
             } else {
                 connection_ready(
                     shared,
@@ -256,6 +265,31 @@ fn serve_loop(shared: &Shared, thread: usize) {
                     &mut scratch,
                 );
             }
+        }
+    }
+}
+
+/// EPOLLEXCLUSIVE wakes the first worker in the listener's wait queue that has a thread
+/// waiting, so with threads to spare one worker would take nearly every connection (3000 idle
+/// connections all in one worker). Once it holds more than [`BALANCE_ABOVE`] connections, a
+/// worker that accepted re-registers the listener, which puts it at the back of the queue:
+/// the next connections go to the other workers first.
+fn yield_listener(shared: &Shared, listener: usize) {
+    let stopping = || shared.ctx.stopping.load(Ordering::Acquire);
+    if shared.open.load(Ordering::Acquire) <= BALANCE_ABOVE || stopping() {
+        return;
+    }
+    let Some(&(raw, _)) = shared.listeners.get(listener) else {
+        return;
+    };
+    // SAFETY: the listener descriptors stay open for the whole life of the worker.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    if shared.epoll.delete(fd).is_ok() {
+        // Re-adding reports connections already queued, so none is left without a wakeup.
+        let _ = shared.epoll.add(fd, listener_event(listener));
+        if stopping() {
+            // stop_accepting ran between the two calls: undo the re-registration.
+            let _ = shared.epoll.delete(fd);
         }
     }
 }

@@ -1,0 +1,60 @@
+//! Idle and slow clients never starve the server (issue #5): a connection holds a thread only
+//! while a complete request is being served. Functional checks only; speed is measured by
+//! `scripts/bench`.
+
+mod common;
+
+use common::{read_response, Server};
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+
+const IDLE: usize = 400;
+const SLOW: usize = 100;
+
+#[test]
+fn idle_and_half_sent_connections_do_not_starve_requests() {
+    // 2 workers x 2 threads: 500 held connections would starve a thread-per-connection server.
+    let server = Server::start(
+        "hello",
+        "workers: 2\nthreads: 2\nworker_connections: 1000\nkeepalive: 3\nheader_timeout: 3\n",
+        &[],
+    );
+    let mut idle = Vec::new();
+    for _ in 0..IDLE {
+        let mut reader = BufReader::new(server.connect());
+        reader
+            .get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(&mut reader).unwrap().status, 200);
+        idle.push(reader);
+    }
+    let mut slow: Vec<TcpStream> = Vec::new();
+    for _ in 0..SLOW {
+        let mut stream = server.connect();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+            .unwrap();
+        slow.push(stream);
+    }
+    // Every held connection is open; requests on fresh connections are served all the same.
+    let failures = common::load_while(server.port, 4, "/", || true, 50);
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    // The half-sent heads get 408 after header_timeout and are closed.
+    for stream in slow.iter_mut().take(10) {
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        assert!(text.starts_with("HTTP/1.1 408 "), "{text:?}");
+    }
+    // The idle keep-alive connections are closed after keepalive (EOF, no response).
+    for reader in idle.iter_mut().take(10) {
+        let mut rest = Vec::new();
+        let n = reader.read_to_end(&mut rest);
+        assert!(
+            n.is_ok() && rest.is_empty(),
+            "closed quietly: {n:?} {rest:?}"
+        );
+    }
+    let log = server.log_text();
+    assert!(!log.contains("WORKER TIMEOUT"), "{log}");
+}
