@@ -283,7 +283,19 @@ fn usr2_upgrade_then_winch_and_term_lose_no_request() {
     let pidfile = dir.join("ferricorn.pid");
     let oldbin = dir.join("ferricorn.pid.oldbin");
     let config = format!("workers: 2\npidfile: {}\n", pidfile.display());
-    let mut server = Server::start("chaos", &config, &[]);
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let notify_env = notify_path.display().to_string();
+    let mut server = Server::spawn_env(
+        "chaos",
+        &config,
+        &[],
+        &[("NOTIFY_SOCKET", notify_env.as_str())],
+    );
+    server.wait_ready();
     let old = server.pid();
     assert_eq!(pid_in(&pidfile), Some(old));
     let log_of = |server: &Server| server.log_text();
@@ -315,6 +327,8 @@ fn usr2_upgrade_then_winch_and_term_lose_no_request() {
     let status = server.wait_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0));
     assert!(failures.is_empty(), "failed requests: {failures:?}");
+    // The new master told systemd it is the main process now.
+    expect_notification(&notify, &format!("MAINPID={new}"));
     assert_eq!(
         server.get("/").status,
         404,

@@ -298,3 +298,33 @@ fn graceful_timeout_bounds_a_graceful_stop() {
     );
     assert!(sleeper.join().unwrap().is_err());
 }
+
+#[test]
+fn boot_failures_after_a_good_start_back_off_and_never_stop_the_master() {
+    let dir = common::scratch_dir();
+    let trigger = dir.join("break-init");
+    let setting = format!("fail_init_if_exists={}", trigger.display());
+    let mut server = Server::start("chaos", "workers: 1\n", &["--app-config", &setting]);
+    let first = booted_pids(&server.log_text())[0];
+    // From now on every new worker fails its init; kill the serving one.
+    std::fs::write(&trigger, "").unwrap();
+    // SAFETY: kill(2) on a worker of the server this test started.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    let log = wait_for("three failed boots", Duration::from_secs(20), || {
+        let log = server.log_text();
+        let retries = log
+            .lines()
+            .filter(|l| l.contains("init failed on purpose") && l.contains("retrying in"))
+            .count();
+        (retries >= 3).then_some(log)
+    });
+    assert!(log.contains("retrying in 0.25s"), "{log}");
+    assert!(log.contains("retrying in 0.50s"), "backoff doubles: {log}");
+    let running = server.child.as_mut().map(|c| c.try_wait());
+    assert!(
+        matches!(running, Some(Ok(None))),
+        "the master is still running: {running:?}"
+    );
+    std::fs::remove_file(&trigger).unwrap();
+    server.wait_ready();
+}

@@ -4,7 +4,8 @@
 //! `/response?case=C` breaks the `start_response` rules on purpose (see [`response_case`]).
 //! With `app.config: {fail_init: "true"}` its init fails with a message; with
 //! `{fail_init_marker: PATH}` only the first init ever succeeds (it creates PATH; every later
-//! init, e.g. in the workers after the startup trial load, fails).
+//! init, e.g. in the workers after the startup trial load, fails); with
+//! `{fail_init_if_exists: PATH}` init fails while PATH exists.
 
 use ferricorn_sdk::{App, AppConfig, HandlerResult, Level, Request, Response};
 use std::time::Duration;
@@ -26,6 +27,11 @@ impl App for Chaos {
     fn init(config: &AppConfig) -> Result<Self, String> {
         if config.get("fail_init") == Some("true") {
             return Err("chaos: init failed on purpose (app.config fail_init=true)".into());
+        }
+        if let Some(path) = config.get("fail_init_if_exists") {
+            if std::path::Path::new(path).exists() {
+                return Err(format!("chaos: init failed on purpose ({path} exists)"));
+            }
         }
         if let Some(marker) = config.get("fail_init_marker") {
             if std::fs::File::create_new(marker).is_err() {
