@@ -29,8 +29,12 @@ const MAX_DRAIN: u64 = 1024 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes read and discarded while lingering.
 const MAX_LINGER_BYTES: usize = 1024 * 1024;
-/// Bytes read from the socket per read(2).
+/// Most bytes read from the socket per read(2).
 const READ_CHUNK: usize = 16 * 1024;
+/// A connection's first read buffer (allocated at its first read): a typical request head
+/// fits; it doubles as needed, up to what the head limits allow. Idle connections thus cost
+/// about 2 KiB each, not READ_CHUNK.
+const FIRST_BUFFER: usize = 2048;
 
 /// The listener a connection arrived on, as the request's SERVER_NAME and SERVER_PORT.
 #[derive(Clone, Debug)]
@@ -134,7 +138,7 @@ impl Conn {
             remote_port: remote.1,
             phase: Phase::Head,
             deadline: Instant::now() + ctx.header_timeout,
-            buf: Vec::with_capacity(READ_CHUNK),
+            buf: Vec::new(),
             stage: Vec::new(),
             head: Head::default(),
             lingered: 0,
@@ -195,9 +199,12 @@ fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
     })
 }
 
-/// Reads up to READ_CHUNK bytes from `fd`, appending to `buf`.
+/// Reads up to READ_CHUNK bytes from `fd`, appending to `buf` (allocated at FIRST_BUFFER
+/// bytes, doubled when less than a quarter of it is free).
 fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    buf.reserve(READ_CHUNK);
+    if buf.capacity() - buf.len() < FIRST_BUFFER / 4 {
+        buf.reserve(buf.len().max(FIRST_BUFFER));
+    }
     let spare = buf.spare_capacity_mut();
     let want = spare.len().min(READ_CHUNK);
     // SAFETY: read(2) writes at most `want` bytes into the vector's spare capacity, which is
@@ -784,6 +791,8 @@ impl<'a> Exchange<'a> {
         }
         self.stage.clear();
         self.stage_pos = 0;
+        // Bodies are read in large pieces (the stage buffer lives as long as the connection).
+        self.stage.reserve(READ_CHUNK);
         loop {
             match read_into(self.fd, self.stage) {
                 Ok(0) => return Err(abi::FC_ERR_IO),

@@ -142,16 +142,19 @@ pub fn run(
         Ok(shared) => Arc::new(shared),
         Err(e) => return boot_failed(&report_fd, &e),
     };
+    // Ready before the first request can be served: the master must never see a worker that
+    // served requests as one that died while booting.
+    report(&report_fd, "ready\n");
     for i in 0..config.threads {
         let shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("ferricorn-{i}"))
             .spawn(move || serve_loop(&shared, i));
         if let Err(e) = spawned {
-            return boot_failed(&report_fd, &format!("cannot start thread: {e}"));
+            logging::error(format_args!("Worker cannot start a thread: {e}"));
+            return BOOT_ERROR;
         }
     }
-    report(&report_fd, "ready\n");
     supervise(&shared, config, &signals, &report_fd, master);
     let now = Instant::now();
     let in_app = (0..config.threads)

@@ -310,14 +310,21 @@ fn boot_failures_after_a_good_start_back_off_and_never_stop_the_master() {
     std::fs::write(&trigger, "").unwrap();
     // SAFETY: kill(2) on a worker of the server this test started.
     unsafe { libc::kill(first, libc::SIGKILL) };
-    let log = wait_for("three failed boots", Duration::from_secs(20), || {
-        let log = server.log_text();
-        let retries = log
-            .lines()
+    let retries = |log: &str| {
+        log.lines()
             .filter(|l| l.contains("init failed on purpose") && l.contains("retrying in"))
-            .count();
-        (retries >= 3).then_some(log)
-    });
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while retries(&server.log_text()) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no three failed boots: {}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = server.log_text();
     assert!(log.contains("retrying in 0.25s"), "{log}");
     assert!(log.contains("retrying in 0.50s"), "backoff doubles: {log}");
     let running = server.child.as_mut().map(|c| c.try_wait());
