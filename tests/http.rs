@@ -310,16 +310,7 @@ fn expect_100_continue_is_answered_when_the_app_reads() {
 #[test]
 fn connections_beyond_worker_connections_get_503() {
     let server = Server::start("hello", "workers: 1\nworker_connections: 2\n", &[]);
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut reader = BufReader::new(server.connect());
-        reader
-            .get_mut()
-            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
-        assert_eq!(read_response(&mut reader).unwrap().status, 200);
-        held.push(reader);
-    }
+    let held: Vec<_> = (0..2).map(|_| server.held_connection()).collect();
     let response = server.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(response.status, 503);
     assert_eq!(response.header("retry-after"), Some("1"));

@@ -135,6 +135,17 @@ fn workers_switch_to_user_and_group() {
     );
 }
 
+/// A datagram socket standing in for systemd's notify socket in `dir`, and its path for
+/// NOTIFY_SOCKET.
+fn fake_systemd(dir: &std::path::Path) -> (std::os::unix::net::UnixDatagram, String) {
+    let path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    (socket, path.display().to_string())
+}
+
 /// Reads notifications from the fake systemd socket until one contains `want` (at most 20 s).
 fn expect_notification(socket: &std::os::unix::net::UnixDatagram, want: &str) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -156,12 +167,7 @@ fn expect_notification(socket: &std::os::unix::net::UnixDatagram, want: &str) ->
 #[test]
 fn speaks_the_systemd_notify_protocol() {
     let dir = common::scratch_dir();
-    let path = dir.join("notify.sock");
-    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let notify = path.display().to_string();
+    let (socket, notify) = fake_systemd(&dir);
     let env = [
         ("NOTIFY_SOCKET", notify.as_str()),
         ("WATCHDOG_USEC", "400000"),
@@ -283,12 +289,7 @@ fn usr2_upgrade_then_winch_and_term_lose_no_request() {
     let pidfile = dir.join("ferricorn.pid");
     let oldbin = dir.join("ferricorn.pid.oldbin");
     let config = format!("workers: 2\npidfile: {}\n", pidfile.display());
-    let notify_path = dir.join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let notify_env = notify_path.display().to_string();
+    let (notify, notify_env) = fake_systemd(&dir);
     let mut server = Server::spawn_env(
         "chaos",
         &config,

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{read_response, Server};
-use std::io::{BufReader, Read, Write};
+use common::Server;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 
 const IDLE: usize = 400;
@@ -19,16 +19,7 @@ fn idle_and_half_sent_connections_do_not_starve_requests() {
         "workers: 2\nthreads: 2\nworker_connections: 1000\nkeepalive: 3\nheader_timeout: 3\n",
         &[],
     );
-    let mut idle = Vec::new();
-    for _ in 0..IDLE {
-        let mut reader = BufReader::new(server.connect());
-        reader
-            .get_mut()
-            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
-        assert_eq!(read_response(&mut reader).unwrap().status, 200);
-        idle.push(reader);
-    }
+    let mut idle: Vec<_> = (0..IDLE).map(|_| server.held_connection()).collect();
     let mut slow: Vec<TcpStream> = Vec::new();
     for _ in 0..SLOW {
         let mut stream = server.connect();

@@ -289,6 +289,18 @@ impl Server {
         read_response(&mut BufReader::new(stream))
     }
 
+    /// A keep-alive connection that has been served one `GET /` (200), left open.
+    pub fn held_connection(&self) -> BufReader<TcpStream> {
+        let mut reader = BufReader::new(self.connect());
+        reader
+            .get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .expect("send request");
+        let response = read_response(&mut reader).expect("read response");
+        assert_eq!(response.status, 200);
+        reader
+    }
+
     /// GET `path`, panicking on failure.
     pub fn get(&self, path: &str) -> Response {
         self.try_get(path)
