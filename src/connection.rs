@@ -878,8 +878,9 @@ impl<'a> Exchange<'a> {
                 }
                 BodyIn::Length(_) => {
                     self.fill()?;
+                    // `fill` does not change the body state: this is still Length.
                     let (input, BodyIn::Length(remaining)) = self.input_and_body() else {
-                        unreachable!()
+                        return Err(abi::FC_ERR_APP);
                     };
                     let n = input
                         .len()
@@ -898,8 +899,9 @@ impl<'a> Exchange<'a> {
                 BodyIn::Chunked(_) => {
                     self.fill()?;
                     let room = http::body_room(self.ctx.limits.body, self.body_read, out.len());
+                    // `fill` does not change the body state: this is still Chunked.
                     let (input, BodyIn::Chunked(decoder)) = self.input_and_body() else {
-                        unreachable!()
+                        return Err(abi::FC_ERR_APP);
                     };
                     let decoded = decoder.decode(input, &mut out[..room]);
                     let (used, produced) = match decoded {
