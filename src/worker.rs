@@ -60,6 +60,12 @@ struct Shared {
     slots: Box<[Mutex<Slot>]>,
     free: Mutex<Vec<usize>>,
     open: AtomicUsize,
+    /// One serving thread (`threads: 1`): connections are registered once, edge-triggered,
+    /// and the thread takes several events per epoll_wait. With more threads, connections
+    /// are one-shot (re-armed after each wait) so that only one thread handles a
+    /// connection's event, and each epoll_wait takes one event, so no thread holds events
+    /// another idle thread could serve.
+    edge_triggered: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -234,15 +240,24 @@ fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<S
             .collect(),
         free: Mutex::new((0..capacity).rev().collect()),
         open: AtomicUsize::new(0),
+        edge_triggered: config.threads == 1,
     })
 }
 
 /// A serving thread: wait for one ready listener or connection, handle it, repeat.
 fn serve_loop(shared: &Shared, thread: usize) {
     let mut scratch = Scratch::new(thread);
-    let mut events = [EpollEvent::empty(); 1];
+    let mut events = [EpollEvent::empty(); 32];
+    let batch = if shared.edge_triggered {
+        events.len()
+    } else {
+        1
+    };
     loop {
-        let n = match shared.epoll.wait(&mut events, EpollTimeout::from(500u16)) {
+        let n = match shared
+            .epoll
+            .wait(&mut events[..batch], EpollTimeout::from(500u16))
+        {
             Ok(n) => n,
             Err(_) => continue,
         };
@@ -355,7 +370,16 @@ fn arm(shared: &Shared, index: usize, slot: &mut Slot) {
     let Some(conn) = slot.conn.as_ref() else {
         return;
     };
-    let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
+    if slot.registered && shared.edge_triggered {
+        // Still registered: the next edge (new bytes, hangup) wakes the thread again.
+        return;
+    }
+    let mode = if shared.edge_triggered {
+        EpollFlags::EPOLLET
+    } else {
+        EpollFlags::EPOLLONESHOT
+    };
+    let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | mode;
     let mut event = EpollEvent::new(flags, token(index, slot.generation));
     let fd: BorrowedFd<'_> = conn.fd.as_fd();
     let result = if slot.registered {

@@ -209,8 +209,20 @@ fn check(outcome: &Value, responses: &[Result<Response, String>]) -> Result<(), 
     }
 }
 
+/// With 4 threads per worker connections are one-shot in epoll (re-armed after each wait).
 #[test]
 fn gunicorn_request_corpus() {
+    run_corpus(4);
+}
+
+/// With 1 thread per worker connections are edge-triggered in epoll (registered once).
+#[test]
+fn gunicorn_request_corpus_single_thread() {
+    run_corpus(1);
+}
+
+/// Replays the corpus against servers with `threads` per worker.
+fn run_corpus(threads: usize) {
     let Some(dir) = corpus() else {
         eprintln!("skipping: ../shared/conformance is not beside this checkout");
         return;
@@ -237,7 +249,11 @@ fn gunicorn_request_corpus() {
             }
         }
         let server = servers.entry(limits.clone()).or_insert_with(|| {
-            Server::start("echo", &format!("workers: 1\nthreads: 4\n{limits}"), &[])
+            Server::start(
+                "echo",
+                &format!("workers: 1\nthreads: {threads}\n{limits}"),
+                &[],
+            )
         });
         let bytes = std::fs::read(dir.join(case["file"].as_str().unwrap())).unwrap();
         let name = format!(

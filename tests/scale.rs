@@ -11,12 +11,25 @@ use std::net::TcpStream;
 const IDLE: usize = 400;
 const SLOW: usize = 100;
 
+/// 2 threads per worker: connections are one-shot in epoll.
 #[test]
 fn idle_and_half_sent_connections_do_not_starve_requests() {
-    // 2 workers x 2 threads: 500 held connections would starve a thread-per-connection server.
+    idle_and_slow(2);
+}
+
+/// 1 thread per worker: connections are edge-triggered in epoll.
+#[test]
+fn idle_and_half_sent_connections_do_not_starve_a_single_thread() {
+    idle_and_slow(1);
+}
+
+/// 500 held connections would starve a thread-per-connection server.
+fn idle_and_slow(threads: usize) {
     let server = Server::start(
         "hello",
-        "workers: 2\nthreads: 2\nworker_connections: 1000\nkeepalive: 3\nheader_timeout: 3\n",
+        &format!(
+            "workers: 2\nthreads: {threads}\nworker_connections: 1000\nkeepalive: 3\nheader_timeout: 3\n"
+        ),
         &[],
     );
     let mut idle: Vec<_> = (0..IDLE).map(|_| server.held_connection()).collect();
