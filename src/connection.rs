@@ -152,6 +152,31 @@ pub struct Scratch {
     thread: usize,
     fields: Vec<FcField>,
     path: Vec<u8>,
+    buffers: ResponseBuffers,
+}
+
+/// The response's byte buffers, lent to each exchange and taken back (no allocation per
+/// request once they have grown).
+#[derive(Default)]
+struct ResponseBuffers {
+    /// The app's validated header fields, serialized.
+    headers: Vec<u8>,
+    /// Where start_response builds them before they replace `headers`.
+    staging: Vec<u8>,
+    /// The response head being sent.
+    head: Vec<u8>,
+    /// Body bytes buffered before the head is sent.
+    pending: Vec<u8>,
+}
+
+impl ResponseBuffers {
+    fn cleared(mut self) -> ResponseBuffers {
+        self.headers.clear();
+        self.staging.clear();
+        self.head.clear();
+        self.pending.clear();
+        self
+    }
 }
 
 impl Scratch {
@@ -161,6 +186,7 @@ impl Scratch {
             thread,
             fields: Vec::new(),
             path: Vec::new(),
+            buffers: ResponseBuffers::default(),
         }
     }
 }
@@ -458,6 +484,7 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         sem,
         is_head,
     );
+    exchange.buffers = std::mem::take(&mut scratch.buffers);
     let responder = exchange.responder();
     let started = Instant::now();
     let busy = ctx.busy.get(scratch.thread);
@@ -489,6 +516,7 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     }
     let consumed = head.len + exchange.pre_pos;
     let stage_pos = exchange.stage_pos;
+    scratch.buffers = exchange.take_buffers();
     let asked_close = !sem.keep_alive
         && status == abi::FC_OK
         && exchange.failure.is_none()
@@ -546,7 +574,7 @@ fn response_field<'h>(headers: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
 
 fn log_access(ctx: &Context, r: &RequestFacts<'_>, exchange: &Exchange<'_>) {
     let request_header = |name: &str| field(r.buf, r.head, name.as_bytes());
-    let response_header = |name: &str| response_field(&exchange.headers, name.as_bytes());
+    let response_header = |name: &str| response_field(&exchange.buffers.headers, name.as_bytes());
     let entry = AccessEntry {
         remote_addr: r.remote_addr,
         request_line: &r.buf[r.head.request_line.clone()],
@@ -609,10 +637,10 @@ struct Exchange<'a> {
     // Response.
     status: u16,
     reason: Vec<u8>,
-    headers: Vec<u8>,
+    /// headers, staging, head, pending: see [`ResponseBuffers`].
+    buffers: ResponseBuffers,
     app_length: Option<u64>,
     out: BodyOut,
-    pending: Vec<u8>,
     body_sent: u64,
     sent_status: u16,
     keep_alive: bool,
@@ -759,10 +787,9 @@ impl<'a> Exchange<'a> {
             body_error: None,
             status: 200,
             reason: Vec::new(),
-            headers: Vec::new(),
+            buffers: ResponseBuffers::default(),
             app_length: None,
             out: BodyOut::Pending,
-            pending: Vec::new(),
             body_sent: 0,
             sent_status: 0,
             keep_alive: false,
@@ -950,10 +977,11 @@ impl<'a> Exchange<'a> {
 
     fn start_response(&mut self, status: u16, reason: &[u8], fields: &[FcField]) -> i32 {
         // The first body byte fixes the head, even while it is still buffered.
-        if self.out != BodyOut::Pending || !self.pending.is_empty() {
+        if self.out != BodyOut::Pending || !self.buffers.pending.is_empty() {
             return abi::FC_ERR_STATE;
         }
-        let mut headers = Vec::new();
+        let mut headers = std::mem::take(&mut self.buffers.staging);
+        headers.clear();
         let mut app_length = None;
         let mut problem = None;
         if !(200..=999).contains(&status) {
@@ -1013,11 +1041,12 @@ impl<'a> Exchange<'a> {
                 self.ctx.app.name()
             ));
             self.failure = Some(500);
+            self.buffers.staging = headers;
             return abi::FC_ERR_INVALID;
         }
         self.status = status;
         self.reason = reason.to_vec();
-        self.headers = headers;
+        self.buffers.staging = std::mem::replace(&mut self.buffers.headers, headers);
         self.app_length = app_length;
         self.failure = self.failure.filter(|&s| s != 500);
         abi::FC_OK
@@ -1031,11 +1060,13 @@ impl<'a> Exchange<'a> {
             return abi::FC_ERR_STATE;
         }
         if self.out == BodyOut::Pending {
-            self.pending.extend_from_slice(data);
-            if self.pending.len() >= RESPONSE_BUFFER {
-                let pending = std::mem::take(&mut self.pending);
+            self.buffers.pending.extend_from_slice(data);
+            if self.buffers.pending.len() >= RESPONSE_BUFFER {
+                let mut pending = std::mem::take(&mut self.buffers.pending);
                 self.commit(false);
                 self.send_body(&pending);
+                pending.clear();
+                self.buffers.pending = pending;
             }
         } else {
             self.send_body(data);
@@ -1055,7 +1086,7 @@ impl<'a> Exchange<'a> {
         } else if let Some(n) = self.app_length {
             BodyOut::Length(n)
         } else if final_ {
-            BodyOut::Length(self.pending.len() as u64)
+            BodyOut::Length(self.buffers.pending.len() as u64)
         } else if self.minor == 1 {
             BodyOut::Chunked
         } else {
@@ -1065,7 +1096,8 @@ impl<'a> Exchange<'a> {
             && ctx.keepalive.is_some()
             && !ctx.stopping.load(Ordering::Acquire)
             && self.out != BodyOut::UntilClose;
-        let mut head = Vec::with_capacity(160 + self.headers.len());
+        let mut head = std::mem::take(&mut self.buffers.head);
+        head.clear();
         let reason: &[u8] = if self.reason.is_empty() {
             http::reason(self.status).as_bytes()
         } else {
@@ -1076,14 +1108,14 @@ impl<'a> Exchange<'a> {
         with_date(|date| {
             let _ = write!(head, "\r\nServer: ferricorn\r\nDate: {date}\r\n");
         });
-        head.extend_from_slice(&self.headers);
+        head.extend_from_slice(&self.buffers.headers);
         match self.out {
             BodyOut::Length(n) => {
                 let _ = write!(head, "Content-Length: {n}\r\n");
             }
             BodyOut::Chunked => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             BodyOut::Nothing if self.is_head => {
-                let n = self.app_length.unwrap_or(self.pending.len() as u64);
+                let n = self.app_length.unwrap_or(self.buffers.pending.len() as u64);
                 if !http::status_has_no_body(self.status) {
                     let _ = write!(head, "Content-Length: {n}\r\n");
                 }
@@ -1097,9 +1129,9 @@ impl<'a> Exchange<'a> {
         }
         head.extend_from_slice(b"\r\n");
         self.sent_status = self.status;
-        let body = std::mem::take(&mut self.pending);
+        let mut pending = std::mem::take(&mut self.buffers.pending);
         let body: &[u8] = if final_ && self.out != BodyOut::Nothing {
-            &body
+            &pending
         } else {
             &[]
         };
@@ -1111,6 +1143,14 @@ impl<'a> Exchange<'a> {
             self.broken = true;
         }
         self.body_sent += body.len() as u64;
+        pending.clear();
+        self.buffers.pending = pending;
+        self.buffers.head = head;
+    }
+
+    /// Gives the response buffers back (cleared) for the next exchange.
+    fn take_buffers(&mut self) -> ResponseBuffers {
+        std::mem::take(&mut self.buffers).cleared()
     }
 
     fn send_body(&mut self, data: &[u8]) {

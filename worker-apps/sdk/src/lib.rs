@@ -276,6 +276,21 @@ fn check(status: i32) -> io::Result<()> {
     }
 }
 
+/// `n` in decimal, written at the end of `buf` (no allocation).
+fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // The bytes are ASCII digits.
+    std::str::from_utf8(&buf[start..]).unwrap_or("0")
+}
+
 /// The response side of one request (WSGI `start_response` + `write`).
 pub struct Response<'a> {
     responder: &'a FcResponder,
@@ -293,13 +308,25 @@ impl<'a> Response<'a> {
     /// Sets the status and header fields; callable again until the first body byte.
     /// Errors: `InvalidInput` for a bad status or a header with CR/LF/NUL, `Other` after the body started.
     pub fn start(&mut self, status: u16, headers: &[(&str, &str)]) -> io::Result<()> {
-        let fields: Vec<FcField> = headers
-            .iter()
-            .map(|(n, v)| FcField {
-                name: FcStr::new(n.as_bytes()),
-                value: FcStr::new(v.as_bytes()),
-            })
-            .collect();
+        let field = |(n, v): &(&str, &str)| FcField {
+            name: FcStr::new(n.as_bytes()),
+            value: FcStr::new(v.as_bytes()),
+        };
+        // Up to 8 fields go in a stack array: no allocation for a typical response.
+        let mut stack = [FcField {
+            name: FcStr::NULL,
+            value: FcStr::NULL,
+        }; 8];
+        let heap: Vec<FcField>;
+        let fields: &[FcField] = if headers.len() <= stack.len() {
+            for (slot, pair) in stack.iter_mut().zip(headers) {
+                *slot = field(pair);
+            }
+            &stack[..headers.len()]
+        } else {
+            heap = headers.iter().map(field).collect();
+            &heap
+        };
         let r = self.responder;
         // SAFETY: ctx/start_response from the server; `fields` and the strings it borrows live
         // until the call returns (the server copies them).
@@ -317,10 +344,11 @@ impl<'a> Response<'a> {
 
     /// Sends a whole response: `status`, `Content-Type: content_type` and `body`.
     pub fn send(&mut self, status: u16, content_type: &str, body: &[u8]) -> HandlerResult {
-        let len = body.len().to_string();
+        let mut digits = [0u8; 20];
+        let len = decimal(body.len(), &mut digits);
         self.start(
             status,
-            &[("Content-Type", content_type), ("Content-Length", &len)],
+            &[("Content-Type", content_type), ("Content-Length", len)],
         )?;
         self.write(body)?;
         Ok(())
@@ -354,4 +382,18 @@ macro_rules! export_app {
             &DESCRIPTOR
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn decimal_writes_every_digit() {
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal(0, &mut buf), "0");
+        assert_eq!(decimal(14, &mut buf), "14");
+        assert_eq!(decimal(1_000_000, &mut buf), "1000000");
+        assert_eq!(decimal(usize::MAX, &mut buf), usize::MAX.to_string());
+    }
 }
