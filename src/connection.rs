@@ -117,6 +117,8 @@ pub struct Conn {
     stage: Vec<u8>,
     head: Head,
     lingered: usize,
+    /// A TCP connection whose TCP_NODELAY is not set yet (set once it is kept alive).
+    nodelay_pending: bool,
 }
 
 /// What the worker does with a connection after [`drive`].
@@ -130,7 +132,16 @@ pub enum Next {
 
 impl Conn {
     /// A freshly accepted connection, idle until its first byte (deadline: header_timeout).
-    pub fn new(fd: OwnedFd, listener: usize, remote: (String, String), ctx: &Context) -> Conn {
+    /// A connection accepted on listener `listener` from `remote` (REMOTE_ADDR, REMOTE_PORT);
+    /// `is_tcp` for TCP (TCP_NODELAY is set once the connection is kept alive: a connection
+    /// that ends after one response, written in one writev, does not need it).
+    pub fn new(
+        fd: OwnedFd,
+        listener: usize,
+        remote: (String, String),
+        is_tcp: bool,
+        ctx: &Context,
+    ) -> Conn {
         Conn {
             fd,
             listener,
@@ -142,6 +153,7 @@ impl Conn {
             stage: Vec::new(),
             head: Head::default(),
             lingered: 0,
+            nodelay_pending: is_tcp,
         }
     }
 }
@@ -353,7 +365,19 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Next {
             conn.head = head;
             match parsed {
                 Parsed::Complete => match serve(ctx, conn, scratch) {
-                    Served::KeepAlive => continue,
+                    Served::KeepAlive => {
+                        if conn.nodelay_pending {
+                            // Keep-alive responses must not wait for the client's ACK of the
+                            // previous one (Nagle's algorithm): disable it, as nginx does.
+                            conn.nodelay_pending = false;
+                            let _ = nix::sys::socket::setsockopt(
+                                &conn.fd,
+                                nix::sys::socket::sockopt::TcpNoDelay,
+                                &true,
+                            );
+                        }
+                        continue;
+                    }
                     // Half-close and drain rather than close(2): closing with unread input
                     // sends RST, which can destroy the response before the client reads it.
                     Served::Close => return start_linger(conn),
@@ -1081,6 +1105,15 @@ impl<'a> Exchange<'a> {
     /// Decides framing and keep-alive and sends the head (plus nothing else).
     fn commit(&mut self, final_: bool) {
         let ctx = self.ctx;
+        if !final_ {
+            // A streamed response: its pieces must not wait for ACKs (Nagle's algorithm).
+            // Fails harmlessly on unix sockets.
+            let _ = nix::sys::socket::setsockopt(
+                &self.fd,
+                nix::sys::socket::sockopt::TcpNoDelay,
+                &true,
+            );
+        }
         self.out = if http::status_has_no_body(self.status) || self.is_head {
             BodyOut::Nothing
         } else if let Some(n) = self.app_length {

@@ -16,7 +16,6 @@ use crate::logging;
 use crate::process;
 use ferricorn_sdk::abi;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{setsockopt, sockopt};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -331,10 +330,7 @@ fn accept_ready(shared: &Shared, listener: usize, scratch: &mut Scratch) {
             logging::debug("worker_connections reached: answered 503");
             continue;
         };
-        if is_tcp {
-            let _ = setsockopt(&client, sockopt::TcpNoDelay, &true);
-        }
-        let conn = Conn::new(client, listener, remote, &shared.ctx);
+        let conn = Conn::new(client, listener, remote, is_tcp, &shared.ctx);
         shared.open.fetch_add(1, Ordering::AcqRel);
         let mut slot = lock(&shared.slots[index]);
         slot.generation = slot.generation.wrapping_add(1);
