@@ -30,13 +30,6 @@ const LISTENER: u64 = 1 << 63;
 /// Above this many open connections, a worker that accepted moves itself to the back of the
 /// listener's queue of waiting workers (see [`yield_listener`]).
 const BALANCE_ABOVE: usize = 256;
-
-fn listener_event(index: usize) -> EpollEvent {
-    EpollEvent::new(
-        EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE,
-        LISTENER | index as u64,
-    )
-}
 /// Most connections accepted per wake-up, so one thread does not hog the accept queue.
 const ACCEPT_BATCH: usize = 64;
 /// How often the main thread checks timers and signals.
@@ -65,6 +58,14 @@ struct Shared {
     /// connection's event, and each epoll_wait takes one event, so no thread holds events
     /// another idle thread could serve.
     edge_triggered: bool,
+}
+
+/// The epoll registration of listener number `index`: one waiting worker woken per event.
+fn listener_event(index: usize) -> EpollEvent {
+    EpollEvent::new(
+        EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE,
+        LISTENER | index as u64,
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -243,7 +244,8 @@ fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<S
     })
 }
 
-/// A serving thread: wait for one ready listener or connection, handle it, repeat.
+/// A serving thread: wait for ready listeners or connections (one at a time, or up to 32
+/// with a single thread), handle them, repeat.
 fn serve_loop(shared: &Shared, thread: usize) {
     let mut scratch = Scratch::new(thread);
     let mut events = [EpollEvent::empty(); 32];
