@@ -237,6 +237,22 @@ fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
     })
 }
 
+/// The chunk-size line `HEX\r\n` for a chunk of `len` bytes (RFC 9112 §7.1), written at the
+/// end of `buf` without allocating (one per streamed write).
+fn chunk_size_line(mut len: usize, buf: &mut [u8; 18]) -> &[u8] {
+    buf[16] = b'\r';
+    buf[17] = b'\n';
+    let mut start = 16;
+    loop {
+        start -= 1;
+        buf[start] = b"0123456789abcdef"[len & 0xf];
+        len >>= 4;
+        if len == 0 {
+            return &buf[start..];
+        }
+    }
+}
+
 /// Reads up to READ_CHUNK bytes from `fd`, appending to `buf` (allocated at FIRST_BUFFER
 /// bytes, doubled when less than a quarter of it is free).
 fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
@@ -1194,11 +1210,12 @@ impl<'a> Exchange<'a> {
         let ok = match self.out {
             BodyOut::Nothing | BodyOut::Pending => true,
             BodyOut::Chunked => {
-                let size = format!("{:x}\r\n", data.len());
+                let mut line = [0u8; 18];
+                let size = chunk_size_line(data.len(), &mut line);
                 write_all(
                     self.fd,
                     &mut [
-                        IoSlice::new(size.as_bytes()),
+                        IoSlice::new(size),
                         IoSlice::new(data),
                         IoSlice::new(b"\r\n"),
                     ],
@@ -1287,5 +1304,19 @@ impl<'a> Exchange<'a> {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_size_line;
+
+    #[test]
+    fn chunk_size_lines_are_lower_hex() {
+        let mut buf = [0u8; 18];
+        assert_eq!(chunk_size_line(0, &mut buf), b"0\r\n");
+        assert_eq!(chunk_size_line(1000, &mut buf), b"3e8\r\n");
+        let max = format!("{:x}\r\n", usize::MAX);
+        assert_eq!(chunk_size_line(usize::MAX, &mut buf), max.as_bytes());
     }
 }

@@ -62,3 +62,31 @@ fn idle_and_slow(threads: usize) {
     let log = server.log_text();
     assert!(!log.contains("WORKER TIMEOUT"), "{log}");
 }
+
+/// EPOLLEXCLUSIVE would hand nearly every new connection to the same worker while it has an
+/// idle thread; a worker holding more than 256 connections yields its place in the queue.
+#[test]
+fn many_connections_spread_over_the_workers() {
+    let server = Server::start("chaos", "workers: 2\nworker_connections: 2000\n", &[]);
+    let mut held = Vec::new();
+    let mut per_worker = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..800 {
+        let mut reader = std::io::BufReader::new(server.connect());
+        reader
+            .get_mut()
+            .write_all(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let response = common::read_response(&mut reader).unwrap();
+        *per_worker.entry(response.text()).or_default() += 1;
+        held.push(reader);
+    }
+    assert_eq!(
+        per_worker.len(),
+        2,
+        "both workers hold connections: {per_worker:?}"
+    );
+    assert!(
+        per_worker.values().all(|&n| n >= 200),
+        "connections are spread: {per_worker:?}"
+    );
+}
