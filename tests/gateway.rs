@@ -264,16 +264,11 @@ fn chunked_64_mib_upload_round_trips_with_bounded_worker_memory() {
 fn body_limits_give_413_before_or_while_reading() {
     let server = Server::start("echo", "workers: 1\nlimit_request_body: 1000\n", &[]);
     // Content-Length over the limit: refused before the app runs, so no 100 Continue either.
-    let mut stream = server.connect();
-    stream
-        .write_all(
-            b"POST /raw HTTP/1.1\r\nHost: t\r\nContent-Length: 1001\r\nExpect: 100-continue\r\n\r\n",
-        )
-        .unwrap();
-    let mut reader = BufReader::new(stream);
-    let response = read_response(&mut reader).unwrap();
+    let (response, rest) = server.send_then_close(
+        b"POST /raw HTTP/1.1\r\nHost: t\r\nContent-Length: 1001\r\nExpect: 100-continue\r\n\r\n",
+    );
     assert_eq!(response.status, 413, "no 100 Continue first");
-    assert!(response.closes());
+    assert!(response.closes() && rest.is_empty());
     // A chunked body crosses the limit while the app reads it.
     let chunk = "x".repeat(600);
     let raw = format!(

@@ -137,16 +137,11 @@ fn chunked_trailers_reach_the_app() {
 /// Sends `raw` on a new connection and returns the status of the one response, checking the
 /// server closes the connection afterwards.
 fn status_and_close(server: &Server, raw: &[u8]) -> u16 {
-    let mut stream = server.connect();
-    stream.write_all(raw).unwrap();
-    let mut reader = BufReader::new(stream);
-    let response = read_response(&mut reader).unwrap();
+    let (response, rest) = server.send_then_close(raw);
     assert!(
         response.closes(),
         "an error response says Connection: close"
     );
-    let mut rest = Vec::new();
-    let _ = reader.read_to_end(&mut rest);
     assert!(
         rest.is_empty(),
         "nothing after an error response: {:?}",
@@ -293,17 +288,10 @@ fn expect_100_continue_is_answered_when_the_app_reads() {
     // An app that answers without reading gets no 100 Continue, and the connection closes
     // (the client will not send a body it was never asked for).
     let hello = Server::start("hello", "workers: 1\n", &[]);
-    let mut stream = hello.connect();
-    stream
-        .write_all(
-            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
-        )
-        .unwrap();
-    let mut reader = BufReader::new(stream);
-    let response = read_response(&mut reader).unwrap();
+    let (response, rest) = hello.send_then_close(
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    );
     assert_eq!(response.status, 405, "hello answers POST without reading");
-    let mut rest = Vec::new();
-    let _ = reader.read_to_end(&mut rest);
     assert!(rest.is_empty(), "no 100 Continue after the final response");
 }
 

@@ -271,6 +271,18 @@ impl Server {
         read_response(&mut BufReader::new(stream)).expect("read response")
     }
 
+    /// Sends `raw` on a new connection, reads one response, then reads until the server
+    /// closes the connection; returns the response and whatever came after it.
+    pub fn send_then_close(&self, raw: &[u8]) -> (Response, Vec<u8>) {
+        let mut stream = self.connect();
+        stream.write_all(raw).expect("send request");
+        let mut reader = BufReader::new(stream);
+        let response = read_response(&mut reader).expect("read response");
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut reader, &mut rest);
+        (response, rest)
+    }
+
     /// Sends `raw` and parses the response body as JSON (the echo app's answer).
     pub fn echo(&self, raw: &[u8]) -> serde_json::Value {
         let response = self.send(raw);
