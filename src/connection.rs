@@ -119,6 +119,10 @@ pub struct Conn {
     lingered: usize,
     /// A TCP connection whose TCP_NODELAY is not set yet (set once it is kept alive).
     nodelay_pending: bool,
+    /// Within one [`drive`]: the last read(2) returned less than it asked for, so the socket
+    /// had nothing more, and epoll will report whatever arrives next. Reading again would
+    /// only return EAGAIN (one system call per request saved, as nginx does).
+    drained: bool,
 }
 
 /// What the worker does with a connection after [`drive`].
@@ -154,6 +158,7 @@ impl Conn {
             head: Head::default(),
             lingered: 0,
             nodelay_pending: is_tcp,
+            drained: false,
         }
     }
 }
@@ -254,8 +259,9 @@ fn chunk_size_line(mut len: usize, buf: &mut [u8; 18]) -> &[u8] {
 }
 
 /// Reads up to READ_CHUNK bytes from `fd`, appending to `buf` (allocated at FIRST_BUFFER
-/// bytes, doubled when less than a quarter of it is free).
-fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+/// bytes, doubled when less than a quarter of it is free). Returns the byte count and
+/// whether it was less than asked for (the socket's receive queue is now empty).
+fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::io::Result<(usize, bool)> {
     if buf.capacity() - buf.len() < FIRST_BUFFER / 4 {
         buf.reserve(buf.len().max(FIRST_BUFFER));
     }
@@ -269,7 +275,7 @@ fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     }
     // SAFETY: the kernel initialised exactly `n` bytes past the old length.
     unsafe { buf.set_len(buf.len() + n as usize) };
-    Ok(n as usize)
+    Ok((n as usize, (n as usize) < want))
 }
 
 /// Waits until `fd` is ready for `events`, at most `timeout`. False on timeout or error.
@@ -331,6 +337,9 @@ fn fail(ctx: &Context, conn: &mut Conn, reject: Reject) -> Next {
 /// arrived, close(2) at once, as nginx does (a lingering close costs a wakeup and two system
 /// calls per connection); otherwise the lingering close.
 fn close_asked(conn: &mut Conn) -> Next {
+    if conn.drained {
+        return Next::Close;
+    }
     let mut probe = [0u8; 1];
     match nix::sys::socket::recv(
         conn.fd.as_raw_fd(),
@@ -370,10 +379,13 @@ fn linger(conn: &mut Conn) -> Next {
 
 /// Serves everything the connection has ready: parses heads, serves requests (pipelined ones
 /// too), reads more when a head is incomplete. Returns when it would block or must close.
-pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Next {
+/// `hangup`: epoll reported EPOLLRDHUP/EPOLLHUP/EPOLLERR, so the socket is read until it
+/// says so (end of input) even after a short read.
+pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, hangup: bool) -> Next {
     if conn.phase == Phase::Linger {
         return linger(conn);
     }
+    conn.drained = false;
     loop {
         if !conn.buf.is_empty() {
             let mut head = std::mem::take(&mut conn.head);
@@ -404,9 +416,13 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Next {
                 Parsed::Partial => {}
             }
         }
+        if conn.drained {
+            return Next::Wait;
+        }
         match read_into(conn.fd.as_fd(), &mut conn.buf) {
-            Ok(0) => return Next::Close,
-            Ok(_) => {
+            Ok((0, _)) => return Next::Close,
+            Ok((_, short)) => {
+                conn.drained = short && !hangup;
                 if conn.phase == Phase::Idle {
                     conn.phase = Phase::Head;
                     conn.deadline = Instant::now() + ctx.header_timeout;
@@ -556,6 +572,8 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     }
     let consumed = head.len + exchange.pre_pos;
     let stage_pos = exchange.stage_pos;
+    // Body reads leave the socket in an unknown state: read it again before waiting.
+    conn.drained &= !exchange.read_socket;
     scratch.buffers = exchange.take_buffers();
     let asked_close = !sem.keep_alive
         && status == abi::FC_OK
@@ -685,6 +703,8 @@ struct Exchange<'a> {
     sent_status: u16,
     keep_alive: bool,
     broken: bool,
+    /// The exchange read from the socket (request body).
+    read_socket: bool,
 }
 
 fn guard(f: impl FnOnce() -> i32) -> i32 {
@@ -834,6 +854,7 @@ impl<'a> Exchange<'a> {
             sent_status: 0,
             keep_alive: false,
             broken: false,
+            read_socket: false,
         }
     }
 
@@ -861,8 +882,9 @@ impl<'a> Exchange<'a> {
         // Bodies are read in large pieces (the stage buffer lives as long as the connection).
         self.stage.reserve(READ_CHUNK);
         loop {
+            self.read_socket = true;
             match read_into(self.fd, self.stage) {
-                Ok(0) => return Err(abi::FC_ERR_IO),
+                Ok((0, _)) => return Err(abi::FC_ERR_IO),
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if !wait_ready(

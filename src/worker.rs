@@ -267,20 +267,24 @@ fn serve_loop(shared: &Shared, thread: usize) {
             // died or stopped before accepting, nobody else is woken for it. An idle thread
             // looks at the accept queues itself now and then, so nothing waits long.
             for listener in 0..shared.listeners.len() {
-                accept_ready(shared, listener, &mut scratch);
+                accept_ready(shared, listener);
             }
         }
         for event in &events[..n] {
             let data = event.data();
             if data & LISTENER != 0 {
                 let listener = (data & !LISTENER) as usize;
-                accept_ready(shared, listener, &mut scratch);
+                accept_ready(shared, listener);
                 yield_listener(shared, listener);
             } else {
+                let hangup = event.events().intersects(
+                    EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR,
+                );
                 connection_ready(
                     shared,
                     (data & 0xffff_ffff) as usize,
                     (data >> 32) as u32,
+                    hangup,
                     &mut scratch,
                 );
             }
@@ -313,7 +317,7 @@ fn yield_listener(shared: &Shared, listener: usize) {
     }
 }
 
-fn accept_ready(shared: &Shared, listener: usize, scratch: &mut Scratch) {
+fn accept_ready(shared: &Shared, listener: usize) {
     let Some(&(fd, is_tcp)) = shared.listeners.get(listener) else {
         return;
     };
@@ -338,12 +342,19 @@ fn accept_ready(shared: &Shared, listener: usize, scratch: &mut Scratch) {
         slot.generation = slot.generation.wrapping_add(1);
         slot.registered = false;
         slot.conn = Some(conn);
-        // Most clients send the request right behind the handshake: try it before epoll.
-        serve_slot(shared, index, &mut slot, scratch);
+        // Wait for the request in epoll, as nginx does: on loopback and fast links the request
+        // usually arrives after the accept, so reading at once mostly costs an EAGAIN.
+        arm(shared, index, &mut slot);
     }
 }
 
-fn connection_ready(shared: &Shared, index: usize, generation: u32, scratch: &mut Scratch) {
+fn connection_ready(
+    shared: &Shared,
+    index: usize,
+    generation: u32,
+    hangup: bool,
+    scratch: &mut Scratch,
+) {
     let Some(slot) = shared.slots.get(index) else {
         return;
     };
@@ -351,14 +362,16 @@ fn connection_ready(shared: &Shared, index: usize, generation: u32, scratch: &mu
     if slot.generation != generation || slot.conn.is_none() {
         return;
     }
-    serve_slot(shared, index, &mut slot, scratch);
+    serve_slot(shared, index, &mut slot, hangup, scratch);
 }
 
-fn serve_slot(shared: &Shared, index: usize, slot: &mut Slot, scratch: &mut Scratch) {
+/// Drives the slot's connection (`hangup`: see [`connection::drive`]), then re-arms or
+/// closes it.
+fn serve_slot(shared: &Shared, index: usize, slot: &mut Slot, hangup: bool, scratch: &mut Scratch) {
     let Some(conn) = slot.conn.as_mut() else {
         return;
     };
-    match connection::drive(&shared.ctx, conn, scratch) {
+    match connection::drive(&shared.ctx, conn, scratch, hangup) {
         Next::Wait => arm(shared, index, slot),
         Next::Close => close(shared, index, slot),
     }
@@ -436,9 +449,8 @@ fn stop_accepting(shared: &Shared) {
         // SAFETY: the listener descriptors stay open for the whole life of the worker.
         let _ = shared.epoll.delete(unsafe { BorrowedFd::borrow_raw(*fd) });
     }
-    let mut scratch = Scratch::new(usize::MAX);
     for listener in 0..shared.listeners.len() {
-        accept_ready(shared, listener, &mut scratch);
+        accept_ready(shared, listener);
     }
 }
 

@@ -251,7 +251,9 @@ fn run_corpus(threads: usize) {
         let server = servers.entry(limits.clone()).or_insert_with(|| {
             Server::start(
                 "echo",
-                &format!("workers: 1\nthreads: {threads}\n{limits}"),
+                // keepalive well past the client's 5 s read timeout: a server that missed the
+                // client's half-close would be caught waiting, not saved by the idle timer.
+                &format!("workers: 1\nthreads: {threads}\nkeepalive: 60\n{limits}"),
                 &[],
             )
         });
