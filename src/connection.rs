@@ -13,7 +13,7 @@ use crate::logging;
 use ferricorn_sdk::abi::{self, FcField, FcRequest, FcResponder, FcStr};
 use std::cell::RefCell;
 use std::ffi::c_void;
-use std::io::{IoSlice, Write as _};
+use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -170,6 +170,9 @@ pub struct Scratch {
     fields: Vec<FcField>,
     path: Vec<u8>,
     buffers: ResponseBuffers,
+    /// The monotonic clock as last read by this thread: at each wakeup ([`Scratch::tick`])
+    /// and after each app call. Deadlines are counted from it.
+    now: Instant,
 }
 
 /// The response's byte buffers, lent to each exchange and taken back (no allocation per
@@ -204,7 +207,14 @@ impl Scratch {
             fields: Vec::new(),
             path: Vec::new(),
             buffers: ResponseBuffers::default(),
+            now: Instant::now(),
         }
+    }
+
+    /// Reads the clock; the worker calls it after each epoll_wait, so the requests served in
+    /// one wakeup share one reading (nginx updates its time once per event loop iteration).
+    pub fn tick(&mut self) {
+        self.now = Instant::now();
     }
 }
 
@@ -222,24 +232,51 @@ fn debug_rejected(remote_addr: &str, remote_port: &str, reject: Reject) {
     }
 }
 
-thread_local! {
-    static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+/// A thread's formatted Date value and the monotonic instant its second ends.
+struct DateCache {
+    until: Option<Instant>,
+    text: String,
 }
 
-/// Calls `f` with the current IMF-fixdate for the Date header (RFC 9110 §6.6.1), formatted at
-/// most once per second per thread.
-fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
-    let now = std::time::SystemTime::now();
-    let secs = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+thread_local! {
+    static DATE: RefCell<DateCache> = const {
+        RefCell::new(DateCache { until: None, text: String::new() })
+    };
+}
+
+/// Calls `f` with the IMF-fixdate for the Date header (RFC 9110 §6.6.1) at `now` (a recent
+/// reading of the monotonic clock), formatted at most once per second per thread; the wall
+/// clock is read only when the cached second is over.
+fn with_date<R>(now: Instant, f: impl FnOnce(&str) -> R) -> R {
     DATE.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != secs || cached.1.is_empty() {
-            *cached = (secs, httpdate::fmt_http_date(now));
+        let mut cache = cell.borrow_mut();
+        if cache.until.is_none_or(|until| now >= until) {
+            let wall = std::time::SystemTime::now();
+            let into_second = wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            // `now` was read before `wall`: the cached second ends no later than the real one.
+            let left = Duration::from_nanos(1_000_000_000 - u64::from(into_second));
+            cache.until = Some(now + left);
+            cache.text = httpdate::fmt_http_date(wall);
         }
-        f(&cached.1)
+        f(&cache.text)
     })
+}
+
+/// Appends the decimal digits of `n` (status codes, Content-Length) without `fmt`.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The chunk-size line `HEX\r\n` for a chunk of `len` bytes (RFC 9112 §7.1), written at the
@@ -314,14 +351,18 @@ fn write_all(fd: BorrowedFd<'_>, mut bufs: &mut [IoSlice<'_>], timeout: Duration
 
 /// Sends an error response the server generates itself (`Connection: close`), best effort.
 fn send_error(fd: BorrowedFd<'_>, status: u16, extra: &str, timeout: Duration) {
-    let bytes = with_date(|date| http::error_response(status, date, extra));
+    let bytes = with_date(Instant::now(), |date| {
+        http::error_response(status, date, extra)
+    });
     write_all(fd, &mut [IoSlice::new(&bytes)], timeout);
 }
 
 /// Sends `503 Service Unavailable` with Retry-After to a connection over worker_connections,
 /// without waiting: the caller closes it at once (SPEC §2).
 pub fn refuse_overload(fd: BorrowedFd<'_>) {
-    let bytes = with_date(|date| http::error_response(503, date, "Retry-After: 1\r\n"));
+    let bytes = with_date(Instant::now(), |date| {
+        http::error_response(503, date, "Retry-After: 1\r\n")
+    });
     let _ = nix::sys::uio::writev(fd, &[IoSlice::new(&bytes)]);
 }
 
@@ -425,7 +466,7 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, hangup: bool
                 conn.drained = short && !hangup;
                 if conn.phase == Phase::Idle {
                     conn.phase = Phase::Head;
-                    conn.deadline = Instant::now() + ctx.header_timeout;
+                    conn.deadline = scratch.now + ctx.header_timeout;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Next::Wait,
@@ -448,7 +489,7 @@ pub fn expired(conn: &mut Conn, now: Instant) -> bool {
         };
         debug_reject(conn, reject);
         // Best effort and non-blocking: the timer thread must not wait on a slow client.
-        let bytes = with_date(|date| http::error_response(408, date, ""));
+        let bytes = with_date(now, |date| http::error_response(408, date, ""));
         let _ = nix::sys::uio::writev(conn.fd.as_fd(), &[IoSlice::new(&bytes)]);
     }
     true
@@ -542,7 +583,13 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     );
     exchange.buffers = std::mem::take(&mut scratch.buffers);
     let responder = exchange.responder();
-    let started = Instant::now();
+    // The clock is read once per wakeup (scratch.now) and once after the app returns; access
+    // logging wants this request's own start.
+    let started = if logging::access_enabled() {
+        Instant::now()
+    } else {
+        scratch.now
+    };
     let busy = ctx.busy.get(scratch.thread);
     if let Some(busy) = busy {
         busy.store(
@@ -554,7 +601,9 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     if let Some(busy) = busy {
         busy.store(0, Ordering::Release);
     }
-    let keep_alive = exchange.finish(status);
+    let finished = Instant::now();
+    scratch.now = finished;
+    let keep_alive = exchange.finish(status, finished);
     if let (Some(status), Some(why)) = (exchange.failure, exchange.body_error) {
         debug_rejected(remote_addr, remote_port, Reject { status, why });
     }
@@ -584,11 +633,8 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     buf.extend_from_slice(&stage[stage_pos..]);
     // Bytes already buffered are the start of the next (pipelined) head.
     (conn.phase, conn.deadline) = match conn.buf.is_empty() {
-        true => (
-            Phase::Idle,
-            Instant::now() + ctx.keepalive.unwrap_or_default(),
-        ),
-        false => (Phase::Head, Instant::now() + ctx.header_timeout),
+        true => (Phase::Idle, finished + ctx.keepalive.unwrap_or_default()),
+        false => (Phase::Head, finished + ctx.header_timeout),
     };
     if keep_alive {
         Served::KeepAlive
@@ -1125,7 +1171,7 @@ impl<'a> Exchange<'a> {
             self.buffers.pending.extend_from_slice(data);
             if self.buffers.pending.len() >= RESPONSE_BUFFER {
                 let mut pending = std::mem::take(&mut self.buffers.pending);
-                self.commit(false);
+                self.commit(false, Instant::now());
                 self.send_body(&pending);
                 pending.clear();
                 self.buffers.pending = pending;
@@ -1140,8 +1186,9 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// Decides framing and keep-alive and sends the head (plus nothing else).
-    fn commit(&mut self, final_: bool) {
+    /// Decides framing and keep-alive and sends the head (with the whole body if `final_`);
+    /// `now` dates it.
+    fn commit(&mut self, final_: bool, now: Instant) {
         let ctx = self.ctx;
         if !final_ {
             // A streamed response: its pieces must not wait for ACKs (Nagle's algorithm).
@@ -1174,21 +1221,27 @@ impl<'a> Exchange<'a> {
         } else {
             &self.reason
         };
-        let _ = write!(head, "HTTP/1.1 {} ", self.status);
+        head.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(&mut head, u64::from(self.status));
+        head.push(b' ');
         head.extend_from_slice(reason);
-        with_date(|date| {
-            let _ = write!(head, "\r\nServer: ferricorn\r\nDate: {date}\r\n");
-        });
+        head.extend_from_slice(b"\r\nServer: ferricorn\r\nDate: ");
+        with_date(now, |date| head.extend_from_slice(date.as_bytes()));
+        head.extend_from_slice(b"\r\n");
         head.extend_from_slice(&self.buffers.headers);
         match self.out {
             BodyOut::Length(n) => {
-                let _ = write!(head, "Content-Length: {n}\r\n");
+                head.extend_from_slice(b"Content-Length: ");
+                push_decimal(&mut head, n);
+                head.extend_from_slice(b"\r\n");
             }
             BodyOut::Chunked => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             BodyOut::Nothing if self.is_head => {
                 let n = self.app_length.unwrap_or(self.buffers.pending.len() as u64);
                 if !http::status_has_no_body(self.status) {
-                    let _ = write!(head, "Content-Length: {n}\r\n");
+                    head.extend_from_slice(b"Content-Length: ");
+                    push_decimal(&mut head, n);
+                    head.extend_from_slice(b"\r\n");
                 }
             }
             _ => {}
@@ -1267,9 +1320,9 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// Completes the response after the app returned `status`; true if the connection may
-    /// serve another request.
-    fn finish(&mut self, status: i32) -> bool {
+    /// Completes the response after the app returned `status` at `now`; true if the
+    /// connection may serve another request.
+    fn finish(&mut self, status: i32, now: Instant) -> bool {
         if self.broken {
             // The client went away or stalled while writing: nothing more can be sent.
             return false;
@@ -1285,7 +1338,7 @@ impl<'a> Exchange<'a> {
             return false;
         }
         if self.out == BodyOut::Pending {
-            self.commit(true);
+            self.commit(true, now);
         } else if self.out == BodyOut::Chunked && !self.broken {
             self.broken = !write_all(
                 self.fd,
@@ -1331,7 +1384,8 @@ impl<'a> Exchange<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::chunk_size_line;
+    use super::{chunk_size_line, push_decimal, with_date};
+    use std::time::{Duration, Instant, SystemTime};
 
     #[test]
     fn chunk_size_lines_are_lower_hex() {
@@ -1340,5 +1394,28 @@ mod tests {
         assert_eq!(chunk_size_line(1000, &mut buf), b"3e8\r\n");
         let max = format!("{:x}\r\n", usize::MAX);
         assert_eq!(chunk_size_line(usize::MAX, &mut buf), max.as_bytes());
+    }
+
+    #[test]
+    fn decimals_without_fmt() {
+        for n in [0, 7, 200, 1000, 65535, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
+
+    #[test]
+    fn date_follows_the_wall_clock_across_seconds() {
+        let start = Instant::now();
+        let date_at = |t: Instant| with_date(t, |d| httpdate::parse_http_date(d).unwrap());
+        let first = date_at(start);
+        let wall = SystemTime::now();
+        assert!(first <= wall && wall.duration_since(first).unwrap() < Duration::from_secs(2));
+        // A reading from the same second reuses the text; one two seconds on formats anew.
+        assert_eq!(date_at(start), first);
+        std::thread::sleep(Duration::from_millis(2100));
+        let later = date_at(Instant::now());
+        assert!(later.duration_since(first).unwrap() >= Duration::from_secs(2));
     }
 }

@@ -262,6 +262,7 @@ fn serve_loop(shared: &Shared, thread: usize) {
             Ok(n) => n,
             Err(_) => continue,
         };
+        scratch.tick();
         if n == 0 && !shared.ctx.stopping.load(Ordering::Acquire) {
             // EPOLLEXCLUSIVE wakes one waiter per new connection; if that waiter's process
             // died or stopped before accepting, nobody else is woken for it. An idle thread
