@@ -29,7 +29,7 @@ const MAX_DRAIN: u64 = 1024 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes read and discarded while lingering.
 const MAX_LINGER_BYTES: usize = 1024 * 1024;
-/// Most bytes read from the socket per read(2).
+/// Most bytes read from the socket per recv(2).
 const READ_CHUNK: usize = 16 * 1024;
 /// A connection's first read buffer (allocated at its first read): a typical request head
 /// fits; it doubles as needed, up to what the head limits allow. Idle connections thus cost
@@ -119,7 +119,7 @@ pub struct Conn {
     lingered: usize,
     /// A TCP connection whose TCP_NODELAY is not set yet (set once it is kept alive).
     nodelay_pending: bool,
-    /// Within one [`drive`]: the last read(2) returned less than it asked for, so the socket
+    /// Within one [`drive`]: the last recv(2) returned less than it asked for, so the socket
     /// had nothing more, and epoll will report whatever arrives next. Reading again would
     /// only return EAGAIN (one system call per request saved, as nginx does).
     drained: bool,
@@ -304,9 +304,11 @@ fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::io::Result<(usize, b
     }
     let spare = buf.spare_capacity_mut();
     let want = spare.len().min(READ_CHUNK);
-    // SAFETY: read(2) writes at most `want` bytes into the vector's spare capacity, which is
+    // recv(2) rather than read(2): the socket call path, without the VFS read path's file
+    // position handling.
+    // SAFETY: recv writes at most `want` bytes into the vector's spare capacity, which is
     // allocated and unaliased; set_len below only covers bytes the kernel reported written.
-    let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+    let n = unsafe { libc::recv(fd.as_raw_fd(), spare.as_mut_ptr().cast(), want, 0) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
