@@ -279,6 +279,13 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
+/// Appends the field line `Content-Length: N` (RFC 9110 §8.6).
+fn push_content_length(head: &mut Vec<u8>, n: u64) {
+    head.extend_from_slice(b"Content-Length: ");
+    push_decimal(head, n);
+    head.extend_from_slice(b"\r\n");
+}
+
 /// The chunk-size line `HEX\r\n` for a chunk of `len` bytes (RFC 9112 §7.1), written at the
 /// end of `buf` without allocating (one per streamed write).
 fn chunk_size_line(mut len: usize, buf: &mut [u8; 18]) -> &[u8] {
@@ -1232,18 +1239,12 @@ impl<'a> Exchange<'a> {
         head.extend_from_slice(b"\r\n");
         head.extend_from_slice(&self.buffers.headers);
         match self.out {
-            BodyOut::Length(n) => {
-                head.extend_from_slice(b"Content-Length: ");
-                push_decimal(&mut head, n);
-                head.extend_from_slice(b"\r\n");
-            }
+            BodyOut::Length(n) => push_content_length(&mut head, n),
             BodyOut::Chunked => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             BodyOut::Nothing if self.is_head => {
                 let n = self.app_length.unwrap_or(self.buffers.pending.len() as u64);
                 if !http::status_has_no_body(self.status) {
-                    head.extend_from_slice(b"Content-Length: ");
-                    push_decimal(&mut head, n);
-                    head.extend_from_slice(b"\r\n");
+                    push_content_length(&mut head, n);
                 }
             }
             _ => {}
