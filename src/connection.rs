@@ -385,11 +385,16 @@ fn fail(ctx: &Context, conn: &mut Conn, reject: Reject) -> Next {
 
 /// Closes a connection whose client asked for it and sent nothing more: if nothing else
 /// arrived, close(2) at once, as nginx does (a lingering close costs a wakeup and two system
-/// calls per connection); otherwise the lingering close.
-fn close_asked(conn: &mut Conn) -> Next {
-    // Even after a short read: bytes the client sent meanwhile (a request pipelined behind
-    // `Connection: close`) would make close(2) send RST, which can cost the client the
-    // response (the conformance corpus sent byte by byte caught this).
+/// calls per connection); otherwise the lingering close. `promised`: see
+/// [`Served::CloseAsked`].
+fn close_asked(conn: &mut Conn, promised: bool) -> Next {
+    if promised && conn.drained {
+        // The last recv emptied the socket and the client may not send more.
+        return Next::Close;
+    }
+    // Bytes that arrived since the last recv (an HTTP/1.0 client pipelining, which nothing
+    // forbids it) would make close(2) send RST, which can cost the client the response (the
+    // conformance corpus sent byte by byte caught this): peek first.
     let mut probe = [0u8; 1];
     match nix::sys::socket::recv(
         conn.fd.as_raw_fd(),
@@ -459,7 +464,7 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, hangup: bool
                     // Half-close and drain rather than close(2): closing with unread input
                     // sends RST, which can destroy the response before the client reads it.
                     Served::Close => return start_linger(conn),
-                    Served::CloseAsked => return close_asked(conn),
+                    Served::CloseAsked { promised } => return close_asked(conn, promised),
                     Served::Reject(reject) => return fail(ctx, conn, reject),
                 },
                 Parsed::Invalid(reject) => return fail(ctx, conn, reject),
@@ -509,7 +514,11 @@ enum Served {
     /// The server ends the connection (or the exchange left input unread): lingering close.
     Close,
     /// The client asked to close and everything it sent was read: a plain close is safe.
-    CloseAsked,
+    /// `promised`: an HTTP/1.1 client that sent `Connection: close`, which must not send
+    /// anything more (RFC 9112 §9.6).
+    CloseAsked {
+        promised: bool,
+    },
     Reject(Reject),
 }
 
@@ -633,6 +642,7 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     // Body reads leave the socket in an unknown state: read it again before waiting.
     conn.drained &= !exchange.read_socket;
     scratch.buffers = exchange.take_buffers();
+    let promised = head.minor == 1;
     let asked_close = !sem.keep_alive
         && status == abi::FC_OK
         && exchange.failure.is_none()
@@ -648,7 +658,7 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     if keep_alive {
         Served::KeepAlive
     } else if asked_close && conn.buf.is_empty() {
-        Served::CloseAsked
+        Served::CloseAsked { promised }
     } else {
         Served::Close
     }
