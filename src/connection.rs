@@ -264,19 +264,26 @@ fn with_date<R>(now: Instant, f: impl FnOnce(&str) -> R) -> R {
     })
 }
 
-/// Appends the decimal digits of `n` (status codes, Content-Length) without `fmt`.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
+/// Writes `n` in base `radix` (10 or 16, lower-case) right-aligned at the end of `tail`,
+/// without `fmt`; returns the index of the first digit. `tail` must hold the digits (20 for
+/// any u64 in decimal, 16 in hex).
+fn write_digits(mut n: u64, radix: u64, tail: &mut [u8]) -> usize {
+    let mut at = tail.len();
     loop {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
+        tail[at] = b"0123456789abcdef"[(n % radix) as usize];
+        n /= radix;
         if n == 0 {
-            break;
+            return at;
         }
     }
-    out.extend_from_slice(&digits[at..]);
+}
+
+/// Appends the decimal digits of `n` (status codes, Content-Length).
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let start = write_digits(n, 10, &mut digits);
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// Appends the field line `Content-Length: N` (RFC 9110 §8.6).
@@ -288,18 +295,11 @@ fn push_content_length(head: &mut Vec<u8>, n: u64) {
 
 /// The chunk-size line `HEX\r\n` for a chunk of `len` bytes (RFC 9112 §7.1), written at the
 /// end of `buf` without allocating (one per streamed write).
-fn chunk_size_line(mut len: usize, buf: &mut [u8; 18]) -> &[u8] {
+fn chunk_size_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
     buf[16] = b'\r';
     buf[17] = b'\n';
-    let mut start = 16;
-    loop {
-        start -= 1;
-        buf[start] = b"0123456789abcdef"[len & 0xf];
-        len >>= 4;
-        if len == 0 {
-            return &buf[start..];
-        }
-    }
+    let start = write_digits(len as u64, 16, &mut buf[..16]);
+    &buf[start..]
 }
 
 /// Reads up to READ_CHUNK bytes from `fd`, appending to `buf` (allocated at FIRST_BUFFER
