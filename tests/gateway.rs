@@ -286,11 +286,8 @@ fn body_limits_give_413_before_or_while_reading() {
 #[test]
 fn stalled_body_gets_408_when_nothing_was_sent() {
     let server = Server::start("echo", "workers: 1\ntimeout: 2\n", &[]);
-    let mut stream = server.connect();
-    stream
-        .write_all(b"POST /raw HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
-        .unwrap();
-    let response = read_response(&mut BufReader::new(stream)).unwrap();
+    let response =
+        server.send(b"POST /raw HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789");
     assert_eq!(response.status, 408);
     assert!(response.closes());
     assert_eq!(server.get("/raw").status, 200, "the worker still serves");

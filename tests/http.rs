@@ -209,11 +209,7 @@ fn streamed_response_is_chunked_and_complete() {
 #[test]
 fn http10_response_without_length_is_close_delimited() {
     let server = Server::start("chaos", "workers: 1\n", &[]);
-    let mut stream = server.connect();
-    stream
-        .write_all(b"GET /stream?chunks=20&size=1000 HTTP/1.0\r\n\r\n")
-        .unwrap();
-    let response = read_response(&mut BufReader::new(stream)).unwrap();
+    let response = server.send(b"GET /stream?chunks=20&size=1000 HTTP/1.0\r\n\r\n");
     assert_eq!(response.header("transfer-encoding"), None);
     assert_eq!(response.body.len(), 20_000);
 }
