@@ -99,6 +99,8 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Longest header field line (with CRLF); longer gets 431. 0 = 8190." },
     Setting { name: "limit_request_body", flag: "limit-request-body", short: None, kind: int(0, u64::MAX, "bytes"), default: "0",
         doc: "Largest request body; larger gets 413. 0 = unlimited." },
+    Setting { name: "limit_request_head", flag: "limit-request-head", short: None, kind: int(256, 16 << 20, "bytes"), default: "65536",
+        doc: "Most bytes of a request head (request-line and field lines with their CRLFs) and of a trailer section; more gets 431." },
     Setting { name: "pidfile", flag: "pid", short: Some('p'), kind: Kind::Text, default: "null",
         doc: "File the master writes its PID to (removed at exit)." },
     Setting { name: "user", flag: "user", short: Some('u'), kind: Kind::Account { group: false }, default: "null",
@@ -203,6 +205,9 @@ pub struct Config {
     pub limit_request_field_size: usize,
     /// `limit_request_body` in bytes; `None` = unlimited.
     pub limit_request_body: Option<u64>,
+    /// `limit_request_head` in bytes: the whole request head (or trailer section), line ends
+    /// included (SPEC §2; nginx's `large_client_header_buffers` total plays this part).
+    pub limit_request_head: usize,
     /// `pidfile`.
     pub pidfile: Option<PathBuf>,
     /// `user`: uid the workers switch to; `None` = unchanged.
@@ -634,6 +639,7 @@ impl Config {
             limit_request_fields: r.or("limit_request_fields", 32768),
             limit_request_field_size: r.or("limit_request_field_size", 8190),
             limit_request_body: Some(r.int("limit_request_body")).filter(|&n| n > 0),
+            limit_request_head: r.int("limit_request_head") as usize,
             pidfile: r.text("pidfile").map(PathBuf::from),
             user,
             group,

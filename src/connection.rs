@@ -1,6 +1,7 @@
-//! One client connection: reading request heads without holding a thread, serving each
-//! complete request through the gateway (body in, response out), keep-alive, pipelining,
-//! error responses and lingering close (SPEC §4).
+//! The connection driver: a thin layer of I/O around the protocol state machine
+//! ([`crate::proto::ServerConn`]): recv(2) into the connection's buffer, the head's events,
+//! the gateway call with the responder callbacks, writev(2) of the bytes the machine frames,
+//! timers, error responses and lingering close (SPEC §4).
 //!
 //! A connection is driven by whichever worker thread epoll wakes for it (EPOLLONESHOT, so one
 //! at a time). [`drive`] runs until the connection would block, then the worker re-arms it.
@@ -8,8 +9,10 @@
 use crate::access_log::{AccessEntry, AccessFormat};
 use crate::config::LogLevel;
 use crate::gateway::App;
-use crate::http::{self, ChunkedDecoder, Framing, Head, Limits, Parsed, Reject};
+use crate::http::{self, Framing, Head, Limits, Reject};
 use crate::logging;
+use crate::proto::response::{ResponseBuffers, ResponseError};
+use crate::proto::{Event, Outcome, ServerConn, Unread};
 use ferricorn_sdk::abi::{self, FcField, FcRequest, FcResponder, FcStr};
 use std::cell::RefCell;
 use std::ffi::c_void;
@@ -19,9 +22,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Bytes of response body buffered before the head is sent; a response that fits is sent with
-/// Content-Length in one write, a longer one without a length is chunked.
-const RESPONSE_BUFFER: usize = 16 * 1024;
 /// Most request-body bytes read and discarded after the app returns without reading them all;
 /// past this the connection is closed instead of kept alive.
 const MAX_DRAIN: u64 = 1024 * 1024;
@@ -113,9 +113,12 @@ pub struct Conn {
     pub phase: Phase,
     /// When the current phase times out.
     pub deadline: Instant,
+    /// Unconsumed input: the next request's head (and what follows it) starts at byte 0.
     buf: Vec<u8>,
+    /// Body bytes the app's thread read from the socket after `buf` ran out.
     stage: Vec<u8>,
-    head: Head,
+    /// The protocol state.
+    proto: ServerConn,
     lingered: usize,
     /// A TCP connection whose TCP_NODELAY is not set yet (set once it is kept alive).
     nodelay_pending: bool,
@@ -135,10 +138,10 @@ pub enum Next {
 }
 
 impl Conn {
-    /// A freshly accepted connection, idle until its first byte (deadline: header_timeout).
-    /// A connection accepted on listener `listener` from `remote` (REMOTE_ADDR, REMOTE_PORT);
-    /// `is_tcp` for TCP (TCP_NODELAY is set once the connection is kept alive: a connection
-    /// that ends after one response, written in one writev, does not need it).
+    /// A connection accepted on listener `listener` from `remote` (REMOTE_ADDR, REMOTE_PORT),
+    /// waiting for its first request (deadline: header_timeout); `is_tcp` for TCP
+    /// (TCP_NODELAY is set once the connection is kept alive: a connection that ends after
+    /// one response, written in one writev, does not need it).
     pub fn new(
         fd: OwnedFd,
         listener: usize,
@@ -155,7 +158,7 @@ impl Conn {
             deadline: Instant::now() + ctx.header_timeout,
             buf: Vec::new(),
             stage: Vec::new(),
-            head: Head::default(),
+            proto: ServerConn::new(ctx.limits),
             lingered: 0,
             nodelay_pending: is_tcp,
             drained: false,
@@ -169,34 +172,12 @@ pub struct Scratch {
     thread: usize,
     fields: Vec<FcField>,
     path: Vec<u8>,
+    /// Lent to each exchange's response and taken back (no allocation per request once
+    /// grown, and idle connections hold none).
     buffers: ResponseBuffers,
     /// The monotonic clock as last read by this thread: at each wakeup ([`Scratch::tick`])
     /// and after each app call. Deadlines are counted from it.
     now: Instant,
-}
-
-/// The response's byte buffers, lent to each exchange and taken back (no allocation per
-/// request once they have grown).
-#[derive(Default)]
-struct ResponseBuffers {
-    /// The app's validated header fields, serialized.
-    headers: Vec<u8>,
-    /// Where start_response builds them before they replace `headers`.
-    staging: Vec<u8>,
-    /// The response head being sent.
-    head: Vec<u8>,
-    /// Body bytes buffered before the head is sent.
-    pending: Vec<u8>,
-}
-
-impl ResponseBuffers {
-    fn cleared(mut self) -> ResponseBuffers {
-        self.headers.clear();
-        self.staging.clear();
-        self.head.clear();
-        self.pending.clear();
-        self
-    }
 }
 
 impl Scratch {
@@ -262,44 +243,6 @@ fn with_date<R>(now: Instant, f: impl FnOnce(&str) -> R) -> R {
         }
         f(&cache.text)
     })
-}
-
-/// Writes `n` in base `radix` (10 or 16, lower-case) right-aligned at the end of `tail`,
-/// without `fmt`; returns the index of the first digit. `tail` must hold the digits (20 for
-/// any u64 in decimal, 16 in hex).
-fn write_digits(mut n: u64, radix: u64, tail: &mut [u8]) -> usize {
-    let mut at = tail.len();
-    loop {
-        at -= 1;
-        tail[at] = b"0123456789abcdef"[(n % radix) as usize];
-        n /= radix;
-        if n == 0 {
-            return at;
-        }
-    }
-}
-
-/// Appends the decimal digits of `n` (status codes, Content-Length).
-fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let start = write_digits(n, 10, &mut digits);
-    out.extend_from_slice(&digits[start..]);
-}
-
-/// Appends the field line `Content-Length: N` (RFC 9110 §8.6).
-fn push_content_length(head: &mut Vec<u8>, n: u64) {
-    head.extend_from_slice(b"Content-Length: ");
-    push_decimal(head, n);
-    head.extend_from_slice(b"\r\n");
-}
-
-/// The chunk-size line `HEX\r\n` for a chunk of `len` bytes (RFC 9112 §7.1), written at the
-/// end of `buf` without allocating (one per streamed write).
-fn chunk_size_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
-    buf[16] = b'\r';
-    buf[17] = b'\n';
-    let start = write_digits(len as u64, 16, &mut buf[..16]);
-    &buf[start..]
 }
 
 /// Reads up to READ_CHUNK bytes from `fd`, appending to `buf` (allocated at FIRST_BUFFER
@@ -382,7 +325,6 @@ fn fail(ctx: &Context, conn: &mut Conn, reject: Reject) -> Next {
     send_error(conn.fd.as_fd(), reject.status, "", ctx.stall_timeout);
     start_linger(conn)
 }
-
 /// Closes a connection whose client asked for it and sent nothing more: if nothing else
 /// arrived, close(2) at once, as nginx does (a lingering close costs a wakeup and two system
 /// calls per connection); otherwise the lingering close. `promised`: see
@@ -443,11 +385,8 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, hangup: bool
     conn.drained = false;
     loop {
         if !conn.buf.is_empty() {
-            let mut head = std::mem::take(&mut conn.head);
-            let parsed = http::parse_head(&conn.buf, &ctx.limits, &mut head);
-            conn.head = head;
-            match parsed {
-                Parsed::Complete => match serve(ctx, conn, scratch) {
+            match conn.proto.next_event(&conn.buf, READ_CHUNK) {
+                Event::Request => match serve(ctx, conn, scratch) {
                     Served::KeepAlive => {
                         if conn.nodelay_pending {
                             // Keep-alive responses must not wait for the client's ACK of the
@@ -465,10 +404,11 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, hangup: bool
                     // sends RST, which can destroy the response before the client reads it.
                     Served::Close => return start_linger(conn),
                     Served::CloseAsked { promised } => return close_asked(conn, promised),
-                    Served::Reject(reject) => return fail(ctx, conn, reject),
                 },
-                Parsed::Invalid(reject) => return fail(ctx, conn, reject),
-                Parsed::Partial => {}
+                Event::Reject(reject) => return fail(ctx, conn, reject),
+                Event::NeedData(_) => {}
+                // Between exchanges the machine reads heads; anything else means it is done.
+                _ => return start_linger(conn),
             }
         }
         if conn.drained {
@@ -519,15 +459,10 @@ enum Served {
     CloseAsked {
         promised: bool,
     },
-    Reject(Reject),
 }
 
-/// Serves the complete head at the start of `conn.buf`.
-fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
-    let sem = match http::semantics(&conn.buf, &conn.head, &ctx.limits) {
-        Ok(sem) => sem,
-        Err(reject) => return Served::Reject(reject),
-    };
+/// Counts a request and asks for a replacement once max_requests is reached.
+fn count_request(ctx: &Context) {
     let count = ctx.requests.fetch_add(1, Ordering::Relaxed) + 1;
     if ctx.max_requests > 0
         && count >= ctx.max_requests
@@ -539,6 +474,11 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
             "Autorestarting worker after {count} requests (max_requests): asking for a replacement"
         ));
     }
+}
+
+/// Serves the request whose head the machine found at the start of `conn.buf`.
+fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
+    count_request(ctx);
     let Conn {
         fd,
         listener,
@@ -546,10 +486,13 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         remote_port,
         buf,
         stage,
-        head,
+        proto,
         ..
     } = conn;
     let buf_all: &[u8] = buf;
+    // The head's ranges, held apart while the exchange borrows the machine.
+    let head = proto.take_head();
+    let sem = proto.semantics();
     let (path, query) = http::split_target(&buf_all[head.target.clone()]);
     http::percent_decode(path, &mut scratch.path);
     scratch.fields.clear();
@@ -582,24 +525,18 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         }),
         content_length: match sem.framing {
             Framing::Length(n) => n as i64,
-            Framing::None if field(buf_all, head, b"content-length").is_some() => 0,
+            Framing::None if field(buf_all, &head, b"content-length").is_some() => 0,
             _ => -1,
         },
         headers: scratch.fields.as_ptr(),
         header_count: scratch.fields.len(),
     };
     stage.clear();
-    let is_head = &buf_all[head.method.clone()] == b"HEAD";
-    let mut exchange = Exchange::new(
-        ctx,
-        fd.as_fd(),
-        head,
-        &buf_all[head.len..],
-        stage,
-        sem,
-        is_head,
-    );
-    exchange.buffers = std::mem::take(&mut scratch.buffers);
+    proto.lend(std::mem::take(&mut scratch.buffers));
+    with_date(scratch.now, |date| proto.response().set_date(date));
+    proto.response().allow_keep_alive =
+        ctx.keepalive.is_some() && !ctx.stopping.load(Ordering::Acquire);
+    let mut exchange = Exchange::new(ctx, fd.as_fd(), proto, &buf_all[head.len..], stage);
     let responder = exchange.responder();
     // The clock is read once per wakeup (scratch.now) and once after the app returns; access
     // logging wants this request's own start.
@@ -621,33 +558,29 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     }
     let finished = Instant::now();
     scratch.now = finished;
-    let keep_alive = exchange.finish(status, finished);
+    let outcome = exchange.finish(status, finished);
     if let (Some(status), Some(why)) = (exchange.failure, exchange.body_error) {
         debug_rejected(remote_addr, remote_port, Reject { status, why });
     }
     if logging::access_enabled() {
         let facts = RequestFacts {
             buf: buf_all,
-            head,
+            head: &head,
             remote_addr,
             path: &scratch.path,
             query,
             protocol,
             started,
         };
-        log_access(ctx, &facts, &exchange);
+        log_access(ctx, &facts, &mut exchange);
     }
     let consumed = head.len + exchange.pre_pos;
     let stage_pos = exchange.stage_pos;
     // Body reads leave the socket in an unknown state: read it again before waiting.
     conn.drained &= !exchange.read_socket;
-    scratch.buffers = exchange.take_buffers();
-    let promised = head.minor == 1;
-    let asked_close = !sem.keep_alive
-        && status == abi::FC_OK
-        && exchange.failure.is_none()
-        && matches!(exchange.body, BodyIn::Done);
     drop(exchange);
+    scratch.buffers = proto.reclaim();
+    proto.put_head(head);
     buf.drain(..consumed);
     buf.extend_from_slice(&stage[stage_pos..]);
     // Bytes already buffered are the start of the next (pipelined) head.
@@ -655,12 +588,13 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         true => (Phase::Idle, finished + ctx.keepalive.unwrap_or_default()),
         false => (Phase::Head, finished + ctx.header_timeout),
     };
-    if keep_alive {
-        Served::KeepAlive
-    } else if asked_close && conn.buf.is_empty() {
-        Served::CloseAsked { promised }
-    } else {
-        Served::Close
+    match outcome {
+        Outcome::KeepAlive => Served::KeepAlive,
+        Outcome::Close {
+            client_asked: true,
+            promised,
+        } if conn.buf.is_empty() => Served::CloseAsked { promised },
+        Outcome::Close { .. } => Served::Close,
     }
 }
 
@@ -695,9 +629,12 @@ fn response_field<'h>(headers: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
         .map(|(_, v)| v)
 }
 
-fn log_access(ctx: &Context, r: &RequestFacts<'_>, exchange: &Exchange<'_>) {
+fn log_access(ctx: &Context, r: &RequestFacts<'_>, exchange: &mut Exchange<'_>) {
     let request_header = |name: &str| field(r.buf, r.head, name.as_bytes());
-    let response_header = |name: &str| response_field(&exchange.buffers.headers, name.as_bytes());
+    let response = exchange.proto.response();
+    let (status, body_bytes) = (response.sent_status(), response.body_sent());
+    let headers = &response.buffers.headers;
+    let response_header = |name: &str| response_field(headers, name.as_bytes());
     let entry = AccessEntry {
         remote_addr: r.remote_addr,
         request_line: &r.buf[r.head.request_line.clone()],
@@ -705,8 +642,8 @@ fn log_access(ctx: &Context, r: &RequestFacts<'_>, exchange: &Exchange<'_>) {
         path: r.path,
         query: r.query,
         protocol: std::str::from_utf8(r.protocol).unwrap_or("-"),
-        status: exchange.sent_status,
-        body_bytes: exchange.body_sent,
+        status,
+        body_bytes,
         elapsed: r.started.elapsed(),
         request_header: &request_header,
         response_header: &response_header,
@@ -714,62 +651,29 @@ fn log_access(ctx: &Context, r: &RequestFacts<'_>, exchange: &Exchange<'_>) {
     logging::access(&ctx.access_format.render(&entry));
 }
 
-/// The request body as the server decodes it.
-enum BodyIn {
-    Length(u64),
-    Chunked(Box<ChunkedDecoder>),
-    Done,
-}
-
-/// How the response body is framed on the wire (RFC 9112 §6.1–6.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BodyOut {
-    /// Not decided yet (head not sent).
-    Pending,
-    /// Content-Length: the body has exactly this many bytes.
-    Length(u64),
-    /// Chunked transfer coding.
-    Chunked,
-    /// HTTP/1.0 without a length: the body ends when the connection closes.
-    UntilClose,
-    /// No body is sent (HEAD, 204, 304).
-    Nothing,
-}
-
-/// One request/response exchange: the state behind the responder the app calls.
+/// One request/response exchange: the state behind the responder the app calls, between
+/// the app and the protocol machine.
 struct Exchange<'a> {
     ctx: &'a Context,
     fd: BorrowedFd<'a>,
-    minor: u8,
-    is_head: bool,
-    client_keep_alive: bool,
-    // Request body.
+    proto: &'a mut ServerConn,
+    /// Input after the head already in the connection's buffer.
     pre: &'a [u8],
     pre_pos: usize,
+    /// Input the app's body reads brought in after `pre` ran out.
     stage: &'a mut Vec<u8>,
     stage_pos: usize,
-    body: BodyIn,
-    body_read: u64,
-    expect_continue: bool,
-    trailers: Vec<(Vec<u8>, Vec<u8>)>,
     trailer_fields: Vec<FcField>,
     /// A status to answer instead of the app's response, if nothing was sent yet.
     failure: Option<u16>,
-    /// Why the request body was refused (400/408/413), for the debug log.
+    /// Why the request body was refused (400/408/413/431), for the debug log.
     body_error: Option<&'static str>,
-    // Response.
-    status: u16,
-    reason: Vec<u8>,
-    /// headers, staging, head, pending: see [`ResponseBuffers`].
-    buffers: ResponseBuffers,
-    app_length: Option<u64>,
-    out: BodyOut,
-    body_sent: u64,
-    sent_status: u16,
-    keep_alive: bool,
+    /// The client went away or stalled: nothing more can be sent.
     broken: bool,
     /// The exchange read from the socket (request body).
     read_socket: bool,
+    /// TCP_NODELAY was set for a response sent while the app runs.
+    streaming: bool,
 }
 
 fn guard(f: impl FnOnce() -> i32) -> i32 {
@@ -823,6 +727,13 @@ unsafe extern "C" fn cb_write(ctx: *mut c_void, data: *const u8, len: usize) -> 
     })
 }
 
+unsafe extern "C" fn cb_flush(ctx: *mut c_void) -> i32 {
+    guard(|| {
+        // SAFETY: ctx is the exchange of this handle call.
+        let ex = unsafe { exchange(ctx) };
+        ex.flush()
+    })
+}
 unsafe extern "C" fn cb_read_body(ctx: *mut c_void, buf: *mut u8, cap: usize) -> i64 {
     catch_unwind(AssertUnwindSafe(|| {
         if buf.is_null() || cap == 0 {
@@ -847,7 +758,7 @@ unsafe extern "C" fn cb_trailers(
     guard(|| {
         // SAFETY: ctx is the exchange of this handle call.
         let ex = unsafe { exchange(ctx) };
-        if !matches!(ex.body, BodyIn::Done) || out.is_null() || count.is_null() {
+        if !ex.proto.body_done() || out.is_null() || count.is_null() {
             return abi::FC_ERR_STATE;
         }
         // SAFETY: out and count are the app's valid out-pointers (checked non-null above).
@@ -878,48 +789,24 @@ impl<'a> Exchange<'a> {
     fn new(
         ctx: &'a Context,
         fd: BorrowedFd<'a>,
-        head: &'a Head,
+        proto: &'a mut ServerConn,
         pre: &'a [u8],
         stage: &'a mut Vec<u8>,
-        sem: http::Semantics,
-        is_head: bool,
     ) -> Exchange<'a> {
-        let limits = &ctx.limits;
-        let body = match sem.framing {
-            Framing::None => BodyIn::Done,
-            Framing::Length(n) => BodyIn::Length(n),
-            Framing::Chunked => BodyIn::Chunked(Box::new(ChunkedDecoder::new(
-                limits.field_size,
-                limits.fields,
-            ))),
-        };
         Exchange {
             ctx,
             fd,
-            minor: head.minor,
-            is_head,
-            client_keep_alive: sem.keep_alive,
+            proto,
             pre,
             pre_pos: 0,
             stage,
             stage_pos: 0,
-            expect_continue: sem.expect_continue && !matches!(body, BodyIn::Done),
-            body,
-            body_read: 0,
-            trailers: Vec::new(),
             trailer_fields: Vec::new(),
             failure: None,
             body_error: None,
-            status: 200,
-            reason: Vec::new(),
-            buffers: ResponseBuffers::default(),
-            app_length: None,
-            out: BodyOut::Pending,
-            body_sent: 0,
-            sent_status: 0,
-            keep_alive: false,
             broken: false,
             read_socket: false,
+            streaming: false,
         }
     }
 
@@ -932,16 +819,15 @@ impl<'a> Exchange<'a> {
             read_body: cb_read_body,
             trailers: cb_trailers,
             log: cb_log,
+            flush: cb_flush,
         }
     }
 
     // ----- request body -----
 
-    /// Makes sure unread input is available (reading from the socket if needed).
+    /// Reads more input from the socket into the stage buffer once the buffered input is
+    /// used up, waiting at most stall_timeout for it.
     fn fill(&mut self) -> Result<(), i32> {
-        if self.pre_pos < self.pre.len() || self.stage_pos < self.stage.len() {
-            return Ok(());
-        }
         self.stage.clear();
         self.stage_pos = 0;
         // Bodies are read in large pieces (the stage buffer lives as long as the connection).
@@ -966,14 +852,13 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// The unread input and the body decoder, borrowed together.
-    fn input_and_body(&mut self) -> (&[u8], &mut BodyIn) {
-        let input = if self.pre_pos < self.pre.len() {
+    /// The unread input: the rest of the head's buffer, then the stage buffer.
+    fn input(&self) -> &[u8] {
+        if self.pre_pos < self.pre.len() {
             &self.pre[self.pre_pos..]
         } else {
             &self.stage[self.stage_pos..]
-        };
-        (input, &mut self.body)
+        }
     }
 
     fn advance(&mut self, n: usize) {
@@ -984,32 +869,20 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    fn send_continue(&mut self) -> Result<(), i32> {
-        if !self.expect_continue || self.out != BodyOut::Pending {
-            return Ok(());
-        }
-        self.expect_continue = false;
-        let msg = b"HTTP/1.1 100 Continue\r\n\r\n";
-        if write_all(self.fd, &mut [IoSlice::new(msg)], self.ctx.stall_timeout) {
-            Ok(())
-        } else {
-            Err(abi::FC_ERR_IO)
-        }
-    }
-
     /// Reads decoded body bytes into `out`: Ok(0) at the end; Err(status) on failure, which
-    /// also records the error status to answer (400, 408, 413) if nothing was sent yet.
+    /// also records the error status to answer (400, 408, 413, 431) if nothing was sent yet.
     fn read_body(&mut self, out: &mut [u8]) -> Result<usize, i32> {
-        if out.is_empty() || matches!(self.body, BodyIn::Done) {
+        if out.is_empty() || self.proto.body_done() {
             return Ok(0);
         }
-        self.send_continue()?;
+        self.proto.want_body();
+        self.send()?;
         let result = self.read_some(out);
         if let Err(status) = result {
-            self.body = BodyIn::Done;
             let (failure, why) = match status {
-                abi::FC_ERR_BAD_REQUEST => (400, self.body_error.unwrap_or("malformed body")),
-                abi::FC_ERR_TOO_LARGE => (413, "body exceeds limit_request_body"),
+                abi::FC_ERR_BAD_REQUEST | abi::FC_ERR_TOO_LARGE => {
+                    return result;
+                }
                 abi::FC_ERR_TIMEOUT => (408, "body stalled past timeout"),
                 _ => {
                     self.broken = true;
@@ -1024,159 +897,119 @@ impl<'a> Exchange<'a> {
 
     fn read_some(&mut self, out: &mut [u8]) -> Result<usize, i32> {
         loop {
-            match &mut self.body {
-                BodyIn::Done => return Ok(0),
-                BodyIn::Length(0) => {
-                    self.body = BodyIn::Done;
-                    return Ok(0);
-                }
-                BodyIn::Length(_) => {
-                    self.fill()?;
-                    // `fill` does not change the body state: this is still Length.
-                    let (input, BodyIn::Length(remaining)) = self.input_and_body() else {
-                        return Err(abi::FC_ERR_APP);
-                    };
-                    let n = input
-                        .len()
-                        .min(out.len())
-                        .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
-                    out[..n].copy_from_slice(&input[..n]);
-                    *remaining -= n as u64;
-                    self.advance(n);
-                    self.body_read += n as u64;
+            let input = if self.pre_pos < self.pre.len() {
+                &self.pre[self.pre_pos..]
+            } else {
+                &self.stage[self.stage_pos..]
+            };
+            match self.proto.next_event(input, out.len()) {
+                Event::Data(range) => {
+                    let n = range.len();
+                    out[..n].copy_from_slice(&input[range.clone()]);
+                    self.advance(range.end);
                     return Ok(n);
                 }
-                BodyIn::Chunked(decoder) if decoder.is_done() => {
-                    self.finish_trailers()?;
+                Event::EndOfMessage(used) => {
+                    self.advance(used);
+                    self.expose_trailers();
                     return Ok(0);
                 }
-                BodyIn::Chunked(_) => {
-                    self.fill()?;
-                    let room = http::body_room(self.ctx.limits.body, self.body_read, out.len());
-                    // `fill` does not change the body state: this is still Chunked.
-                    let (input, BodyIn::Chunked(decoder)) = self.input_and_body() else {
-                        return Err(abi::FC_ERR_APP);
-                    };
-                    let decoded = decoder.decode(input, &mut out[..room]);
-                    let (used, produced) = match decoded {
-                        Ok(counts) => counts,
-                        Err(http::ChunkError::Malformed(why)) => {
-                            self.body_error = Some(why);
-                            return Err(abi::FC_ERR_BAD_REQUEST);
-                        }
-                    };
+                Event::NeedData(used) => {
                     self.advance(used);
-                    self.body_read += produced as u64;
-                    if self.ctx.limits.body.is_some_and(|max| self.body_read > max) {
-                        return Err(abi::FC_ERR_TOO_LARGE);
-                    }
-                    if produced > 0 {
-                        return Ok(produced);
+                    if self.input().is_empty() {
+                        self.fill()?;
                     }
                 }
+                Event::Reject(reject) => {
+                    self.failure = Some(reject.status);
+                    self.body_error = Some(reject.why);
+                    return Err(match reject.status {
+                        413 => abi::FC_ERR_TOO_LARGE,
+                        _ => abi::FC_ERR_BAD_REQUEST,
+                    });
+                }
+                Event::Request | Event::Paused | Event::Closed => return Ok(0),
             }
         }
     }
 
-    /// Parses the trailer section once the chunked body is done and exposes it to the app.
-    /// Fields forbidden in trailers (RFC 9110 §6.5.1) make the request a 400.
-    fn finish_trailers(&mut self) -> Result<(), i32> {
-        let BodyIn::Chunked(decoder) = std::mem::replace(&mut self.body, BodyIn::Done) else {
-            return Ok(());
-        };
-        self.trailers =
-            http::parse_trailers(decoder.trailers(), self.ctx.limits.fields).map_err(|r| {
-                self.body_error = Some(r.why);
-                abi::FC_ERR_BAD_REQUEST
-            })?;
+    /// Gives the app the trailer fields of a finished chunked body.
+    fn expose_trailers(&mut self) {
         self.trailer_fields = self
-            .trailers
+            .proto
+            .trailers()
             .iter()
             .map(|(n, v)| FcField {
                 name: FcStr::new(n),
                 value: FcStr::new(v),
             })
             .collect();
-        Ok(())
     }
 
     // ----- response -----
 
+    /// Sends the bytes the machine framed so far; a send while the app still runs is a
+    /// streamed response, whose pieces must not wait for ACKs (Nagle's algorithm).
+    fn send(&mut self) -> Result<(), i32> {
+        let out = std::mem::take(&mut self.proto.response().buffers.out);
+        if !out.is_empty()
+            && !self.broken
+            && !write_all(self.fd, &mut [IoSlice::new(&out)], self.ctx.stall_timeout)
+        {
+            self.broken = true;
+        }
+        let response = self.proto.response();
+        response.buffers.out = out;
+        response.buffers.out.clear();
+        if self.broken {
+            Err(abi::FC_ERR_IO)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// [`send`](Self::send) during the app call: sets TCP_NODELAY first (fails harmlessly on
+    /// unix sockets).
+    fn stream(&mut self) -> i32 {
+        if !self.streaming {
+            self.streaming = true;
+            let _ = nix::sys::socket::setsockopt(
+                &self.fd,
+                nix::sys::socket::sockopt::TcpNoDelay,
+                &true,
+            );
+        }
+        match self.send() {
+            Ok(()) => abi::FC_OK,
+            Err(e) => e,
+        }
+    }
+
     fn start_response(&mut self, status: u16, reason: &[u8], fields: &[FcField]) -> i32 {
-        // The first body byte fixes the head, even while it is still buffered.
-        if self.out != BodyOut::Pending || !self.buffers.pending.is_empty() {
-            return abi::FC_ERR_STATE;
-        }
-        let mut headers = std::mem::take(&mut self.buffers.staging);
-        headers.clear();
-        let mut app_length = None;
-        let mut problem = None;
-        if !(200..=999).contains(&status) {
-            problem = Some(format!("invalid status {status}"));
-        } else if !http::is_field_value(reason) {
-            problem = Some("reason phrase contains a control character".into());
-        }
-        for field in fields {
+        let pairs = fields.iter().map(|field| {
             // SAFETY: the app's field strings are valid for this call (ABI contract).
-            let (name, value) = unsafe {
+            unsafe {
                 (
                     field.name.as_bytes().unwrap_or_default(),
                     field.value.as_bytes().unwrap_or_default(),
                 )
-            };
-            if !http::is_token(name) || !http::is_field_value(value) {
-                problem = Some(format!(
-                    "invalid header field {:?}",
-                    String::from_utf8_lossy(name)
+            }
+        });
+        match self.proto.response().start(status, reason, pairs) {
+            Ok(()) => {
+                self.failure = self.failure.filter(|&s| s != 500);
+                abi::FC_OK
+            }
+            Err(ResponseError::State) => abi::FC_ERR_STATE,
+            Err(ResponseError::Invalid(problem)) => {
+                logging::error(format_args!(
+                    "app {}: refused response: {problem}",
+                    self.ctx.app.name()
                 ));
-                break;
+                self.failure = Some(500);
+                abi::FC_ERR_INVALID
             }
-            if name.eq_ignore_ascii_case(b"content-length") {
-                match std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                {
-                    Some(n) => app_length = Some(n),
-                    None => {
-                        problem = Some("invalid Content-Length".into());
-                        break;
-                    }
-                }
-                continue;
-            }
-            // The server owns framing and connection management, Date and Server.
-            if [
-                &b"connection"[..],
-                b"transfer-encoding",
-                b"keep-alive",
-                b"date",
-                b"server",
-            ]
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h))
-            {
-                continue;
-            }
-            headers.extend_from_slice(name);
-            headers.extend_from_slice(b": ");
-            headers.extend_from_slice(value);
-            headers.extend_from_slice(b"\r\n");
         }
-        if let Some(problem) = problem {
-            logging::error(format_args!(
-                "app {}: refused response: {problem}",
-                self.ctx.app.name()
-            ));
-            self.failure = Some(500);
-            self.buffers.staging = headers;
-            return abi::FC_ERR_INVALID;
-        }
-        self.status = status;
-        self.reason = reason.to_vec();
-        self.buffers.staging = std::mem::replace(&mut self.buffers.headers, headers);
-        self.app_length = app_length;
-        self.failure = self.failure.filter(|&s| s != 500);
-        abi::FC_OK
     }
 
     fn write(&mut self, data: &[u8]) -> i32 {
@@ -1186,237 +1019,86 @@ impl<'a> Exchange<'a> {
         if self.failure == Some(500) {
             return abi::FC_ERR_STATE;
         }
-        if self.out == BodyOut::Pending {
-            self.buffers.pending.extend_from_slice(data);
-            if self.buffers.pending.len() >= RESPONSE_BUFFER {
-                let mut pending = std::mem::take(&mut self.buffers.pending);
-                self.commit(false, Instant::now());
-                self.send_body(&pending);
-                pending.clear();
-                self.buffers.pending = pending;
-            }
-        } else {
-            self.send_body(data);
+        match self.proto.response().write(data) {
+            Ok(true) => self.stream(),
+            Ok(false) => abi::FC_OK,
+            Err(_) => abi::FC_ERR_STATE,
         }
+    }
+
+    fn flush(&mut self) -> i32 {
         if self.broken {
-            abi::FC_ERR_IO
-        } else {
-            abi::FC_OK
+            return abi::FC_ERR_IO;
         }
+        if self.failure.is_some() {
+            return abi::FC_ERR_STATE;
+        }
+        self.proto.response().flush();
+        self.stream()
     }
 
-    /// Decides framing and keep-alive and sends the head (with the whole body if `final_`);
-    /// `now` dates it.
-    fn commit(&mut self, final_: bool, now: Instant) {
-        let ctx = self.ctx;
-        if !final_ {
-            // A streamed response: its pieces must not wait for ACKs (Nagle's algorithm).
-            // Fails harmlessly on unix sockets.
-            let _ = nix::sys::socket::setsockopt(
-                &self.fd,
-                nix::sys::socket::sockopt::TcpNoDelay,
-                &true,
-            );
-        }
-        self.out = if http::status_has_no_body(self.status) || self.is_head {
-            BodyOut::Nothing
-        } else if let Some(n) = self.app_length {
-            BodyOut::Length(n)
-        } else if final_ {
-            BodyOut::Length(self.buffers.pending.len() as u64)
-        } else if self.minor == 1 {
-            BodyOut::Chunked
-        } else {
-            BodyOut::UntilClose
-        };
-        self.keep_alive = self.client_keep_alive
-            && ctx.keepalive.is_some()
-            && !ctx.stopping.load(Ordering::Acquire)
-            && self.out != BodyOut::UntilClose;
-        let mut head = std::mem::take(&mut self.buffers.head);
-        head.clear();
-        let reason: &[u8] = if self.reason.is_empty() {
-            http::reason(self.status).as_bytes()
-        } else {
-            &self.reason
-        };
-        head.extend_from_slice(b"HTTP/1.1 ");
-        push_decimal(&mut head, u64::from(self.status));
-        head.push(b' ');
-        head.extend_from_slice(reason);
-        head.extend_from_slice(b"\r\nServer: ferricorn\r\nDate: ");
-        with_date(now, |date| head.extend_from_slice(date.as_bytes()));
-        head.extend_from_slice(b"\r\n");
-        head.extend_from_slice(&self.buffers.headers);
-        match self.out {
-            BodyOut::Length(n) => push_content_length(&mut head, n),
-            BodyOut::Chunked => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-            BodyOut::Nothing if self.is_head => {
-                let n = self.app_length.unwrap_or(self.buffers.pending.len() as u64);
-                if !http::status_has_no_body(self.status) {
-                    push_content_length(&mut head, n);
-                }
-            }
-            _ => {}
-        }
-        if !self.keep_alive {
-            head.extend_from_slice(b"Connection: close\r\n");
-        } else if self.minor == 0 {
-            head.extend_from_slice(b"Connection: keep-alive\r\n");
-        }
-        head.extend_from_slice(b"\r\n");
-        self.sent_status = self.status;
-        let mut pending = std::mem::take(&mut self.buffers.pending);
-        let body: &[u8] = if final_ && self.out != BodyOut::Nothing {
-            &pending
-        } else {
-            &[]
-        };
-        if !write_all(
-            self.fd,
-            &mut [IoSlice::new(&head), IoSlice::new(body)],
-            ctx.stall_timeout,
-        ) {
-            self.broken = true;
-        }
-        self.body_sent += body.len() as u64;
-        pending.clear();
-        self.buffers.pending = pending;
-        self.buffers.head = head;
-    }
-
-    /// Gives the response buffers back (cleared) for the next exchange.
-    fn take_buffers(&mut self) -> ResponseBuffers {
-        std::mem::take(&mut self.buffers).cleared()
-    }
-
-    fn send_body(&mut self, data: &[u8]) {
-        if data.is_empty() || self.broken {
-            return;
-        }
-        let timeout = self.ctx.stall_timeout;
-        let ok = match self.out {
-            BodyOut::Nothing | BodyOut::Pending => true,
-            BodyOut::Chunked => {
-                let mut line = [0u8; 18];
-                let size = chunk_size_line(data.len(), &mut line);
-                write_all(
-                    self.fd,
-                    &mut [
-                        IoSlice::new(size),
-                        IoSlice::new(data),
-                        IoSlice::new(b"\r\n"),
-                    ],
-                    timeout,
-                )
-            }
-            BodyOut::Length(n) => {
-                let room = n.saturating_sub(self.body_sent);
-                let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-                if take < data.len() {
-                    // More bytes than the app's Content-Length: sending them would corrupt the
-                    // next response on this connection.
-                    logging::error(format_args!(
-                        "app {}: wrote more than its Content-Length {n}",
-                        self.ctx.app.name()
-                    ));
-                    self.keep_alive = false;
-                }
-                write_all(self.fd, &mut [IoSlice::new(&data[..take])], timeout)
-            }
-            BodyOut::UntilClose => write_all(self.fd, &mut [IoSlice::new(data)], timeout),
-        };
-        if ok {
-            self.body_sent += data.len() as u64;
-        } else {
-            self.broken = true;
-        }
-    }
-
-    /// Completes the response after the app returned `status` at `now`; true if the
-    /// connection may serve another request.
-    fn finish(&mut self, status: i32, now: Instant) -> bool {
-        if self.broken {
-            // The client went away or stalled while writing: nothing more can be sent.
-            return false;
-        }
+    /// Completes the exchange after the app returned `status` at `now`: the rest of the
+    /// response (or the error that replaces it), then the unread body, then the keep-alive
+    /// decision.
+    fn finish(&mut self, status: i32, now: Instant) -> Outcome {
         if status != abi::FC_OK && self.failure.is_none() {
             self.failure = Some(500);
         }
-        if let Some(failure) = self.failure {
-            if self.out == BodyOut::Pending {
-                send_error(self.fd, failure, "", self.ctx.stall_timeout);
-                self.sent_status = failure;
+        let app = self.ctx.app.name();
+        let response = self.proto.response();
+        with_date(now, |date| response.set_date(date));
+        // The worker may have begun to stop while the app ran.
+        response.allow_keep_alive &= !self.ctx.stopping.load(Ordering::Acquire);
+        match self.failure {
+            Some(failure) => {
+                response.fail(failure);
             }
-            return false;
-        }
-        if self.out == BodyOut::Pending {
-            self.commit(true, now);
-        } else if self.out == BodyOut::Chunked && !self.broken {
-            self.broken = !write_all(
-                self.fd,
-                &mut [IoSlice::new(b"0\r\n\r\n")],
-                self.ctx.stall_timeout,
-            );
-        }
-        if let BodyOut::Length(n) = self.out {
-            if self.body_sent < n {
-                logging::error(format_args!(
-                    "app {}: response shorter than its Content-Length ({} of {n} bytes); closing",
-                    self.ctx.app.name(),
-                    self.body_sent
-                ));
-                return false;
+            None => {
+                response.end();
+                if response.overflowed() {
+                    logging::error(format_args!(
+                        "app {app}: wrote more than its Content-Length; the excess was dropped and the connection closes"
+                    ));
+                }
+                if let Some((sent, n)) = response.short() {
+                    logging::error(format_args!(
+                        "app {app}: response shorter than its Content-Length ({sent} of {n} bytes); closing"
+                    ));
+                }
             }
         }
-        self.keep_alive && !self.broken && self.drain_body()
+        if self.send().is_ok() && self.failure.is_none() {
+            self.drain_body();
+        }
+        if self.broken {
+            // The client went away or stalled: nothing more is read or sent.
+            self.proto.abort();
+        }
+        self.proto.finish()
     }
 
     /// Reads and discards what the app left of the request body, so the next request on the
-    /// connection starts at the right byte. False if that is not possible cheaply.
-    fn drain_body(&mut self) -> bool {
-        if matches!(self.body, BodyIn::Done) {
-            return true;
-        }
-        if self.expect_continue {
-            // The client waits for 100 Continue that will never come: it will not send the body.
-            return false;
+    /// connection starts at the right byte (at most MAX_DRAIN bytes; past that the
+    /// connection closes instead).
+    fn drain_body(&mut self) {
+        if self.proto.unread() != Unread::Body || !self.proto.response().keeps_alive() {
+            return;
         }
         let mut sink = [0u8; 8192];
-        let start = self.body_read;
-        while self.body_read - start <= MAX_DRAIN {
+        let start = self.proto.body_read();
+        while self.proto.body_read() - start <= MAX_DRAIN {
             match self.read_body(&mut sink) {
-                Ok(0) => return !self.broken,
+                Ok(0) | Err(_) => return,
                 Ok(_) => {}
-                Err(_) => return false,
             }
         }
-        false
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{chunk_size_line, push_decimal, with_date};
+    use super::with_date;
     use std::time::{Duration, Instant, SystemTime};
-
-    #[test]
-    fn chunk_size_lines_are_lower_hex() {
-        let mut buf = [0u8; 18];
-        assert_eq!(chunk_size_line(0, &mut buf), b"0\r\n");
-        assert_eq!(chunk_size_line(1000, &mut buf), b"3e8\r\n");
-        let max = format!("{:x}\r\n", usize::MAX);
-        assert_eq!(chunk_size_line(usize::MAX, &mut buf), max.as_bytes());
-    }
-
-    #[test]
-    fn decimals_without_fmt() {
-        for n in [0, 7, 200, 1000, 65535, u64::MAX] {
-            let mut out = b"x".to_vec();
-            push_decimal(&mut out, n);
-            assert_eq!(out, format!("x{n}").into_bytes());
-        }
-    }
 
     #[test]
     fn date_follows_the_wall_clock_across_seconds() {

@@ -1,10 +1,8 @@
-//! HTTP/1.1 message syntax (RFC 9112) and the rules ferricorn applies on top of httparse:
-//! limits, Host, message body framing, the chunked transfer coding, and the response head.
-//!
-//! Everything here is pure (bytes in, decisions out) so it is unit-tested and fuzzable apart
-//! from sockets.
+//! HTTP/1.1 vocabulary (RFC 9110, RFC 9112) shared by the protocol state machine
+//! ([`crate::proto`]) and the connection driver: limits, refusals, the parsed head, request
+//! semantics (Host, message body framing, Connection, Expect), request-targets, reason
+//! phrases and the server's own error responses. Everything here is pure.
 
-use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Request limits (SPEC §2, gunicorn's `limit_request_*`), already resolved (no zero).
@@ -18,13 +16,9 @@ pub struct Limits {
     pub field_size: usize,
     /// Largest body in bytes; `None` = unlimited; larger → 413.
     pub body: Option<u64>,
-}
-
-impl Limits {
-    /// The most bytes a request head may take before it is refused with 431.
-    pub fn max_head(&self) -> usize {
-        self.request_line + 2 + (self.fields + 1) * self.field_size + 2
-    }
+    /// Most bytes of a whole head (request-line, field lines, line ends) or trailer section;
+    /// more → 431 (`limit_request_head`).
+    pub head: usize,
 }
 
 /// An error answered by the server itself: the status and a reason for the debug log.
@@ -36,7 +30,8 @@ pub struct Reject {
     pub why: &'static str,
 }
 
-const fn reject(status: u16, why: &'static str) -> Reject {
+/// A [`Reject`] with `status` and `why`.
+pub const fn reject(status: u16, why: &'static str) -> Reject {
     Reject { status, why }
 }
 
@@ -66,142 +61,11 @@ pub struct Head {
     pub fields: Vec<FieldRange>,
 }
 
-/// Result of trying to parse a head from the start of a buffer.
-#[derive(Debug)]
-pub enum Parsed {
-    /// A complete head (in the `Head` passed in).
-    Complete,
-    /// More bytes are needed.
-    Partial,
-    /// The head is invalid: answer with this status and close.
-    Invalid(Reject),
-}
-
-fn range_in(buf: &[u8], part: &[u8]) -> Range<usize> {
-    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-    start..start + part.len()
-}
-
-/// Whether `line` (the start of a request-line) names an HTTP major version other than 1.
-fn other_major_version(line: &[u8]) -> bool {
-    line.windows(6)
-        .rev()
-        .find(|w| w.starts_with(b"HTTP/"))
-        .is_some_and(|w| (b'2'..=b'9').contains(&w[5]))
-}
-
-/// Checks the limits on the first bytes of a head, complete or not (RFC 9112 §3, gunicorn's
-/// limits): the request-line without CRLF at most `request_line` bytes (else 414), every
-/// further line, CRLF included, at most `field_size` bytes (else 431), the whole head at
-/// most [`Limits::max_head`] (else 431). Each rule only fails more as bytes arrive, so the
-/// verdict does not depend on how the head was split into reads.
-fn check_limits(buf: &[u8], limits: &Limits) -> Result<(), Reject> {
-    let mut lines = buf.split_inclusive(|&b| b == b'\n');
-    if let Some(first) = lines.next() {
-        let first = first.strip_suffix(b"\n").unwrap_or(first);
-        let first = first.strip_suffix(b"\r").unwrap_or(first);
-        if first.len() > limits.request_line {
-            return Err(reject(414, "request-line too long"));
-        }
-    }
-    if lines.any(|line| line.len() > limits.field_size) {
-        return Err(reject(431, "header field line too long"));
-    }
-    if buf.len() > limits.max_head() {
-        return Err(reject(431, "request head too large"));
-    }
-    Ok(())
-}
-
-/// The status for a head httparse refused: decided on the shortest prefix of `buf` that
-/// httparse refuses (found by bisection; refusal only persists as bytes arrive), so that the
-/// answer is the same however the head was split into reads.
-fn refusal(buf: &[u8], limits: &Limits) -> Reject {
-    let fails = |len: usize| {
-        let mut storage = vec![httparse::EMPTY_HEADER; limits.fields];
-        httparse::Request::new(&mut storage)
-            .parse(&buf[..len])
-            .err()
-    };
-    let (mut ok, mut bad) = (0, buf.len());
-    while bad - ok > 1 {
-        let mid = ok + (bad - ok) / 2;
-        if fails(mid).is_some() {
-            bad = mid;
-        } else {
-            ok = mid;
-        }
-    }
-    let prefix = &buf[..bad];
-    if let Err(r) = check_limits(prefix, limits) {
-        return r;
-    }
-    match fails(bad) {
-        Some(httparse::Error::TooManyHeaders) => reject(431, "too many header fields"),
-        Some(httparse::Error::Version) if other_major_version(prefix) => {
-            reject(505, "unsupported HTTP major version")
-        }
-        _ => reject(400, "malformed request head"),
-    }
-}
-
-/// Parses a request head at the start of `buf` into `head` (RFC 9112 §2–§5 via httparse),
-/// applying `limits`. Up to 128 fields are parsed into a stack array (no allocation).
-pub fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Parsed {
-    // Uninitialised field slots: httparse writes only those it fills (initialising all of
-    // them cost a 3 KiB memset per request).
-    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
-    let mut heap;
-    let storage: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.fields <= stack.len() {
-        &mut stack[..limits.fields]
-    } else {
-        heap = std::iter::repeat_with(MaybeUninit::uninit)
-            .take(limits.fields)
-            .collect::<Vec<_>>();
-        &mut heap
-    };
-    let mut req = httparse::Request::new(&mut []);
-    let len = match req.parse_with_uninit_headers(buf, storage) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => {
-            return match check_limits(buf, limits) {
-                Ok(()) => Parsed::Partial,
-                Err(r) => Parsed::Invalid(r),
-            }
-        }
-        Err(_) => return Parsed::Invalid(refusal(buf, limits)),
-    };
-    if let Err(r) = check_limits(&buf[..len], limits) {
-        return Parsed::Invalid(r);
-    }
-    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-        return Parsed::Invalid(reject(400, "incomplete request-line"));
-    };
-    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(0);
-    head.len = len;
-    head.method = range_in(buf, method.as_bytes());
-    head.target = range_in(buf, target.as_bytes());
-    head.request_line = 0..line_end - usize::from(line_end > 0 && buf[line_end - 1] == b'\r');
-    head.minor = minor;
-    head.fields.clear();
-    for field in req.headers.iter() {
-        // Field names containing `_` are dropped, as gunicorn and nginx do (SPEC §4): they are
-        // ambiguous with `-` once mapped to CGI variable names.
-        if field.name.contains('_') {
-            continue;
-        }
-        head.fields.push(FieldRange {
-            name: range_in(buf, field.name.as_bytes()),
-            value: range_in(buf, field.value),
-        });
-    }
-    Parsed::Complete
-}
-
 /// How the request's message body is delimited (RFC 9112 §6.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Framing {
     /// No body.
+    #[default]
     None,
     /// Exactly this many bytes.
     Length(u64),
@@ -210,7 +74,7 @@ pub enum Framing {
 }
 
 /// What the server needs to know about a request beyond its head's syntax.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Semantics {
     /// Body framing.
     pub framing: Framing,
@@ -430,164 +294,6 @@ pub fn percent_decode(input: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Errors from the chunked decoder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChunkError {
-    /// Malformed chunk framing (RFC 9112 §7.1): answered with 400.
-    Malformed(&'static str),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ChunkState {
-    Size { digits: u8 },
-    SizeSpace,
-    Extension,
-    SizeLf,
-    Data,
-    DataCr,
-    DataLf,
-    TrailerLine { len: usize },
-    TrailerLf { len: usize },
-    Done,
-}
-
-/// Most bytes of chunk extensions accepted per chunk line.
-pub const MAX_CHUNK_EXTENSION: usize = 4096;
-
-/// An incremental decoder for the chunked transfer coding (RFC 9112 §7.1), strict about
-/// framing: hex sizes without sign or overflow, CRLF line ends (bare LF rejected), extensions
-/// and trailers bounded.
-#[derive(Clone, Debug)]
-pub struct ChunkedDecoder {
-    state: ChunkState,
-    remaining: u64,
-    extension_len: usize,
-    max_trailer_line: usize,
-    max_trailers: usize,
-    trailers: Vec<u8>,
-}
-
-impl ChunkedDecoder {
-    /// A decoder whose trailer section may have up to `max_trailers` lines of at most
-    /// `max_trailer_line` bytes (the head limits apply to trailers too).
-    pub fn new(max_trailer_line: usize, max_trailers: usize) -> ChunkedDecoder {
-        ChunkedDecoder {
-            state: ChunkState::Size { digits: 0 },
-            remaining: 0,
-            extension_len: 0,
-            max_trailer_line,
-            max_trailers,
-            trailers: Vec::new(),
-        }
-    }
-
-    /// Whether the last chunk and the trailer section were read.
-    pub fn is_done(&self) -> bool {
-        self.state == ChunkState::Done
-    }
-
-    /// The raw trailer section (field lines with CRLF, ending with the empty line), once done.
-    pub fn trailers(&self) -> &[u8] {
-        &self.trailers
-    }
-
-    /// Decodes from `input` into `out`; returns (bytes consumed, bytes produced). Stops at
-    /// the end of the body (see [`is_done`](Self::is_done)), as soon as `out` is full (no
-    /// framing byte after the last data byte is looked at), or when `input` is exhausted.
-    /// An empty `out` consumes nothing.
-    pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Result<(usize, usize), ChunkError> {
-        let mut used = 0;
-        let mut produced = 0;
-        while used < input.len() && produced < out.len() && self.state != ChunkState::Done {
-            if self.state == ChunkState::Data {
-                let n = (input.len() - used)
-                    .min(out.len() - produced)
-                    .min(self.remaining as usize);
-                if n == 0 {
-                    break;
-                }
-                out[produced..produced + n].copy_from_slice(&input[used..used + n]);
-                used += n;
-                produced += n;
-                self.remaining -= n as u64;
-                if self.remaining == 0 {
-                    self.state = ChunkState::DataCr;
-                }
-                continue;
-            }
-            self.step(input[used])?;
-            used += 1;
-        }
-        Ok((used, produced))
-    }
-
-    fn step(&mut self, b: u8) -> Result<(), ChunkError> {
-        use ChunkState::*;
-        let bad = |why| Err(ChunkError::Malformed(why));
-        self.state = match (self.state, b) {
-            (Size { digits }, _) if b.is_ascii_hexdigit() => {
-                if digits >= 15 {
-                    return bad("chunk-size too large");
-                }
-                self.remaining = self.remaining << 4 | (b as char).to_digit(16).unwrap_or(0) as u64;
-                Size { digits: digits + 1 }
-            }
-            (Size { digits: 0 }, _) => return bad("chunk-size is not hexadecimal"),
-            (Size { .. } | SizeSpace, b' ' | b'\t') => SizeSpace,
-            (Size { .. } | SizeSpace, b';') => {
-                self.extension_len = 0;
-                Extension
-            }
-            (Size { .. } | SizeSpace | Extension, b'\r') => SizeLf,
-            (Size { .. } | SizeSpace, _) => return bad("invalid byte after chunk-size"),
-            (Extension, b'\n') => return bad("bare LF in chunk line"),
-            (Extension, _) => {
-                self.extension_len += 1;
-                if self.extension_len > MAX_CHUNK_EXTENSION {
-                    return bad("chunk extension too long");
-                }
-                if b < 0x20 && b != b'\t' || b == 0x7f {
-                    return bad("control character in chunk extension");
-                }
-                Extension
-            }
-            (SizeLf, b'\n') if self.remaining == 0 => TrailerLine { len: 0 },
-            (SizeLf, b'\n') => Data,
-            (SizeLf, _) => return bad("chunk line without LF after CR"),
-            (DataCr, b'\r') => DataLf,
-            (DataCr, _) => return bad("chunk data not followed by CRLF"),
-            (DataLf, b'\n') => {
-                self.remaining = 0;
-                Size { digits: 0 }
-            }
-            (DataLf, _) => return bad("chunk data not followed by CRLF"),
-            (TrailerLine { len }, b'\r') => TrailerLf { len },
-            (TrailerLine { .. }, b'\n') => return bad("bare LF in trailer section"),
-            (TrailerLine { len }, _) => {
-                if len + 3 > self.max_trailer_line {
-                    return bad("trailer field line too long");
-                }
-                self.trailers.push(b);
-                TrailerLine { len: len + 1 }
-            }
-            (TrailerLf { len }, b'\n') => {
-                self.trailers.extend_from_slice(b"\r\n");
-                if len == 0 {
-                    Done
-                } else if self.trailers.iter().filter(|&&c| c == b'\n').count() > self.max_trailers
-                {
-                    return bad("too many trailer fields");
-                } else {
-                    TrailerLine { len: 0 }
-                }
-            }
-            (TrailerLf { .. }, _) => return bad("trailer line without LF after CR"),
-            (Data | Done, _) => self.state,
-        };
-        Ok(())
-    }
-}
-
 /// The standard reason phrase for `status` (RFC 9110 §15), or "Unknown".
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -667,201 +373,30 @@ pub fn error_response(status: u16, date: &str, extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// How many bytes of `cap` the next read of a chunked body may decode, `read` bytes having
-/// been decoded so far: at most one byte past `limit` (`limit_request_body`), so a body over
-/// the limit is refused at the same byte however its reads were split, before any framing
-/// error behind that byte is seen.
-pub fn body_room(limit: Option<u64>, read: u64, cap: usize) -> usize {
-    match limit {
-        Some(max) => cap.min(usize::try_from(max.saturating_sub(read) + 1).unwrap_or(usize::MAX)),
-        None => cap,
-    }
-}
-
 /// A trailer field (RFC 9112 §7.1.2): name and value bytes.
 pub type Trailer = (Vec<u8>, Vec<u8>);
-
-/// Parses the raw trailer section a [`ChunkedDecoder`] collected (field lines, then the empty
-/// line) with the same field syntax as a head (RFC 9112 §5: no space before the colon, no
-/// obs-fold, no CTL), keeping at most `max_fields` fields; names with `_` are dropped as in
-/// heads. Errors: 400 for malformed syntax, too many fields, or a field that must not be a
-/// trailer ([`forbidden_in_trailers`]).
-pub fn parse_trailers(raw: &[u8], max_fields: usize) -> Result<Vec<Trailer>, Reject> {
-    if raw.is_empty() || raw == b"\r\n" {
-        return Ok(Vec::new());
-    }
-    let mut storage = vec![httparse::EMPTY_HEADER; max_fields.clamp(1, 1024)];
-    let fields = match httparse::parse_headers(raw, &mut storage) {
-        Ok(httparse::Status::Complete((_, fields))) => fields,
-        Ok(httparse::Status::Partial) => return Err(reject(400, "incomplete trailer section")),
-        Err(_) => return Err(reject(400, "malformed trailer field")),
-    };
-    let mut out = Vec::with_capacity(fields.len());
-    for field in fields.iter().filter(|f| !f.name.contains('_')) {
-        if forbidden_in_trailers(field.name.as_bytes()) {
-            return Err(reject(400, "field not allowed in trailers"));
-        }
-        out.push((field.name.as_bytes().to_vec(), field.value.to_vec()));
-    }
-    Ok(out)
-}
-
-/// One request as [`read_requests`] sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModelRequest {
-    /// The head's bytes (request-line and fields, with the final empty line).
-    pub head: Vec<u8>,
-    /// Framing decided by [`semantics`].
-    pub framing: Framing,
-    /// The decoded message body.
-    pub body: Vec<u8>,
-    /// Trailer fields of a chunked body.
-    pub trailers: Vec<Trailer>,
-}
-
-/// The reference model of how a connection consumes a request stream that arrives in
-/// `pieces` (any split of the same bytes must give the same result): heads parsed with
-/// [`parse_head`] on everything buffered so far, then [`semantics`], then the body by its
-/// framing ([`ChunkedDecoder`] for chunked, with `limits.body`), then the next pipelined
-/// request. Returns the complete requests in order and, if the stream was refused, the
-/// refusal (after which nothing more is read). An incomplete last request is neither.
-/// Used by the fuzz target (`tests/fuzz`) and the split property test.
-pub fn read_requests(pieces: &[&[u8]], limits: &Limits) -> (Vec<ModelRequest>, Option<Reject>) {
-    let mut requests = Vec::new();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut current: Option<(ModelRequest, Option<ChunkedDecoder>)> = None;
-    let mut out = [0u8; 4096];
-    for piece in pieces {
-        buf.extend_from_slice(piece);
-        loop {
-            let Some((request, decoder)) = current.as_mut() else {
-                let mut head = Head::default();
-                match parse_head(&buf, limits, &mut head) {
-                    Parsed::Partial => break,
-                    Parsed::Invalid(r) => return (requests, Some(r)),
-                    Parsed::Complete => {}
-                }
-                let framing = match semantics(&buf, &head, limits) {
-                    Ok(s) => s.framing,
-                    Err(r) => return (requests, Some(r)),
-                };
-                let model = ModelRequest {
-                    head: buf[..head.len].to_vec(),
-                    framing,
-                    body: Vec::new(),
-                    trailers: Vec::new(),
-                };
-                let decoder = (framing == Framing::Chunked)
-                    .then(|| ChunkedDecoder::new(limits.field_size, limits.fields));
-                buf.drain(..head.len);
-                current = Some((model, decoder));
-                continue;
-            };
-            let done = match (request.framing, decoder.as_mut()) {
-                (_, Some(decoder)) => {
-                    let room = body_room(limits.body, request.body.len() as u64, out.len());
-                    let (used, produced) = match decoder.decode(&buf, &mut out[..room]) {
-                        Ok(counts) => counts,
-                        Err(ChunkError::Malformed(why)) => {
-                            return (requests, Some(reject(400, why)))
-                        }
-                    };
-                    buf.drain(..used);
-                    request.body.extend_from_slice(&out[..produced]);
-                    if limits
-                        .body
-                        .is_some_and(|max| request.body.len() as u64 > max)
-                    {
-                        return (
-                            requests,
-                            Some(reject(413, "chunked body exceeds limit_request_body")),
-                        );
-                    }
-                    if !decoder.is_done() {
-                        if used == 0 && produced == 0 {
-                            break;
-                        }
-                        continue;
-                    }
-                    match parse_trailers(decoder.trailers(), limits.fields) {
-                        Ok(trailers) => request.trailers = trailers,
-                        Err(r) => return (requests, Some(r)),
-                    }
-                    true
-                }
-                (Framing::Length(n), None) => {
-                    let take = buf.len().min((n - request.body.len() as u64) as usize);
-                    request.body.extend(buf.drain(..take));
-                    request.body.len() as u64 == n
-                }
-                (_, None) => true,
-            };
-            if !done {
-                break;
-            }
-            if let Some((request, _)) = current.take() {
-                requests.push(request);
-            }
-        }
-    }
-    (requests, None)
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::head::{HeadScan, Section};
 
     const LIMITS: Limits = Limits {
         request_line: 4094,
         fields: 100,
         field_size: 8190,
         body: None,
+        head: 65536,
     };
 
-    fn parse(buf: &[u8]) -> (Parsed, Head) {
-        let mut head = Head::default();
-        let p = parse_head(buf, &LIMITS, &mut head);
-        (p, head)
-    }
-
     fn sem(raw: &[u8]) -> Result<Semantics, Reject> {
-        let (p, head) = parse(raw);
-        assert!(matches!(p, Parsed::Complete), "{p:?}");
+        let mut scan = HeadScan::new(Section::Head);
+        let crate::proto::head::Scan::Complete { len } = scan.scan(raw, &LIMITS) else {
+            panic!("incomplete head");
+        };
+        let mut head = Head::default();
+        scan.parse(&raw[..len], &mut head)?;
         semantics(raw, &head, &LIMITS)
-    }
-
-    #[test]
-    fn parses_a_simple_head() {
-        let raw = b"GET /a?b HTTP/1.1\r\nHost: x\r\nX_Y: 1\r\n\r\nrest";
-        let (p, head) = parse(raw);
-        assert!(matches!(p, Parsed::Complete));
-        assert_eq!(&raw[head.target.clone()], b"/a?b");
-        assert_eq!(head.fields.len(), 1, "underscore names are dropped");
-        assert_eq!(head.len, raw.len() - 4);
-        assert_eq!(&raw[head.request_line.clone()], b"GET /a?b HTTP/1.1");
-    }
-
-    #[test]
-    fn partial_and_limits() {
-        assert!(matches!(parse(b"GET / HTTP/1.1\r\nHo").0, Parsed::Partial));
-        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(5000));
-        assert!(matches!(
-            parse(long.as_bytes()).0,
-            Parsed::Invalid(Reject { status: 414, .. })
-        ));
-        let field = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(9000));
-        assert!(matches!(
-            parse(field.as_bytes()).0,
-            Parsed::Invalid(Reject { status: 431, .. })
-        ));
-        assert!(matches!(
-            parse(b"GET / HTTP/2.0\r\n\r\n").0,
-            Parsed::Invalid(Reject { status: 505, .. })
-        ));
-        assert!(matches!(
-            parse(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03").0,
-            Parsed::Invalid(Reject { status: 400, .. })
-        ));
     }
 
     #[test]
@@ -964,73 +499,5 @@ mod tests {
         let mut out = Vec::new();
         percent_decode(b"/a%20b%2Fc%zz%4", &mut out);
         assert_eq!(out, b"/a b/c%zz%4");
-    }
-
-    fn decode_all(input: &[u8], split: usize) -> Result<(Vec<u8>, Vec<u8>), ChunkError> {
-        let mut d = ChunkedDecoder::new(8190, 100);
-        let mut body = Vec::new();
-        let mut out = [0u8; 7];
-        for piece in input.chunks(split.max(1)) {
-            let mut piece = piece;
-            while !piece.is_empty() && !d.is_done() {
-                let (used, produced) = d.decode(piece, &mut out)?;
-                body.extend_from_slice(&out[..produced]);
-                piece = &piece[used..];
-            }
-        }
-        assert!(d.is_done());
-        Ok((body, d.trailers().to_vec()))
-    }
-
-    #[test]
-    fn chunked_any_split() {
-        let input = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n";
-        for split in 1..input.len() {
-            let (body, trailers) = decode_all(input, split).unwrap();
-            assert_eq!(body, b"hello world");
-            assert_eq!(trailers, b"X-T: 1\r\n\r\n");
-        }
-    }
-
-    #[test]
-    fn chunked_rejects_bad_framing() {
-        for bad in [
-            &b"-5\r\nhello\r\n0\r\n\r\n"[..],
-            b"+5\r\nhello\r\n0\r\n\r\n",
-            b"5\nhello\r\n0\r\n\r\n",
-            b"5\r\nhelloXX0\r\n\r\n",
-            b"ffffffffffffffffff\r\n",
-            b"zz\r\n",
-            b"0\r\nX: 1\n\r\n",
-        ] {
-            let mut d = ChunkedDecoder::new(8190, 100);
-            assert!(
-                d.decode(bad, &mut [0u8; 64]).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
-
-    /// Fuzzer findings: the verdict must not depend on how the bytes were split into reads.
-    #[test]
-    fn verdicts_do_not_depend_on_the_split() {
-        let limits = Limits {
-            request_line: 64,
-            body: Some(3),
-            ..LIMITS
-        };
-        // An invalid byte early, then a request-line past the limit: 400 at the invalid byte,
-        // whether or not the long rest has arrived.
-        let line = [&b"GET /a\x01"[..], &[b'b'; 100], b" HTTP/1.1\r\n\r\n"].concat();
-        let whole = read_requests(&[&line], &limits);
-        assert_eq!(whole.1.map(|r| r.status), Some(400));
-        assert_eq!(read_requests(&[&line[..8], &line[8..]], &limits), whole);
-        // A chunk over limit_request_body, then bad framing: 413 at the byte past the limit.
-        let body = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX";
-        let whole = read_requests(&[body], &limits);
-        assert_eq!(whole.1.map(|r| r.status), Some(413));
-        let cut = body.len() - 3;
-        assert_eq!(read_requests(&[&body[..cut], &body[cut..]], &limits), whole);
     }
 }

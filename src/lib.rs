@@ -17,6 +17,7 @@ pub mod listeners;
 pub mod logging;
 pub mod master;
 pub mod process;
+pub mod proto;
 pub mod systemd;
 pub mod upgrade;
 pub mod worker;

@@ -211,6 +211,7 @@ fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<S
             fields: config.limit_request_fields,
             field_size: config.limit_request_field_size,
             body: config.limit_request_body,
+            head: config.limit_request_head,
         },
         keepalive: config.keepalive,
         header_timeout: config.header_timeout,

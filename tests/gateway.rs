@@ -68,6 +68,7 @@ fn rust_layout() -> Vec<String> {
         ("FcResponder.read_body", offset_of!(FcResponder, read_body)),
         ("FcResponder.trailers", offset_of!(FcResponder, trailers)),
         ("FcResponder.log", offset_of!(FcResponder, log)),
+        ("FcResponder.flush", offset_of!(FcResponder, flush)),
         (
             "FcAppDescriptor.abi_version",
             offset_of!(FcAppDescriptor, abi_version),

@@ -89,9 +89,21 @@ fn framing_and_smuggling_rules() {
         // RFC 9112 §7.1.1: chunk extensions are allowed but bounded (4 KiB per chunk line).
         ("short extension", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3;a=b\r\nabc\r\n0\r\n\r\n"), 200),
         ("long extension", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3;{long_extension}\r\nabc\r\n0\r\n\r\n"), 400),
+        // RFC 9112 §7.1.1: chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS
+        // chunk-ext-val ] ), a name is a token, a value a token or a quoted-string.
+        ("extension with BWS", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3 ; a = b ;c\r\nabc\r\n0\r\n\r\n"), 200),
+        ("extension quoted", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3;a=\"b; \\\"c\"\r\nabc\r\n0;z\r\n\r\n"), 200),
+        ("extension empty", format!("{POST}Transfer-Encoding: chunked\r\n\r\n2;\r\nab\r\n0\r\n\r\n"), 400),
+        ("extension unbalanced quote", format!("{POST}Transfer-Encoding: chunked\r\n\r\n5;a=\"b; c\r\nhello\r\n0\r\n\r\n"), 400),
+        ("space after size", format!("{POST}Transfer-Encoding: chunked\r\n\r\na \r\n0123456789\r\n0\r\n\r\n"), 400),
+        ("extension name not a token", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3;a@b\r\nabc\r\n0\r\n\r\n"), 400),
+        ("extension value empty", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3;a=\r\nabc\r\n0\r\n\r\n"), 400),
+        ("extension trailing BWS", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3;a \r\nabc\r\n0\r\n\r\n"), 400),
         // RFC 9112 §7.1.2, RFC 9110 §6.5.1: trailers bounded, field syntax, no framing fields.
         ("trailer ok", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n"), 200),
-        ("trailer too long", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX: {long_trailer}\r\n\r\n"), 400),
+        // The head's limits apply to the trailer section (SPEC §2): a field line over
+        // limit_request_field_size is 431, as in a head.
+        ("trailer too long", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX: {long_trailer}\r\n\r\n"), 431),
         ("trailer Content-Length", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nContent-Length: 3\r\n\r\n"), 400),
         ("trailer space before colon", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX : 1\r\n\r\n"), 400),
         ("trailer bare LF", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX: 1\n\r\n"), 400),
@@ -103,9 +115,16 @@ fn framing_and_smuggling_rules() {
         ("obs-fold", format!("{GET}X-A: a\r\n b\r\n\r\n"), 400),
         ("empty name", format!("{GET}: a\r\n\r\n"), 400),
         ("name with slash", format!("{GET}X/A: a\r\n\r\n"), 400),
-        // RFC 9112 §2.2: a recipient MAY take a bare LF as a head line's end (httparse,
-        // nginx and gunicorn do); unlike chunk lines, nothing is framed by it.
-        ("bare LF in head", "GET / HTTP/1.1\nHost: a\n\n".into(), 200),
+        // RFC 9112 §2.2: a server MAY reject a bare LF or bare CR anywhere in the head; we do
+        // (gunicorn 27 and llhttp too): a proxy that does not split lines on a lone LF would
+        // see one request where a lenient server sees two.
+        ("bare LF in head", "GET / HTTP/1.1\nHost: a\n\n".into(), 400),
+        ("bare LF smuggles a Content-Length", "GET / HTTP/1.1\r\nHost: localhost\r\nDummy: x\nContent-Length: 23\r\n\r\nGET / HTTP/1.1\r\nDummy: GET /admin HTTP/1.1\r\nHost: localhost\r\n\r\n".into(), 400),
+        ("bare LF smuggles chunked", format!("{POST}x:x\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400),
+        ("bare LF ends the request-line", "GET / HTTP/1.1\nHost: a\r\n\r\n".into(), 400),
+        ("bare CR in a field", format!("{GET}X-A: a\rb\r\n\r\n"), 400),
+        ("bare CR ends a field", format!("{GET}X-A: a\rX-B: b\r\n\r\n"), 400),
+        ("leading empty line", format!("\r\n{GET}\r\n"), 200),
         // RFC 9112 §3: request-line = method SP request-target SP HTTP-version, single spaces.
         ("double space", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n".into(), 400),
         ("no version", "GET /\r\nHost: a\r\n\r\n".into(), 400),
@@ -118,7 +137,11 @@ fn framing_and_smuggling_rules() {
         ("asterisk for GET", "GET * HTTP/1.1\r\nHost: a\r\n\r\n".into(), 400),
         // RFC 9112 §2.3: only HTTP/1.x; another major version may get 505.
         ("HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n".into(), 505),
-        ("HTTP/1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n".into(), 400),
+        // RFC 9110 §2.5: a higher minor version is served as the highest we have, 1.1.
+        ("HTTP/1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n".into(), 200),
+        ("HTTP/1.9", "GET / HTTP/1.9\r\nHost: a\r\n\r\n".into(), 200),
+        ("HTTP/1.10", "GET / HTTP/1.10\r\nHost: a\r\n\r\n".into(), 400),
+        ("HTTP/0.9", "GET / HTTP/0.9\r\nHost: a\r\n\r\n".into(), 505),
         ("HTTP/1", "GET / HTTP/1\r\nHost: a\r\n\r\n".into(), 400),
         // RFC 9112 §3.2: exactly one Host in HTTP/1.1; HTTP/1.0 may omit it.
         ("no Host", "GET / HTTP/1.1\r\n\r\n".into(), 400),
@@ -223,4 +246,173 @@ fn rejections_are_logged_at_debug_with_peer_and_reason() {
         log.contains("with 400: invalid byte after chunk-size"),
         "{log}"
     );
+}
+
+#[test]
+fn a_higher_minor_version_is_served_as_http_1_1() {
+    // RFC 9110 §2.5: a recipient handles HTTP/1.x with x above its own as its own version.
+    let server = Server::start("echo", "workers: 1\n", &[]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /v HTTP/1.2\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut status_line).unwrap();
+    assert!(status_line.starts_with("HTTP/1.1 200 "), "{status_line:?}");
+    let json: serde_json::Value = server.echo(b"GET /v HTTP/1.3\r\nHost: a\r\n\r\n");
+    assert_eq!(json["SERVER_PROTOCOL"], "HTTP/1.1");
+}
+
+#[test]
+fn limit_request_head_bounds_the_whole_head_and_the_trailers() {
+    let server = Server::start("echo", "workers: 1\n", &[]);
+    // 60 fields of 8000 bytes: each within limit_request_field_size, 480 KB in all.
+    let field = "f".repeat(8000);
+    let mut raw = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+    for i in 0..60 {
+        raw.push_str(&format!("X-{i}: {field}\r\n"));
+    }
+    raw.push_str("\r\n");
+    assert_eq!(verdict(&server, &raw), Ok(431));
+    // Just under the default 65536 bytes passes.
+    let mut raw = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+    for i in 0..8 {
+        raw.push_str(&format!("X-{i}: {field}\r\n"));
+    }
+    raw.push_str("\r\n");
+    assert!(raw.len() < 65536);
+    assert_eq!(verdict(&server, &raw), Ok(200));
+
+    let small = Server::start("echo", "workers: 1\nlimit_request_head: 1024\n", &[]);
+    let mut raw = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+    for i in 0..30 {
+        raw.push_str(&format!("X-{i}: {}\r\n", "v".repeat(40)));
+    }
+    raw.push_str("\r\n");
+    assert_eq!(verdict(&small, &raw), Ok(431));
+    let mut trailers = String::new();
+    for i in 0..30 {
+        trailers.push_str(&format!("X-{i}: {}\r\n", "v".repeat(40)));
+    }
+    let chunked =
+        format!("{POST}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n{trailers}\r\n");
+    assert_eq!(verdict(&small, &chunked), Ok(431));
+}
+
+#[test]
+fn bytes_past_the_content_length_never_reach_the_next_response() {
+    let server = Server::start("chaos", "workers: 1\n", &[]);
+    let mut stream = server.connect();
+    // Two requests on one keep-alive connection: the first app response declares 5 bytes
+    // and writes 10.
+    stream
+        .write_all(
+            b"GET /overflow?length=5&bytes=10 HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /pid HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let first = read_response(&mut reader).unwrap();
+    assert_eq!(first.text(), "01234");
+    assert!(
+        first.closes(),
+        "the connection closes after a spoiled response"
+    );
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "nothing after it: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    common::wait_for("the overflow logged", Duration::from_secs(5), || {
+        server
+            .log_text()
+            .contains("wrote more than its Content-Length")
+            .then_some(())
+    });
+}
+
+/// Reads a chunked response's head and returns its chunk sizes (the raw framing).
+fn chunk_sizes(reader: &mut impl std::io::BufRead) -> Vec<usize> {
+    let head = common::read_head_response(reader).unwrap();
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    let mut sizes = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let size = usize::from_str_radix(line.trim(), 16).unwrap();
+        let mut data = vec![0u8; size + 2];
+        reader.read_exact(&mut data).unwrap();
+        if size == 0 {
+            return sizes;
+        }
+        sizes.push(size);
+    }
+}
+
+#[test]
+fn streamed_writes_are_coalesced_and_head_gets_the_true_length() {
+    let server = Server::start("chaos", "workers: 1\n", &[]);
+    // 20000 bytes written 100 at a time: one chunk per 16 KiB, not one per write.
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /stream?chunks=200&size=100 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let sizes = chunk_sizes(&mut BufReader::new(stream));
+    assert_eq!(sizes.iter().sum::<usize>(), 20000);
+    assert!(sizes.len() <= 2, "{} chunks: {sizes:?}", sizes.len());
+    // HEAD of the same: the length GET's body has, no body, and the connection stays open.
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"HEAD /stream?chunks=200&size=100 HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /pid HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let head = common::read_head_response(&mut reader).unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("20000"));
+    assert_eq!(head.header("transfer-encoding"), None);
+    let next = read_response(&mut reader).unwrap();
+    assert_eq!(
+        next.status, 200,
+        "the next response follows the HEAD directly"
+    );
+    assert!(next.text().trim().parse::<u32>().is_ok(), "{}", next.text());
+}
+
+#[test]
+fn flush_sends_what_was_written_before_the_app_returns() {
+    let server = Server::start("chaos", "workers: 1\n", &[]);
+    let mut stream = server.connect();
+    // The app writes "first", flushes, then waits for the body: the client sends the body
+    // only once it has read "first", so without flush neither side would move.
+    stream
+        .write_all(b"POST /flush HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let head = common::read_head_response(&mut reader).unwrap();
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    let mut size = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut size).unwrap();
+    let mut first = vec![0u8; usize::from_str_radix(size.trim(), 16).unwrap() + 2];
+    reader.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"first\n\r\n");
+    stream.write_all(b"abc").unwrap();
+    let mut rest = String::new();
+    loop {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        let n = usize::from_str_radix(line.trim(), 16).unwrap();
+        let mut data = vec![0u8; n + 2];
+        reader.read_exact(&mut data).unwrap();
+        if n == 0 {
+            break;
+        }
+        rest.push_str(&String::from_utf8_lossy(&data[..n]));
+    }
+    assert_eq!(rest, "second after 3 body bytes\n");
 }

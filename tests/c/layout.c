@@ -46,6 +46,7 @@ int main(void) {
     OFFSET(FcResponder, read_body);
     OFFSET(FcResponder, trailers);
     OFFSET(FcResponder, log);
+    OFFSET(FcResponder, flush);
 
     SIZE(FcAppDescriptor);
     OFFSET(FcAppDescriptor, abi_version);

@@ -155,8 +155,10 @@ typedef struct FcResponder {
     int32_t (*start_response)(void *ctx, uint16_t status, FcStr reason,
                               const FcField *headers, size_t header_count);
 
-    /* Appends `len` body bytes. The server buffers up to 16 KiB before sending the head, then
-     * streams. Without an earlier start_response the response is "200 OK". For HEAD
+    /* Appends `len` body bytes. The server coalesces writes: it sends when 16 KiB are
+     * buffered, when flush is called, or when handle returns (a response that ends within
+     * 16 KiB gets a Content-Length). Bytes past a Content-Length the app gave are dropped
+     * (logged; the connection closes after the response). Without an earlier start_response the response is "200 OK". For HEAD
      * requests the bytes are counted but not sent.
      * Returns FC_OK; FC_ERR_IO (client gone); FC_ERR_TIMEOUT (client not reading);
      * FC_ERR_STATE (after a refused start_response). */
@@ -179,7 +181,19 @@ typedef struct FcResponder {
     /* Writes `message` (not NUL-terminated) to the server's error log at `level` (FC_LOG_*),
      * if the server's loglevel lets it through. */
     void (*log)(void *ctx, int32_t level, FcStr message);
+
+    /* Appended in ABI 1.1: only present when `size` covers it, i.e.
+     * size >= offsetof(FcResponder, flush) + sizeof(void *); a server built earlier passes a
+     * smaller size, and then this field must not be read (FC_RESPONDER_HAS_FLUSH checks).
+     * Sends what the app has written so far (the head, and the buffered body as one chunk
+     * when chunked) instead of waiting for 16 KiB or the end of handle.
+     * Returns FC_OK; FC_ERR_IO; FC_ERR_TIMEOUT; FC_ERR_STATE (after a refused start_response). */
+    int32_t (*flush)(void *ctx);
 } FcResponder;
+
+/* Whether responder `r` (a const FcResponder *) has the flush function. */
+#define FC_RESPONDER_HAS_FLUSH(r) \
+    ((r)->size >= offsetof(FcResponder, flush) + sizeof(void *))
 
 /* init: called once per worker process, after fork, before any handle call, with the
  * `app.config` entries of the server's configuration as fields, names and values as text,

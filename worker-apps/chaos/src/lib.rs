@@ -1,6 +1,9 @@
 //! `chaos` (SPEC §6), a test app: `/sleep?ms=N` (logs `chaos: sleeping N ms` first), `/panic`, `/abort`,
 //! `/stream?chunks=N&size=BYTES` (chunked, no Content-Length), `/big?bytes=N`, `/pid`,
 //! `/env?name=VAR` (the worker's environment variable VAR, empty if unset).
+//! `/overflow?length=N&bytes=M`: declares `Content-Length: N`, then writes M bytes.
+//! `/flush`: writes `first`, flushes, reads the request body (so the client sees the first
+//! part before it sends the body), then writes `second` (with `write!`, through `io::Write`).
 //! `/response?case=C` breaks the `start_response` rules on purpose (see [`response_case`]).
 //! With `app.config: {fail_init: "true"}` its init fails with a message; with
 //! `{fail_init_marker: PATH}` only the first init ever succeeds (it creates PATH; every later
@@ -80,6 +83,23 @@ impl App for Chaos {
                     res.write(&block[..n])?;
                     left -= n;
                 }
+                Ok(())
+            }
+            "/overflow" => {
+                let length = number(req, "length", 5).to_string();
+                let bytes = number(req, "bytes", 10) as usize;
+                res.start(200, &[("Content-Length", &length)])?;
+                let digits: Vec<u8> = (0..bytes).map(|i| b'0' + (i % 10) as u8).collect();
+                res.write(&digits)?;
+                Ok(())
+            }
+            "/flush" => {
+                use std::io::Write;
+                res.start(200, &[("Content-Type", "text/plain")])?;
+                res.write(b"first\n")?;
+                res.flush()?;
+                let body = req.body_to_vec(1024)?;
+                writeln!(res, "second after {} body bytes", body.len())?;
                 Ok(())
             }
             "/pid" => text(res, &format!("{}\n", std::process::id())),

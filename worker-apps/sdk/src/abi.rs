@@ -174,6 +174,23 @@ pub struct FcResponder {
         unsafe extern "C" fn(ctx: *mut c_void, out: *mut *const FcField, count: *mut usize) -> i32,
     /// Writes `message` to the server's error log at `level` (FC_LOG_*).
     pub log: unsafe extern "C" fn(ctx: *mut c_void, level: i32, message: FcStr),
+    /// Appended in ABI 1.1 (present when `size` covers it, see [`FcResponder::has_flush`]):
+    /// sends what the app has written so far (the head, and the buffered body as one chunk
+    /// when chunked) instead of waiting for 16 KiB or the end of `handle`. Returns FC_OK,
+    /// FC_ERR_IO, FC_ERR_TIMEOUT or FC_ERR_STATE (after a refused start_response).
+    pub flush: unsafe extern "C" fn(ctx: *mut c_void) -> i32,
+}
+
+impl FcResponder {
+    /// `size` of a responder from a server that predates [`FcResponder::flush`].
+    pub const SIZE_BEFORE_FLUSH: u32 = std::mem::offset_of!(FcResponder, flush) as u32;
+
+    /// Whether the server that made this responder has [`FcResponder::flush`] (its `size`
+    /// covers the field; a server built before it passes a smaller size).
+    pub fn has_flush(&self) -> bool {
+        self.size as usize
+            >= std::mem::offset_of!(FcResponder, flush) + std::mem::size_of::<usize>()
+    }
 }
 
 /// `init(config, config_count, &state, err, err_cap)`: called once per worker after fork with

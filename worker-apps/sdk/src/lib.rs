@@ -342,6 +342,18 @@ impl<'a> Response<'a> {
         check(unsafe { (r.write)(r.ctx, data.as_ptr(), data.len()) })
     }
 
+    /// Sends what was written so far instead of waiting for 16 KiB or the end of `handle`
+    /// (the responder's `flush`, ABI 1.1). With a server that predates it, a no-op: that
+    /// server sends at 16 KiB and at the end anyway.
+    pub fn flush(&mut self) -> io::Result<()> {
+        let r = self.responder;
+        if !r.has_flush() {
+            return Ok(());
+        }
+        // SAFETY: ctx/flush from the server, which has the field (its size covers it).
+        check(unsafe { (r.flush)(r.ctx) })
+    }
+
     /// Sends a whole response: `status`, `Content-Type: content_type` and `body`.
     pub fn send(&mut self, status: u16, content_type: &str, body: &[u8]) -> HandlerResult {
         let mut digits = [0u8; 20];
@@ -366,6 +378,18 @@ impl<'a> Response<'a> {
         let r = self.responder;
         // SAFETY: ctx/log from the server; the message is borrowed for the call only.
         unsafe { (r.log)(r.ctx, level, FcStr::new(message.as_bytes())) }
+    }
+}
+
+/// `write!`, `BufWriter` and `io::copy` work on a response: `write` sends all of `buf` (the
+/// server buffers and frames it), `flush` is [`Response::flush`].
+impl io::Write for Response<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Response::write(self, buf).map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Response::flush(self)
     }
 }
 

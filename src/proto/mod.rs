@@ -1,0 +1,361 @@
+//! The sans-I/O HTTP/1.1 server state machine (RFC 9112), in the style of h11 and hyper's
+//! `proto::h1`: bytes in → events out, response parts in → bytes out, and the keep-alive
+//! decision. No file descriptor, clock or thread inside: the connection driver
+//! ([`crate::connection`]), the fuzz target and the property tests drive this same type.
+//!
+//! One exchange at a time, h11's cycle:
+//! 1. [`ServerConn::next_event`] on the unconsumed input until [`Event::Request`]: the head
+//!    is at the start of the input ([`ServerConn::head`]); it stays there while the request
+//!    is served and is consumed (`head().len` bytes) after it.
+//! 2. The body: [`Event::Data`] ranges of the input after the head, then
+//!    [`Event::EndOfMessage`] (trailers in [`ServerConn::trailers`]). Call
+//!    [`ServerConn::want_body`] before the first read (it answers `Expect: 100-continue`).
+//! 3. The response through [`ServerConn::response`]: start, write, flush, end; its wire
+//!    bytes collect in the response's output buffer, which the driver sends.
+//! 4. [`ServerConn::finish`]: keep-alive (back to 1) or close (nothing more is read: a
+//!    request pipelined after `Connection: close` is never served).
+
+pub mod chunked;
+pub mod head;
+pub mod response;
+pub mod sim;
+
+use crate::http::{self, Framing, Head, Limits, Reject, Semantics, Trailer};
+use chunked::{ChunkedDecoder, Decoded};
+use head::{HeadScan, Scan, Section};
+use response::{RequestFacts, Response, ResponseBuffers};
+use std::ops::Range;
+
+/// What [`ServerConn::next_event`] found in the input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A complete request head at the start of the input: see [`ServerConn::head`] and
+    /// [`ServerConn::semantics`]. Nothing is consumed yet.
+    Request,
+    /// Body bytes at this range of the input; consume up to its end.
+    Data(Range<usize>),
+    /// The body ended after this many bytes of the input (framing); consume them.
+    EndOfMessage(usize),
+    /// More input is needed; consume this many bytes first (framing; 0 in a head).
+    NeedData(usize),
+    /// The request was read: finish its response before the next one.
+    Paused,
+    /// The connection reads nothing more.
+    Closed,
+    /// The request is refused: answer this status and close.
+    Reject(Reject),
+}
+
+/// Where the request side is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    Head,
+    Body,
+    Done,
+    Closed,
+}
+
+/// The request body still to be read.
+#[derive(Debug)]
+enum Body {
+    /// Content-Length bytes left.
+    Length(u64),
+    Chunked(Box<ChunkedDecoder>),
+}
+
+/// `Expect: 100-continue` (RFC 9110 §10.1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Continue {
+    NotExpected,
+    Expected,
+    Sent,
+}
+
+/// The keep-alive decision after an exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Serve the next request on this connection.
+    KeepAlive,
+    /// Close. `client_asked`: the client asked for it (`Connection: close` or HTTP/1.0) and
+    /// its whole request was read, so a plain close is safe; `promised`: an HTTP/1.1 client
+    /// that sent `Connection: close` must not send more (RFC 9112 §9.6).
+    Close {
+        /// The client asked to close and everything it sent was read.
+        client_asked: bool,
+        /// The client was HTTP/1.1.
+        promised: bool,
+    },
+}
+
+/// What is left of a request body once the app returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unread {
+    /// Nothing: the body was read to its end (or there was none).
+    Nothing,
+    /// Some; reading it on to the end lets the connection be kept alive.
+    Body,
+    /// Some, but the client waits for a 100 Continue that never came: it will not send it.
+    Withheld,
+}
+
+/// One HTTP/1.1 server connection's protocol state.
+#[derive(Debug)]
+pub struct ServerConn {
+    limits: Limits,
+    read: Read,
+    scan: HeadScan,
+    head: Head,
+    semantics: Semantics,
+    body: Option<Body>,
+    body_read: u64,
+    trailers: Vec<Trailer>,
+    expect: Continue,
+    response: Response,
+}
+
+impl ServerConn {
+    /// A connection waiting for its first request, under `limits`.
+    pub fn new(limits: Limits) -> ServerConn {
+        ServerConn {
+            limits,
+            read: Read::Head,
+            scan: HeadScan::new(Section::Head),
+            head: Head::default(),
+            semantics: Semantics::default(),
+            body: None,
+            body_read: 0,
+            trailers: Vec::new(),
+            expect: Continue::NotExpected,
+            response: Response::default(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The current request's head (ranges into the input given with [`Event::Request`]).
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// Takes the current request's head out (to hold its ranges while the machine is
+    /// borrowed mutably); [`put_head`](Self::put_head) gives it back for reuse.
+    pub fn take_head(&mut self) -> Head {
+        std::mem::take(&mut self.head)
+    }
+
+    /// Gives back a head taken with [`take_head`](Self::take_head) (its field vector is
+    /// reused for the next request).
+    pub fn put_head(&mut self, head: Head) {
+        self.head = head;
+    }
+
+    /// Gives up on the connection (the client went away): [`finish`](Self::finish) closes.
+    pub fn abort(&mut self) {
+        self.read = Read::Closed;
+    }
+
+    /// The current request's framing, keep-alive and Expect facts.
+    pub fn semantics(&self) -> Semantics {
+        self.semantics
+    }
+
+    /// The trailer fields of a chunked body, after [`Event::EndOfMessage`].
+    pub fn trailers(&self) -> &[Trailer] {
+        &self.trailers
+    }
+
+    /// Whether the request body was read to its end (or there was none).
+    pub fn body_done(&self) -> bool {
+        self.read != Read::Body
+    }
+
+    /// Decoded body bytes so far.
+    pub fn body_read(&self) -> u64 {
+        self.body_read
+    }
+
+    /// Whether a head has started to arrive (bytes were scanned) without completing.
+    pub fn in_head(&self) -> bool {
+        self.read == Read::Head
+    }
+
+    /// The response to the current request.
+    pub fn response(&mut self) -> &mut Response {
+        &mut self.response
+    }
+
+    /// Lends `buffers` to the current response (the driver's per-thread buffers).
+    pub fn lend(&mut self, buffers: ResponseBuffers) {
+        self.response.buffers = buffers;
+    }
+
+    /// Takes the response buffers back.
+    pub fn reclaim(&mut self) -> ResponseBuffers {
+        self.response.take_buffers()
+    }
+
+    /// Reads the next event from `input`: the unconsumed bytes, starting with those an
+    /// earlier call did not consume. `max` (at least 1) bounds the bytes of one
+    /// [`Event::Data`].
+    pub fn next_event(&mut self, input: &[u8], max: usize) -> Event {
+        match self.read {
+            Read::Head => self.read_head(input),
+            Read::Body => self.read_body(input, max.max(1)),
+            Read::Done => Event::Paused,
+            Read::Closed => Event::Closed,
+        }
+    }
+
+    fn reject(&mut self, r: Reject) -> Event {
+        self.read = Read::Closed;
+        Event::Reject(r)
+    }
+
+    fn read_head(&mut self, input: &[u8]) -> Event {
+        let len = match self.scan.scan(input, &self.limits) {
+            Scan::Partial => return Event::NeedData(0),
+            Scan::Invalid(r) => return self.reject(r),
+            Scan::Complete { len } => len,
+        };
+        if let Err(r) = self.scan.parse(&input[..len], &mut self.head) {
+            return self.reject(r);
+        }
+        let semantics = match http::semantics(input, &self.head, &self.limits) {
+            Ok(s) => s,
+            Err(r) => return self.reject(r),
+        };
+        self.semantics = semantics;
+        self.body = match semantics.framing {
+            Framing::None => None,
+            Framing::Length(n) => Some(Body::Length(n)),
+            Framing::Chunked => Some(Body::Chunked(Box::default())),
+        };
+        self.body_read = 0;
+        self.trailers.clear();
+        self.read = if self.body.is_some() {
+            Read::Body
+        } else {
+            Read::Done
+        };
+        self.expect = match semantics.expect_continue && self.body.is_some() {
+            true => Continue::Expected,
+            false => Continue::NotExpected,
+        };
+        let facts = RequestFacts {
+            minor: self.head.minor,
+            is_head: &input[self.head.method.clone()] == b"HEAD",
+            keep_alive: semantics.keep_alive,
+        };
+        self.response = Response::new(facts, self.response.take_buffers());
+        Event::Request
+    }
+
+    fn read_body(&mut self, input: &[u8], max: usize) -> Event {
+        let limits = self.limits;
+        let event = match self.body.as_mut() {
+            None | Some(Body::Length(0)) => Event::EndOfMessage(0),
+            Some(Body::Length(left)) => {
+                let n = (input.len() as u64).min(*left).min(max as u64) as usize;
+                *left -= n as u64;
+                self.body_read += n as u64;
+                if n == 0 {
+                    Event::NeedData(0)
+                } else {
+                    Event::Data(0..n)
+                }
+            }
+            Some(Body::Chunked(decoder)) => {
+                // At most one byte past limit_request_body is decoded, so a body over the
+                // limit is refused at the same byte however its reads were split.
+                let room = match limits.body {
+                    Some(limit) => {
+                        let left = limit.saturating_sub(self.body_read).saturating_add(1);
+                        max.min(usize::try_from(left).unwrap_or(usize::MAX))
+                    }
+                    None => max,
+                };
+                match decoder.decode(input, room, &limits) {
+                    Err(r) => return self.reject(r),
+                    Ok((_, Decoded::Data(range))) => {
+                        self.body_read += range.len() as u64;
+                        if limits.body.is_some_and(|limit| self.body_read > limit) {
+                            return self.reject(http::reject(
+                                413,
+                                "chunked body exceeds limit_request_body",
+                            ));
+                        }
+                        Event::Data(range)
+                    }
+                    Ok((used, Decoded::NeedData)) => Event::NeedData(used),
+                    Ok((used, Decoded::Done)) => match finish_trailers(decoder) {
+                        Ok(trailers) => {
+                            self.trailers = trailers;
+                            Event::EndOfMessage(used)
+                        }
+                        Err(r) => return self.reject(r),
+                    },
+                }
+            }
+        };
+        if let Event::EndOfMessage(_) = event {
+            self.read = Read::Done;
+            self.body = None;
+        }
+        event
+    }
+
+    /// Called before the app first reads the body: queues `100 Continue` in the response's
+    /// output when the client expects it and no response was started (RFC 9110 §10.1.1).
+    pub fn want_body(&mut self) {
+        if self.expect == Continue::Expected && !self.response.committed() {
+            self.expect = Continue::Sent;
+            self.response
+                .buffers
+                .out
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+    }
+
+    /// What is left of the body, once the app returned.
+    pub fn unread(&self) -> Unread {
+        match (self.read, self.expect) {
+            (Read::Body, Continue::Expected) => Unread::Withheld,
+            (Read::Body, _) => Unread::Body,
+            _ => Unread::Nothing,
+        }
+    }
+
+    /// Ends the exchange (after the response ended or failed): keep-alive when the client
+    /// and the response allow it and the whole request was read; otherwise nothing more is
+    /// read from this connection.
+    pub fn finish(&mut self) -> Outcome {
+        let read_all = self.read == Read::Done;
+        if read_all && self.response.keeps_alive() {
+            self.read = Read::Head;
+            self.scan = HeadScan::new(Section::Head);
+            return Outcome::KeepAlive;
+        }
+        let ok = !self.response.failed_or_spoiled();
+        self.read = Read::Closed;
+        Outcome::Close {
+            client_asked: read_all && ok && !self.semantics.keep_alive,
+            promised: self.head.minor == 1,
+        }
+    }
+}
+
+/// The trailer section of a finished chunked body, checked against the fields that must
+/// not be trailers (RFC 9110 §6.5.1). Errors: 400.
+fn finish_trailers(decoder: &ChunkedDecoder) -> Result<Vec<Trailer>, Reject> {
+    let trailers = decoder.trailers()?;
+    if trailers
+        .iter()
+        .any(|(name, _)| http::forbidden_in_trailers(name))
+    {
+        return Err(http::reject(400, "field not allowed in trailers"));
+    }
+    Ok(trailers)
+}
