@@ -1054,7 +1054,8 @@ impl<'a> Exchange<'a> {
                 response.fail(failure);
             }
             None => {
-                response.end();
+                self.proto.end_response();
+                let response = self.proto.response();
                 if response.overflowed() {
                     logging::error(format_args!(
                         "app {app}: wrote more than its Content-Length; the excess was dropped and the connection closes"

@@ -448,3 +448,19 @@ fn readme_c_plugin_compiles_and_serves() {
     assert_eq!(response.text(), "Hello, World!\n");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_plugin_built_against_the_responder_before_flush_still_works() {
+    // The responder grew (`flush`, SPEC §5); a plugin compiled against the older, smaller
+    // struct must be served unchanged, and the size rule tells a newer one what it has.
+    assert!(FcResponder::SIZE_BEFORE_FLUSH < size_of::<FcResponder>() as u32);
+    let source = [repo_path("tests/c/responder_1_0.c")];
+    let plugin = compile_c("libresponder_1_0.so", &source, &["-fPIC", "-shared"]);
+    let server = Server::start(&plugin.display().to_string(), "workers: 1\n", &[]);
+    let response = server.get("/");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.body, vec![b'o'; 20000]);
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    let response = server.get("/has-flush");
+    assert_eq!(response.text(), "flush: yes\n");
+}

@@ -228,3 +228,102 @@ impl ChunkedDecoder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        request_line: 4094,
+        fields: 10,
+        field_size: 100,
+        body: None,
+        head: 1000,
+    };
+
+    /// Decodes `input` split into pieces of `split` bytes, `max` data bytes at a time.
+    fn decode(input: &[u8], split: usize, max: usize) -> Result<(Vec<u8>, Vec<Trailer>), Reject> {
+        let mut d = ChunkedDecoder::default();
+        let mut body = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        for piece in input.chunks(split.max(1)) {
+            pending.extend_from_slice(piece);
+            loop {
+                let (used, found) = d.decode(&pending, max, &LIMITS)?;
+                if let Decoded::Data(range) = &found {
+                    body.extend_from_slice(&pending[range.clone()]);
+                }
+                pending.drain(..used);
+                match found {
+                    Decoded::Done => return Ok((body, d.trailers()?)),
+                    Decoded::NeedData => break,
+                    Decoded::Data(_) => {}
+                }
+            }
+        }
+        Err(reject(0, "incomplete"))
+    }
+
+    #[test]
+    fn any_split_gives_the_same_body_and_trailers() {
+        let input = b"5;ext=1\r\nhello\r\n6 ; q=\"a b\"\r\n world\r\n0\r\nX-T: 1\r\n\r\nnext";
+        for split in 1..input.len() {
+            for max in [1, 3, 4096] {
+                let (body, trailers) = decode(input, split, max).unwrap();
+                assert_eq!(body, b"hello world");
+                assert_eq!(trailers, vec![(b"X-T".to_vec(), b"1".to_vec())]);
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_lines_follow_the_grammar() {
+        let good: [&[u8]; 8] = [
+            b"3\r\nabc\r\n0\r\n\r\n",
+            b"003\r\nabc\r\n000\r\n\r\n",
+            b"3;a\r\nabc\r\n0\r\n\r\n",
+            b"3;a=b;c=d\r\nabc\r\n0\r\n\r\n",
+            b"3 ;\ta = b\r\nabc\r\n0\r\n\r\n",
+            b"3;a=\"b; c\"\r\nabc\r\n0\r\n\r\n",
+            b"3;a=\"\\\"q\\\\\"\r\nabc\r\n0;last\r\n\r\n",
+            b"3;a=\"\"\r\nabc\r\n0\r\n\r\n",
+        ];
+        for input in good {
+            assert!(
+                decode(input, 64, 64).is_ok(),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        let bad: [&[u8]; 18] = [
+            b"2;\r\nab\r\n0\r\n\r\n",
+            b"5;a=\"b; c\r\nhello\r\n0\r\n\r\n",
+            b"a \r\n0123456789\r\n0\r\n\r\n",
+            b"3;a \r\nabc\r\n0\r\n\r\n",
+            b"3;a=\r\nabc\r\n0\r\n\r\n",
+            b"3;a=b \r\nabc\r\n0\r\n\r\n",
+            b"3;=b\r\nabc\r\n0\r\n\r\n",
+            b"3;a@b\r\nabc\r\n0\r\n\r\n",
+            b"3;a=\"b\"c\r\nabc\r\n0\r\n\r\n",
+            b" 3\r\nabc\r\n0\r\n\r\n",
+            b"-3\r\nabc\r\n0\r\n\r\n",
+            b"0x3\r\nabc\r\n0\r\n\r\n",
+            b"3\nabc\r\n0\r\n\r\n",
+            b"3\r\nabcX\r\n0\r\n\r\n",
+            b"ffffffffffffffffff\r\n",
+            b"3\r\nabc\r\n0\r\nX: 1\n\r\n",
+            b"3\r\nabc\r\n0\r\nX : 1\r\n\r\n",
+            b"3;a=\"\x01\"\r\nabc\r\n0\r\n\r\n",
+        ];
+        for input in bad {
+            let got = decode(input, 64, 64);
+            assert!(
+                matches!(got, Err(Reject { status: 400, .. })),
+                "{:?}: {got:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        let long_trailer = [b"0\r\nX: ".as_slice(), &[b'v'; 200], b"\r\n\r\n"].concat();
+        assert_eq!(decode(&long_trailer, 64, 64).unwrap_err().status, 431);
+    }
+}

@@ -253,3 +253,150 @@ fn parse_request_line(buf: &[u8], line: Range<usize>, head: &mut Head) -> Result
     head.target = line.start + sp1 + 1..line.start + sp1 + 1 + sp2;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        request_line: 64,
+        fields: 4,
+        field_size: 32,
+        body: None,
+        head: 200,
+    };
+
+    fn verdict(raw: &[u8]) -> Scan {
+        HeadScan::new(Section::Head).scan(raw, &LIMITS)
+    }
+
+    fn status(raw: &[u8]) -> Option<u16> {
+        match verdict(raw) {
+            Scan::Invalid(r) => Some(r.status),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn each_byte_is_scanned_once_however_the_head_arrives() {
+        let limits = Limits {
+            request_line: 4094,
+            fields: 1001,
+            field_size: 8190,
+            body: None,
+            head: 1 << 20,
+        };
+        let mut head = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..1000 {
+            head.extend_from_slice(format!("X-{i}: {}\r\n", "v".repeat(50)).as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        let mut scan = HeadScan::new(Section::Head);
+        let mut fed = 0;
+        while fed < head.len() {
+            fed = (fed + 60).min(head.len());
+            let before = scan.pos;
+            match scan.scan(&head[..fed], &limits) {
+                Scan::Partial => assert_eq!(scan.pos, fed),
+                Scan::Complete { len } => assert_eq!(len, head.len()),
+                Scan::Invalid(r) => panic!("{r:?}"),
+            }
+            // Only the new bytes were looked at.
+            assert!(scan.pos - before <= 60);
+        }
+        let mut parsed = Head::default();
+        scan.parse(&head, &mut parsed).unwrap();
+        assert_eq!(parsed.fields.len(), 1001);
+    }
+
+    #[test]
+    fn line_ends_are_crlf_only() {
+        assert_eq!(status(b"GET / HTTP/1.1\nHost: a\r\n\r\n"), Some(400));
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\n\r\n"), Some(400));
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\n\n"), Some(400));
+        assert_eq!(status(b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n"), Some(400));
+        assert_eq!(status(b"GET / HTTP/1.1\r\nX: a\x01\r\n"), Some(400));
+        // HTAB and obs-text are field content.
+        assert_eq!(status(b"GET / HTTP/1.1\r\nX: a\tb\xff\r\n\r\n"), None);
+        // A leading empty line is skipped (RFC 9112 §2.2).
+        let raw = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let mut scan = HeadScan::new(Section::Head);
+        assert_eq!(scan.scan(raw, &LIMITS), Scan::Complete { len: raw.len() });
+        let mut head = Head::default();
+        scan.parse(raw, &mut head).unwrap();
+        assert_eq!(&raw[head.method.clone()], b"GET");
+    }
+
+    #[test]
+    fn limits_fail_at_the_byte_that_exceeds_them() {
+        let long_line = [b"GET /".as_slice(), &[b'a'; 60], b" HTTP/1.1"].concat();
+        assert_eq!(status(&long_line), Some(414), "before any line end");
+        let field = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'b'; 40]].concat();
+        assert_eq!(status(&field), Some(431));
+        let fields = b"GET / HTTP/1.1\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\n\r\n";
+        assert_eq!(status(fields), Some(431));
+        let mut big = b"GET / HTTP/1.1\r\n".to_vec();
+        for _ in 0..4 {
+            big.extend_from_slice(b"X-Long: 0123456789012345678\r\n");
+        }
+        assert!(matches!(verdict(&big), Scan::Partial));
+        big.extend_from_slice(b"\r\n");
+        assert_eq!(
+            verdict(&big),
+            Scan::Complete { len: big.len() },
+            "all at the limits"
+        );
+        // A bad byte past a limit reports the limit, which failed first.
+        let bad_after = [&long_line[..], b"\x01"].concat();
+        assert_eq!(status(&bad_after), Some(414));
+        let bad_before = [b"GET /\x01".as_slice(), &[b'a'; 80]].concat();
+        assert_eq!(status(&bad_before), Some(400));
+        // limit_request_head below the request-line limit: whichever is exceeded first.
+        let tight = Limits { head: 20, ..LIMITS };
+        let line = [b"GET /".as_slice(), &[b'a'; 30]].concat();
+        assert!(matches!(
+            HeadScan::new(Section::Head).scan(&line, &tight),
+            Scan::Invalid(Reject { status: 431, .. })
+        ));
+    }
+
+    fn parsed(raw: &[u8]) -> Result<Head, Reject> {
+        let mut scan = HeadScan::new(Section::Head);
+        let Scan::Complete { len } = scan.scan(raw, &LIMITS) else {
+            panic!("incomplete: {:?}", String::from_utf8_lossy(raw));
+        };
+        let mut head = Head::default();
+        scan.parse(&raw[..len], &mut head).map(|()| head)
+    }
+
+    #[test]
+    fn request_line_grammar() {
+        let ok = parsed(b"OPTIONS * HTTP/1.0\r\n\r\n").unwrap();
+        assert_eq!(ok.minor, 0);
+        assert_eq!(parsed(b"GET / HTTP/1.2\r\n\r\n").unwrap().minor, 1);
+        assert_eq!(parsed(b"GET / HTTP/1.9\r\n\r\n").unwrap().minor, 1);
+        for (raw, want) in [
+            (&b"GET / HTTP/2.0\r\n\r\n"[..], 505),
+            (b"GET / HTTP/0.9\r\n\r\n", 505),
+            (b"GET / HTTP/1.10\r\n\r\n", 400),
+            (b"GET / HTTP/1\r\n\r\n", 400),
+            (b"GET / http/1.1\r\n\r\n", 400),
+            (b"GET  / HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1 \r\n\r\n", 400),
+            (b"GET\t/ HTTP/1.1\r\n\r\n", 400),
+            (b"G(T / HTTP/1.1\r\n\r\n", 400),
+            (b"GET /\x7f HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nX : 1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nX: 1\r\n folded\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\n: 1\r\n\r\n", 400),
+        ] {
+            let status = match verdict(raw) {
+                Scan::Invalid(r) => r.status,
+                _ => parsed(raw).map_or_else(|r| r.status, |_| 200),
+            };
+            assert_eq!(status, want, "{:?}", String::from_utf8_lossy(raw));
+        }
+        let head = parsed(b"GET /a HTTP/1.1\r\nHost: x\r\nX_Y: 1\r\nZ: \t2 \r\n\r\n").unwrap();
+        assert_eq!(head.fields.len(), 2, "names with _ are dropped");
+    }
+}

@@ -478,7 +478,210 @@ fn chunk_size_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::{chunk_size_line, push_decimal};
+    use super::*;
+
+    const GET11: RequestFacts = RequestFacts {
+        minor: 1,
+        is_head: false,
+        keep_alive: true,
+    };
+
+    fn response(request: RequestFacts) -> Response {
+        let mut r = Response::new(request, ResponseBuffers::default());
+        r.allow_keep_alive = true;
+        r
+    }
+
+    fn text(r: &Response) -> String {
+        String::from_utf8_lossy(&r.buffers.out).into_owned()
+    }
+
+    fn length(n: &str) -> [(&[u8], &[u8]); 1] {
+        [(b"Content-Length", n.as_bytes())]
+    }
+
+    #[test]
+    fn a_small_body_gets_a_content_length_in_one_piece() {
+        let mut r = response(GET11);
+        r.start(200, b"", [(&b"X-A"[..], &b"1"[..])]).unwrap();
+        assert_eq!(r.write(b"hello"), Ok(false));
+        assert!(r.buffers.out.is_empty(), "nothing framed before the end");
+        r.end();
+        let out = text(&r);
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK\r\nServer: ferricorn\r\nDate: "),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("X-A: 1\r\nContent-Length: 5\r\n\r\nhello"),
+            "{out}"
+        );
+        assert!(r.keeps_alive());
+    }
+
+    #[test]
+    fn bytes_past_the_content_length_are_dropped_and_the_connection_closes() {
+        let mut r = response(GET11);
+        r.start(200, b"", length("5")).unwrap();
+        r.write(b"0123456789").unwrap();
+        r.end();
+        let out = text(&r);
+        assert!(
+            out.ends_with("Content-Length: 5\r\nConnection: close\r\n\r\n01234"),
+            "{out}"
+        );
+        assert!(r.overflowed() && !r.keeps_alive());
+        // Streamed past the length after the head went out: dropped, and no keep-alive.
+        let mut r = response(GET11);
+        r.start(200, b"", length("20000")).unwrap();
+        r.write(&[b'a'; 16384]).unwrap();
+        r.write(&[b'b'; 8000]).unwrap();
+        r.end();
+        assert_eq!(r.body_sent(), 20000);
+        assert!(!r.keeps_alive());
+    }
+
+    #[test]
+    fn a_short_body_closes_the_connection() {
+        let mut r = response(GET11);
+        r.start(200, b"", length("10")).unwrap();
+        r.write(b"abc").unwrap();
+        r.end();
+        assert_eq!(r.short(), Some((3, 10)));
+        assert!(!r.keeps_alive());
+    }
+
+    #[test]
+    fn writes_are_coalesced_into_16_kib_chunks() {
+        let mut r = response(GET11);
+        let mut sends = 0;
+        let mut wire = Vec::new();
+        for _ in 0..200 {
+            if r.write(&[b'x'; 100]).unwrap() {
+                // The driver sends the output and clears it.
+                sends += 1;
+                wire.append(&mut r.buffers.out);
+            }
+        }
+        r.end();
+        wire.append(&mut r.buffers.out);
+        assert_eq!(sends, 1);
+        let out = String::from_utf8_lossy(&wire).into_owned();
+        assert!(out.contains("Transfer-Encoding: chunked"), "{out}");
+        let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
+        assert_eq!(
+            body.matches("\r\n").count(),
+            6,
+            "two chunks and the last one: {body:?}"
+        );
+        assert!(body.starts_with("4010\r\n") && body.ends_with("0\r\n\r\n"));
+    }
+
+    #[test]
+    fn flush_frames_what_was_written() {
+        let mut r = response(GET11);
+        r.write(b"first").unwrap();
+        r.flush();
+        let out = text(&r);
+        assert!(
+            out.ends_with("Transfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"),
+            "{out}"
+        );
+        assert_eq!(r.start(500, b"", []), Err(ResponseError::State));
+        r.buffers.out.clear();
+        r.flush();
+        assert!(
+            r.buffers.out.is_empty(),
+            "no empty chunk (it would end the body)"
+        );
+        r.end();
+        assert_eq!(text(&r), "0\r\n\r\n");
+    }
+
+    #[test]
+    fn head_gets_the_length_get_would_have_and_no_body() {
+        let head = RequestFacts {
+            is_head: true,
+            ..GET11
+        };
+        let mut r = response(head);
+        for _ in 0..200 {
+            assert_eq!(r.write(&[b'x'; 100]), Ok(false));
+        }
+        r.end();
+        let out = text(&r);
+        assert!(out.ends_with("Content-Length: 20000\r\n\r\n"), "{out}");
+        // Flushed early, the length is unknown: the framing GET would get, no length.
+        let mut r = response(head);
+        r.write(b"abc").unwrap();
+        r.flush();
+        r.end();
+        let out = text(&r);
+        assert!(out.ends_with("Transfer-Encoding: chunked\r\n\r\n"), "{out}");
+        assert!(!out.contains("Content-Length"));
+        assert!(r.keeps_alive());
+        // The app's declared length is GET's.
+        let mut r = response(head);
+        r.start(200, b"", length("7")).unwrap();
+        r.end();
+        assert!(text(&r).ends_with("Content-Length: 7\r\n\r\n"));
+    }
+
+    #[test]
+    fn no_body_for_204_and_304_and_close_delimited_for_http_1_0() {
+        for status in [204, 304] {
+            let mut r = response(GET11);
+            r.start(status, b"", length("5")).unwrap();
+            r.write(b"hello").unwrap();
+            r.end();
+            let out = text(&r);
+            assert!(
+                out.ends_with("\r\n\r\n") && !out.contains("Content-Length"),
+                "{out}"
+            );
+            assert!(r.keeps_alive());
+        }
+        let old = RequestFacts { minor: 0, ..GET11 };
+        let mut r = response(old);
+        r.write(&[b'x'; 20000]).unwrap();
+        r.end();
+        let out = text(&r);
+        assert!(out.contains("Connection: close") && !out.contains("Transfer-Encoding"));
+        assert!(!r.keeps_alive());
+    }
+
+    #[test]
+    fn invalid_responses_are_refused_and_replaced() {
+        let mut r = response(GET11);
+        for (status, name, value) in [
+            (42, &b"X"[..], &b"1"[..]),
+            (200, b"X-Evil", b"a\r\nInjected: yes"),
+            (200, b"Bad Name", b"1"),
+            (200, b"Content-Length", b"-1"),
+        ] {
+            assert!(matches!(
+                r.start(status, b"", [(name, value)]),
+                Err(ResponseError::Invalid(_))
+            ));
+        }
+        assert!(r.fail(500));
+        assert!(text(&r).starts_with("HTTP/1.1 500 "));
+        assert!(!r.keeps_alive());
+        // The server's own fields win over the app's.
+        let mut r = response(GET11);
+        r.start(
+            200,
+            b"",
+            [(&b"Connection"[..], &b"upgrade"[..]), (b"Server", b"x")],
+        )
+        .unwrap();
+        r.end();
+        let out = text(&r);
+        assert!(
+            !out.contains("upgrade") && out.matches("Server:").count() == 1,
+            "{out}"
+        );
+    }
 
     #[test]
     fn chunk_size_lines_are_lower_hex() {

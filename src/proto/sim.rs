@@ -210,7 +210,7 @@ fn serve(
         None if refused => {
             response.fail(500);
         }
-        None => response.end(),
+        None => conn.end_response(),
     }
     // The server drains what the app left of the body.
     if failure.is_none() && conn.unread() == Unread::Body && conn.response().keeps_alive() {

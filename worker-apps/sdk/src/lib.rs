@@ -421,3 +421,68 @@ mod tests {
         assert_eq!(decimal(usize::MAX, &mut buf), usize::MAX.to_string());
     }
 }
+
+#[cfg(test)]
+mod responder_tests {
+    use super::*;
+    use std::ffi::c_void;
+
+    unsafe extern "C" fn start(
+        _: *mut c_void,
+        _: u16,
+        _: FcStr,
+        _: *const FcField,
+        _: usize,
+    ) -> i32 {
+        abi::FC_OK
+    }
+    unsafe extern "C" fn write(_: *mut c_void, _: *const u8, _: usize) -> i32 {
+        abi::FC_OK
+    }
+    unsafe extern "C" fn read_body(_: *mut c_void, _: *mut u8, _: usize) -> i64 {
+        0
+    }
+    unsafe extern "C" fn trailers(_: *mut c_void, _: *mut *const FcField, _: *mut usize) -> i32 {
+        abi::FC_OK
+    }
+    unsafe extern "C" fn log(_: *mut c_void, _: i32, _: FcStr) {}
+    unsafe extern "C" fn flush(ctx: *mut c_void) -> i32 {
+        // SAFETY: the test passes a pointer to its counter as ctx.
+        unsafe { *(ctx as *mut u32) += 1 };
+        abi::FC_OK
+    }
+
+    fn responder(size: u32, flushes: &mut u32) -> FcResponder {
+        FcResponder {
+            size,
+            ctx: flushes as *mut u32 as *mut c_void,
+            start_response: start,
+            write,
+            read_body,
+            trailers,
+            log,
+            flush,
+        }
+    }
+
+    #[test]
+    fn flush_is_called_only_when_the_server_has_it() {
+        use std::io::Write;
+        let mut flushes = 0;
+        let new = responder(std::mem::size_of::<FcResponder>() as u32, &mut flushes);
+        // SAFETY: a responder of this test's own, valid for the calls below.
+        let mut res = unsafe { Response::from_raw(&new) };
+        write!(res, "{}", 42).unwrap();
+        res.flush().unwrap();
+        assert_eq!(flushes, 1);
+        let mut flushes = 0;
+        let old = responder(FcResponder::SIZE_BEFORE_FLUSH, &mut flushes);
+        // SAFETY: as above; the size says the server predates flush.
+        let mut res = unsafe { Response::from_raw(&old) };
+        res.flush().unwrap();
+        assert_eq!(
+            flushes, 0,
+            "an older server's responder has no flush to call"
+        );
+    }
+}
