@@ -169,7 +169,7 @@ typedef struct FcResponder {
      * "Expect: 100-continue" makes the server send "100 Continue".
      * Returns the number of bytes (> 0); 0 at the end of the body (and for requests without
      * one); or a negative FC_ERR_IO, FC_ERR_TIMEOUT, FC_ERR_TOO_LARGE or FC_ERR_BAD_REQUEST
-     * (the server then answers 400/408/413 itself if nothing was sent yet), or FC_ERR_INVALID
+     * (the server then answers 400/408/413/431 itself if nothing was sent yet), or FC_ERR_INVALID
      * for a NULL `buf` or a `cap` of 0. */
     int64_t (*read_body)(void *ctx, uint8_t *buf, size_t cap);
 

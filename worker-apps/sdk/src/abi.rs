@@ -161,7 +161,9 @@ pub struct FcResponder {
         headers: *const FcField,
         header_count: usize,
     ) -> i32,
-    /// Appends body bytes (the server may buffer a little). Returns FC_OK, FC_ERR_IO or FC_ERR_TIMEOUT.
+    /// Appends body bytes. The server coalesces writes and sends at 16 KiB, at `flush`, or
+    /// when `handle` returns; bytes past a Content-Length the app gave are dropped (logged,
+    /// and the connection closes after the response). Returns FC_OK, FC_ERR_IO or FC_ERR_TIMEOUT.
     /// Without an earlier `start_response`, the response is `200 OK`.
     pub write: unsafe extern "C" fn(ctx: *mut c_void, data: *const u8, len: usize) -> i32,
     /// Reads up to `cap` bytes of the decoded request body into `buf`. Returns the count,
