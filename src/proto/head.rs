@@ -156,7 +156,7 @@ impl HeadScan {
 }
 
 /// Most field slots parsed on the stack; a head with more uses a heap array.
-const STACK_FIELDS: usize = 32;
+const STACK_FIELDS: usize = 16;
 
 impl HeadScan {
     /// Parses the complete head `buf` (`buf.len()` is the `len` of [`Scan::Complete`]) that

@@ -1,0 +1,462 @@
+//! One request/response exchange: the responder the app calls (the gateway's
+//! `FcResponder` callbacks) between the app and the protocol machine. Body reads pull from
+//! the connection's buffered input, then the socket; response bytes the machine frames are
+//! written to the socket when it says so.
+
+use super::{read_into, wait_ready, with_date, write_all, Context, MAX_DRAIN, READ_CHUNK};
+use crate::config::LogLevel;
+use crate::logging;
+use crate::proto::response::ResponseError;
+use crate::proto::{Event, Outcome, ServerConn, Unread};
+use ferricorn_sdk::abi::{self, FcField, FcResponder, FcStr};
+use std::ffi::c_void;
+use std::io::IoSlice;
+use std::os::fd::BorrowedFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// One request/response exchange: the state behind the responder the app calls, between
+/// the app and the protocol machine.
+pub(super) struct Exchange<'a> {
+    ctx: &'a Context,
+    fd: BorrowedFd<'a>,
+    pub(super) proto: &'a mut ServerConn,
+    /// Input after the head already in the connection's buffer.
+    pre: &'a [u8],
+    pub(super) pre_pos: usize,
+    /// Input the app's body reads brought in after `pre` ran out.
+    stage: &'a mut Vec<u8>,
+    pub(super) stage_pos: usize,
+    trailer_fields: Vec<FcField>,
+    /// A status to answer instead of the app's response, if nothing was sent yet.
+    pub(super) failure: Option<u16>,
+    /// Why the request body was refused (400/408/413/431), for the debug log.
+    pub(super) body_error: Option<&'static str>,
+    /// The client went away or stalled: nothing more can be sent.
+    broken: bool,
+    /// The exchange read from the socket (request body).
+    pub(super) read_socket: bool,
+    /// TCP_NODELAY was set for a response sent while the app runs.
+    streaming: bool,
+}
+
+fn guard(f: impl FnOnce() -> i32) -> i32 {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(abi::FC_ERR_APP)
+}
+
+/// Recovers the exchange from the responder's ctx.
+///
+/// # Safety
+/// `ctx` must be the pointer `Exchange::responder` stored, during that exchange's handle call.
+unsafe fn exchange<'x>(ctx: *mut c_void) -> &'x mut Exchange<'x> {
+    // SAFETY: guaranteed by the caller: ctx points to a live Exchange on the serving thread's
+    // stack, and the app calls the responder only from that thread during handle.
+    unsafe { &mut *(ctx as *mut Exchange<'x>) }
+}
+
+/// Reads `count` fields at `ptr` (a borrowed array from the app).
+///
+/// # Safety
+/// `ptr` must be NULL or point to `count` valid fields whose strings are valid.
+unsafe fn app_fields<'x>(ptr: *const FcField, count: usize) -> &'x [FcField] {
+    if ptr.is_null() || count == 0 {
+        &[]
+    } else {
+        // SAFETY: guaranteed by the caller (the app passes `count` fields valid for the call).
+        unsafe { std::slice::from_raw_parts(ptr, count) }
+    }
+}
+
+unsafe extern "C" fn cb_start_response(
+    ctx: *mut c_void,
+    status: u16,
+    reason: FcStr,
+    headers: *const FcField,
+    count: usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY: ctx is the exchange of this handle call; the app passes its own arrays and
+        // strings valid for the duration of this call.
+        let (ex, fields, reason) =
+            unsafe { (exchange(ctx), app_fields(headers, count), reason.as_bytes()) };
+        ex.start_response(status, reason.unwrap_or_default(), fields)
+    })
+}
+
+unsafe extern "C" fn cb_write(ctx: *mut c_void, data: *const u8, len: usize) -> i32 {
+    guard(|| {
+        // SAFETY: ctx is the exchange of this handle call; data/len describe the app's buffer.
+        let (ex, data) = unsafe { (exchange(ctx), FcStr { ptr: data, len }.as_bytes()) };
+        ex.write(data.unwrap_or_default())
+    })
+}
+
+unsafe extern "C" fn cb_flush(ctx: *mut c_void) -> i32 {
+    guard(|| {
+        // SAFETY: ctx is the exchange of this handle call.
+        let ex = unsafe { exchange(ctx) };
+        ex.flush()
+    })
+}
+unsafe extern "C" fn cb_read_body(ctx: *mut c_void, buf: *mut u8, cap: usize) -> i64 {
+    catch_unwind(AssertUnwindSafe(|| {
+        if buf.is_null() || cap == 0 {
+            return i64::from(abi::FC_ERR_INVALID);
+        }
+        // SAFETY: ctx is the exchange of this handle call; buf/cap describe the app's writable
+        // buffer, valid for this call.
+        let (ex, out) = unsafe { (exchange(ctx), std::slice::from_raw_parts_mut(buf, cap)) };
+        match ex.read_body(out) {
+            Ok(n) => n as i64,
+            Err(status) => i64::from(status),
+        }
+    }))
+    .unwrap_or(i64::from(abi::FC_ERR_APP))
+}
+
+unsafe extern "C" fn cb_trailers(
+    ctx: *mut c_void,
+    out: *mut *const FcField,
+    count: *mut usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY: ctx is the exchange of this handle call.
+        let ex = unsafe { exchange(ctx) };
+        if !ex.proto.body_done() || out.is_null() || count.is_null() {
+            return abi::FC_ERR_STATE;
+        }
+        // SAFETY: out and count are the app's valid out-pointers (checked non-null above).
+        unsafe {
+            *out = ex.trailer_fields.as_ptr();
+            *count = ex.trailer_fields.len();
+        }
+        abi::FC_OK
+    })
+}
+
+unsafe extern "C" fn cb_log(_ctx: *mut c_void, level: i32, message: FcStr) {
+    let _ = catch_unwind(|| {
+        let level = match level {
+            abi::FC_LOG_DEBUG => LogLevel::Debug,
+            abi::FC_LOG_INFO => LogLevel::Info,
+            abi::FC_LOG_WARNING => LogLevel::Warning,
+            abi::FC_LOG_CRITICAL => LogLevel::Critical,
+            _ => LogLevel::Error,
+        };
+        // SAFETY: the app passes a message valid for this call.
+        let text = unsafe { message.as_bytes() }.unwrap_or_default();
+        logging::log(level, String::from_utf8_lossy(text));
+    });
+}
+
+impl<'a> Exchange<'a> {
+    pub(super) fn new(
+        ctx: &'a Context,
+        fd: BorrowedFd<'a>,
+        proto: &'a mut ServerConn,
+        pre: &'a [u8],
+        stage: &'a mut Vec<u8>,
+    ) -> Exchange<'a> {
+        Exchange {
+            ctx,
+            fd,
+            proto,
+            pre,
+            pre_pos: 0,
+            stage,
+            stage_pos: 0,
+            trailer_fields: Vec::new(),
+            failure: None,
+            body_error: None,
+            broken: false,
+            read_socket: false,
+            streaming: false,
+        }
+    }
+
+    pub(super) fn responder(&mut self) -> FcResponder {
+        FcResponder {
+            size: std::mem::size_of::<FcResponder>() as u32,
+            ctx: self as *mut Exchange<'a> as *mut c_void,
+            start_response: cb_start_response,
+            write: cb_write,
+            read_body: cb_read_body,
+            trailers: cb_trailers,
+            log: cb_log,
+            flush: cb_flush,
+        }
+    }
+
+    // ----- request body -----
+
+    /// Reads more input from the socket into the stage buffer once the buffered input is
+    /// used up, waiting at most stall_timeout for it.
+    fn fill(&mut self) -> Result<(), i32> {
+        self.stage.clear();
+        self.stage_pos = 0;
+        // Bodies are read in large pieces (the stage buffer lives as long as the connection).
+        self.stage.reserve(READ_CHUNK);
+        loop {
+            self.read_socket = true;
+            match read_into(self.fd, self.stage) {
+                Ok((0, _)) => return Err(abi::FC_ERR_IO),
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if !wait_ready(
+                        self.fd,
+                        nix::poll::PollFlags::POLLIN,
+                        self.ctx.stall_timeout,
+                    ) {
+                        return Err(abi::FC_ERR_TIMEOUT);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(abi::FC_ERR_IO),
+            }
+        }
+    }
+
+    /// The unread input: the rest of the head's buffer, then the stage buffer.
+    fn input(&self) -> &[u8] {
+        if self.pre_pos < self.pre.len() {
+            &self.pre[self.pre_pos..]
+        } else {
+            &self.stage[self.stage_pos..]
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        if self.pre_pos < self.pre.len() {
+            self.pre_pos += n;
+        } else {
+            self.stage_pos += n;
+        }
+    }
+
+    /// Reads decoded body bytes into `out`: Ok(0) at the end; Err(status) on failure, which
+    /// also records the error status to answer (400, 408, 413, 431) if nothing was sent yet.
+    fn read_body(&mut self, out: &mut [u8]) -> Result<usize, i32> {
+        if out.is_empty() || self.proto.body_done() {
+            return Ok(0);
+        }
+        self.proto.want_body();
+        self.send()?;
+        let result = self.read_some(out);
+        if let Err(status) = result {
+            let (failure, why) = match status {
+                abi::FC_ERR_BAD_REQUEST | abi::FC_ERR_TOO_LARGE => {
+                    return result;
+                }
+                abi::FC_ERR_TIMEOUT => (408, "body stalled past timeout"),
+                _ => {
+                    self.broken = true;
+                    return result;
+                }
+            };
+            self.failure = Some(failure);
+            self.body_error = Some(why);
+        }
+        result
+    }
+
+    fn read_some(&mut self, out: &mut [u8]) -> Result<usize, i32> {
+        loop {
+            let input = if self.pre_pos < self.pre.len() {
+                &self.pre[self.pre_pos..]
+            } else {
+                &self.stage[self.stage_pos..]
+            };
+            match self.proto.next_event(input, out.len()) {
+                Event::Data(range) => {
+                    let n = range.len();
+                    out[..n].copy_from_slice(&input[range.clone()]);
+                    self.advance(range.end);
+                    return Ok(n);
+                }
+                Event::EndOfMessage(used) => {
+                    self.advance(used);
+                    self.expose_trailers();
+                    return Ok(0);
+                }
+                Event::NeedData(used) => {
+                    self.advance(used);
+                    if self.input().is_empty() {
+                        self.fill()?;
+                    }
+                }
+                Event::Reject(reject) => {
+                    self.failure = Some(reject.status);
+                    self.body_error = Some(reject.why);
+                    return Err(match reject.status {
+                        413 => abi::FC_ERR_TOO_LARGE,
+                        _ => abi::FC_ERR_BAD_REQUEST,
+                    });
+                }
+                Event::Request | Event::Paused | Event::Closed => return Ok(0),
+            }
+        }
+    }
+
+    /// Gives the app the trailer fields of a finished chunked body.
+    fn expose_trailers(&mut self) {
+        self.trailer_fields = self
+            .proto
+            .trailers()
+            .iter()
+            .map(|(n, v)| FcField {
+                name: FcStr::new(n),
+                value: FcStr::new(v),
+            })
+            .collect();
+    }
+
+    // ----- response -----
+
+    /// Sends the bytes the machine framed so far; a send while the app still runs is a
+    /// streamed response, whose pieces must not wait for ACKs (Nagle's algorithm).
+    fn send(&mut self) -> Result<(), i32> {
+        let out = std::mem::take(&mut self.proto.response().buffers.out);
+        if !out.is_empty()
+            && !self.broken
+            && !write_all(self.fd, &mut [IoSlice::new(&out)], self.ctx.stall_timeout)
+        {
+            self.broken = true;
+        }
+        let response = self.proto.response();
+        response.buffers.out = out;
+        response.buffers.out.clear();
+        if self.broken {
+            Err(abi::FC_ERR_IO)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// [`send`](Self::send) during the app call: sets TCP_NODELAY first (fails harmlessly on
+    /// unix sockets).
+    fn stream(&mut self) -> i32 {
+        if !self.streaming {
+            self.streaming = true;
+            let _ = nix::sys::socket::setsockopt(
+                &self.fd,
+                nix::sys::socket::sockopt::TcpNoDelay,
+                &true,
+            );
+        }
+        match self.send() {
+            Ok(()) => abi::FC_OK,
+            Err(e) => e,
+        }
+    }
+
+    fn start_response(&mut self, status: u16, reason: &[u8], fields: &[FcField]) -> i32 {
+        let pairs = fields.iter().map(|field| {
+            // SAFETY: the app's field strings are valid for this call (ABI contract).
+            unsafe {
+                (
+                    field.name.as_bytes().unwrap_or_default(),
+                    field.value.as_bytes().unwrap_or_default(),
+                )
+            }
+        });
+        match self.proto.response().start(status, reason, pairs) {
+            Ok(()) => {
+                self.failure = self.failure.filter(|&s| s != 500);
+                abi::FC_OK
+            }
+            Err(ResponseError::State) => abi::FC_ERR_STATE,
+            Err(ResponseError::Invalid(problem)) => {
+                logging::error(format_args!(
+                    "app {}: refused response: {problem}",
+                    self.ctx.app.name()
+                ));
+                self.failure = Some(500);
+                abi::FC_ERR_INVALID
+            }
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> i32 {
+        if self.broken {
+            return abi::FC_ERR_IO;
+        }
+        if self.failure == Some(500) {
+            return abi::FC_ERR_STATE;
+        }
+        match self.proto.response().write(data) {
+            Ok(true) => self.stream(),
+            Ok(false) => abi::FC_OK,
+            Err(_) => abi::FC_ERR_STATE,
+        }
+    }
+
+    fn flush(&mut self) -> i32 {
+        if self.broken {
+            return abi::FC_ERR_IO;
+        }
+        if self.failure.is_some() {
+            return abi::FC_ERR_STATE;
+        }
+        self.proto.response().flush();
+        self.stream()
+    }
+
+    /// Completes the exchange after the app returned `status` at `now`: the rest of the
+    /// response (or the error that replaces it), then the unread body, then the keep-alive
+    /// decision.
+    pub(super) fn finish(&mut self, status: i32, now: Instant) -> Outcome {
+        if status != abi::FC_OK && self.failure.is_none() {
+            self.failure = Some(500);
+        }
+        let app = self.ctx.app.name();
+        let response = self.proto.response();
+        with_date(now, |date| response.set_date(date));
+        // The worker may have begun to stop while the app ran.
+        response.allow_keep_alive &= !self.ctx.stopping.load(Ordering::Acquire);
+        match self.failure {
+            Some(failure) => {
+                response.fail(failure);
+            }
+            None => {
+                self.proto.end_response();
+                let response = self.proto.response();
+                if response.overflowed() {
+                    logging::error(format_args!(
+                        "app {app}: wrote more than its Content-Length; the excess was dropped and the connection closes"
+                    ));
+                }
+                if let Some((sent, n)) = response.short() {
+                    logging::error(format_args!(
+                        "app {app}: response shorter than its Content-Length ({sent} of {n} bytes); closing"
+                    ));
+                }
+            }
+        }
+        if self.send().is_ok() && self.failure.is_none() {
+            self.drain_body();
+        }
+        if self.broken {
+            // The client went away or stalled: nothing more is read or sent.
+            self.proto.abort();
+        }
+        self.proto.finish()
+    }
+
+    /// Reads and discards what the app left of the request body, so the next request on the
+    /// connection starts at the right byte (at most MAX_DRAIN bytes; past that the
+    /// connection closes instead).
+    fn drain_body(&mut self) {
+        if self.proto.unread() != Unread::Body || !self.proto.response().keeps_alive() {
+            return;
+        }
+        let mut sink = [0u8; 8192];
+        let start = self.proto.body_read();
+        while self.proto.body_read() - start <= MAX_DRAIN {
+            match self.read_body(&mut sink) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+}
