@@ -243,19 +243,18 @@ impl<'a> Exchange<'a> {
         self.proto.want_body();
         self.send()?;
         let result = self.read_some(out);
-        if let Err(status) = result {
-            let (failure, why) = match status {
-                abi::FC_ERR_BAD_REQUEST | abi::FC_ERR_TOO_LARGE => {
-                    return result;
-                }
-                abi::FC_ERR_TIMEOUT => (408, "body stalled past timeout"),
-                _ => {
-                    self.broken = true;
-                    return result;
-                }
-            };
-            self.failure = Some(failure);
-            self.body_error = Some(why);
+        match result {
+            // Refused by the machine: it recorded why, and reads nothing more.
+            Ok(_) | Err(abi::FC_ERR_BAD_REQUEST | abi::FC_ERR_TOO_LARGE) => {}
+            Err(abi::FC_ERR_TIMEOUT) => {
+                self.proto.abort();
+                self.failure = Some(408);
+                self.body_error = Some("body stalled past timeout");
+            }
+            Err(_) => {
+                self.proto.abort();
+                self.broken = true;
+            }
         }
         result
     }
