@@ -128,6 +128,9 @@ fn serve(config: config::Config, overrides: Overrides) -> i32 {
         "Starting ferricorn {}",
         env!("CARGO_PKG_VERSION")
     ));
+    if let Some(warning) = process::raise_nofile_limit(config.worker_connections) {
+        logging::warning(warning);
+    }
     match master::probe(&config) {
         Ok(name) => logging::info(format_args!(
             "Using app `{name}` from {}",

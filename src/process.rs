@@ -18,6 +18,42 @@ pub fn apply_startup(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Descriptors a worker needs besides its connections (listeners, epoll, pipes, log files,
+/// the app's own), for the RLIMIT_NOFILE check.
+pub const WORKER_OWN_DESCRIPTORS: u64 = 64;
+
+/// At startup, raises RLIMIT_NOFILE's soft limit to its hard limit (as nginx's
+/// `worker_rlimit_nofile` would, and systemd's `LimitNOFILE=` sets both), inherited by every
+/// worker. Returns a warning, naming both numbers, when `worker_connections` plus
+/// [`WORKER_OWN_DESCRIPTORS`] still does not fit (getrlimit(2), setrlimit(2)).
+pub fn raise_nofile_limit(worker_connections: usize) -> Option<String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own; raising soft up to hard is allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let need = worker_connections as u64 + WORKER_OWN_DESCRIPTORS;
+    (need > limit.rlim_cur).then(|| {
+        format!(
+            "worker_connections ({worker_connections}) plus about {WORKER_OWN_DESCRIPTORS} descriptors of each worker's own exceed RLIMIT_NOFILE (soft {}, hard {}): raise it (LimitNOFILE= in the systemd unit, ulimit -n) or lower worker_connections; when descriptors run out, a worker pauses accepting",
+            limit.rlim_cur, limit.rlim_max
+        )
+    })
+}
+
 /// In a freshly forked child, before the app is loaded: sets `raw_env`, then switches to
 /// `group` and `user` (setgid, initgroups, setuid, as gunicorn's workers do), so the app
 /// never runs with the master's privileges. Errors: one line naming the user or group.

@@ -44,6 +44,9 @@ const TICK: Duration = Duration::from_millis(100);
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Client stall limit when `timeout` is 0.
 const DEFAULT_STALL: Duration = Duration::from_secs(30);
+/// How long a worker stops watching its listeners after accept(2) found no descriptor or
+/// memory left (EMFILE, ENFILE, ENOBUFS, ENOMEM), as nginx does (its accept delay is 500 ms).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 
 struct Slot {
     generation: u32,
@@ -58,6 +61,11 @@ struct Shared {
     slots: Box<[Mutex<Slot>]>,
     free: Mutex<Vec<usize>>,
     open: AtomicUsize,
+    /// Accepting is paused (descriptor or memory exhaustion) until this many milliseconds
+    /// after `ctx.epoch`; 0 = not paused.
+    accept_paused_until: AtomicU64,
+    /// In an exhaustion episode: logged once at its start, cleared by the next accept.
+    exhausted: AtomicBool,
     /// One serving thread (`threads: 1`): connections are registered once, edge-triggered,
     /// and the thread takes several events per epoll_wait. With more threads, connections
     /// are one-shot (re-armed after each wait) so that only one thread handles a
@@ -138,6 +146,10 @@ pub fn run(
     if let Err(e) = process::enter_worker(config) {
         return boot_failed(&report_fd, &e);
     }
+    // SIGTERM when the master dies (even by SIGKILL): a graceful stop that closes the
+    // listeners at once (prctl(2) PR_SET_PDEATHSIG; set after the user switch, which clears
+    // it). The main thread's getppid check covers a master that died before the call.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
     let signals = match register_signals() {
         Ok(s) => s,
         Err(e) => return boot_failed(&report_fd, &format!("cannot install signal handlers: {e}")),
@@ -247,6 +259,8 @@ fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<S
             .collect(),
         free: Mutex::new((0..capacity).rev().collect()),
         open: AtomicUsize::new(0),
+        accept_paused_until: AtomicU64::new(0),
+        exhausted: AtomicBool::new(false),
         edge_triggered: config.threads == 1,
     })
 }
@@ -307,7 +321,7 @@ fn serve_loop(shared: &Shared, thread: usize) {
 /// the next connections go to the other workers first.
 fn yield_listener(shared: &Shared, listener: usize) {
     let stopping = || shared.ctx.stopping.load(Ordering::Acquire);
-    if shared.open.load(Ordering::Acquire) <= BALANCE_ABOVE || stopping() {
+    if shared.open.load(Ordering::Acquire) <= BALANCE_ABOVE || stopping() || accept_paused(shared) {
         return;
     }
     let Some(&(raw, _)) = shared.listeners.get(listener) else {
@@ -325,21 +339,92 @@ fn yield_listener(shared: &Shared, listener: usize) {
     }
 }
 
+/// Milliseconds since the context's epoch (the clock of `accept_paused_until`).
+fn millis(shared: &Shared) -> u64 {
+    shared.ctx.epoch.elapsed().as_millis() as u64
+}
+
+fn accept_paused(shared: &Shared) -> bool {
+    shared.accept_paused_until.load(Ordering::Acquire) != 0
+}
+
+/// The listeners leave (`watch` false) or rejoin this worker's epoll set.
+fn watch_listeners(shared: &Shared, watch: bool) {
+    for (index, &(raw, _)) in shared.listeners.iter().enumerate() {
+        // SAFETY: the listener descriptors stay open for the whole life of the worker (a
+        // closed one is replaced by /dev/null, see close_listeners).
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        let _ = if watch {
+            shared.epoll.add(fd, listener_event(index))
+        } else {
+            shared.epoll.delete(fd)
+        };
+    }
+}
+
+/// accept(2) found no descriptor or memory left: stop watching the listeners for
+/// [`ACCEPT_PAUSE`] (level-triggered, they would wake a thread again at once, and the accept
+/// would fail again: a busy loop), logged once per episode. The main thread resumes.
+fn pause_accepting(shared: &Shared, error: nix::errno::Errno) {
+    let until = millis(shared) + ACCEPT_PAUSE.as_millis() as u64;
+    shared.accept_paused_until.store(until, Ordering::Release);
+    watch_listeners(shared, false);
+    if !shared.exhausted.swap(true, Ordering::AcqRel) {
+        logging::error(format_args!(
+            "accept failed: {} ({error}) with {} connections open: not accepting for {} ms at a time until it succeeds (logged once)",
+            error.desc(),
+            shared.open.load(Ordering::Acquire),
+            ACCEPT_PAUSE.as_millis()
+        ));
+    }
+}
+
+/// Called by the main thread each tick: rejoins the listeners once the pause is over.
+fn resume_accepting(shared: &Shared) {
+    let until = shared.accept_paused_until.load(Ordering::Acquire);
+    if until == 0 || millis(shared) < until || shared.ctx.stopping.load(Ordering::Acquire) {
+        return;
+    }
+    shared.accept_paused_until.store(0, Ordering::Release);
+    // Re-adding reports connections already queued, so they are tried at once.
+    watch_listeners(shared, true);
+}
+
 /// Accepts up to `most` connections from listener number `listener` and registers them.
 fn accept_ready(shared: &Shared, listener: usize, most: usize) {
     let Some(&(fd, is_tcp)) = shared.listeners.get(listener) else {
         return;
     };
+    if accept_paused(shared) {
+        return;
+    }
     for _ in 0..most {
         let (client, remote) = match listeners::accept_client(fd) {
             Ok(accepted) => accepted,
             Err(nix::errno::Errno::EAGAIN) => return,
             Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => continue,
+            Err(
+                e @ (nix::errno::Errno::EMFILE
+                | nix::errno::Errno::ENFILE
+                | nix::errno::Errno::ENOBUFS
+                | nix::errno::Errno::ENOMEM),
+            ) => {
+                pause_accepting(shared, e);
+                return;
+            }
+            // A stopping worker closes its listeners while a thread may still accept.
+            Err(_) if shared.ctx.stopping.load(Ordering::Acquire) => return,
             Err(e) => {
                 logging::warning(format_args!("accept failed: {e}"));
                 return;
             }
         };
+        if shared.exhausted.swap(false, Ordering::AcqRel) {
+            logging::info(format_args!(
+                "accepting again after descriptor exhaustion ({} connections open)",
+                shared.open.load(Ordering::Acquire)
+            ));
+        }
         let Some(index) = lock(&shared.free).pop() else {
             connection::refuse_overload(client.as_fd());
             logging::debug("worker_connections reached: answered 503");
@@ -429,7 +514,7 @@ fn sweep(shared: &Shared) {
             continue;
         };
         let expired = match slot.conn.as_mut() {
-            Some(conn) => connection::expired(conn, now),
+            Some(conn) => connection::expired(&shared.ctx, conn, now),
             None => false,
         };
         if expired {
@@ -454,12 +539,27 @@ fn stuck_threads(shared: &Shared, config: &Config) -> usize {
 /// did not act on would otherwise leave them waiting for the next connection to wake another
 /// worker.
 fn stop_accepting(shared: &Shared) {
-    for (fd, _) in &shared.listeners {
-        // SAFETY: the listener descriptors stay open for the whole life of the worker.
-        let _ = shared.epoll.delete(unsafe { BorrowedFd::borrow_raw(*fd) });
-    }
+    watch_listeners(shared, false);
+    shared.accept_paused_until.store(0, Ordering::Release);
     for listener in 0..shared.listeners.len() {
         accept_ready(shared, listener, ACCEPT_DRAIN);
+    }
+    close_listeners(shared);
+}
+
+/// Closes this worker's copies of the listening sockets, so that once the master (and the
+/// other workers) have closed theirs the port is free, and a client is refused rather than
+/// left in an accept queue nobody serves. The descriptor numbers stay valid (/dev/null is
+/// put in their place with dup2), so a thread still about to accept gets an error, never
+/// another file that reused the number.
+fn close_listeners(shared: &Shared) {
+    let Ok(null) = std::fs::File::open("/dev/null") else {
+        return;
+    };
+    for &(raw, _) in &shared.listeners {
+        // SAFETY: dup2 onto a descriptor this process owns for its whole life; it closes
+        // the socket and leaves /dev/null under the same number.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), raw) };
     }
 }
 
@@ -506,6 +606,7 @@ fn supervise(
             stop_deadline = Some(Instant::now() + config.graceful_timeout);
             stop_accepting(shared);
         }
+        resume_accepting(shared);
         sweep(shared);
         if let Some(deadline) = stop_deadline {
             // Connections held by stuck threads never finish: do not wait for them.

@@ -433,8 +433,16 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, hangup: bool
 
 /// Called by the worker's timer for a connection that is not being served: true if it must be
 /// closed now (idle past keepalive, lingering done, or head past header_timeout after a 408).
-pub fn expired(conn: &mut Conn, now: Instant) -> bool {
+/// An idle connection whose client has sent its next request (bytes wait in the socket, not
+/// read yet: the worker was paused or busy) is not idle: it moves to the head phase and is
+/// served, never closed unanswered.
+pub fn expired(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
     if now < conn.deadline {
+        return false;
+    }
+    if conn.phase == Phase::Idle && has_input(conn.fd.as_fd()) {
+        conn.phase = Phase::Head;
+        conn.deadline = now + ctx.header_timeout;
         return false;
     }
     if conn.phase == Phase::Head {
@@ -448,6 +456,13 @@ pub fn expired(conn: &mut Conn, now: Instant) -> bool {
         let _ = nix::sys::uio::writev(conn.fd.as_fd(), &[IoSlice::new(&bytes)]);
     }
     true
+}
+
+/// Whether bytes wait in the socket's receive queue (a non-blocking MSG_PEEK).
+fn has_input(fd: BorrowedFd<'_>) -> bool {
+    let mut probe = [0u8; 1];
+    let flags = nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+    matches!(nix::sys::socket::recv(fd.as_raw_fd(), &mut probe, flags), Ok(n) if n > 0)
 }
 
 enum Served {

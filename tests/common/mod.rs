@@ -174,6 +174,23 @@ impl Server {
 
     /// [`Server::spawn`] with extra environment variables for the master.
     pub fn spawn_env(app: &str, config: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::spawn_with(app, config, args, env, None)
+    }
+
+    /// [`Server::start`] with RLIMIT_NOFILE set to `nofile` (soft and hard) for the server.
+    pub fn start_with_nofile(app: &str, config: &str, nofile: u64) -> Server {
+        let server = Server::spawn_with(app, config, &[], &[], Some(nofile));
+        server.wait_ready();
+        server
+    }
+
+    fn spawn_with(
+        app: &str,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Server {
         let dir = scratch_dir();
         let log = dir.join("error.log");
         let config_path = dir.join("ferricorn.yaml");
@@ -190,16 +207,34 @@ impl Server {
         yaml.push_str(&format!("app:\n  path: {}\n", app_path.display()));
         yaml.push_str(config);
         std::fs::write(&config_path, yaml).expect("write config");
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .arg("-c")
             .arg(&config_path)
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ferricorn");
+            .stderr(Stdio::null());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: the hook runs in the forked child before exec and only calls
+            // setrlimit(2), which is async-signal-safe, on a value it owns.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = command.spawn().expect("start ferricorn");
         let mut server = Server {
             child: Some(child),
             port: 0,
