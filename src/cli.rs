@@ -105,7 +105,7 @@ pub fn main() -> i32 {
         return 0;
     }
     if cli.check_config {
-        return match master::probe(&config) {
+        return match logging::check_paths(&config).and_then(|()| master::probe(&config)) {
             Ok(name) => {
                 println!("ferricorn: configuration OK; app `{name}` loads and initialises");
                 0
@@ -124,6 +124,7 @@ fn serve(config: config::Config, overrides: Overrides) -> i32 {
         eprintln!("ferricorn: {e}");
         return 1;
     }
+    logging::install_panic_hook();
     logging::info(format_args!(
         "Starting ferricorn {}",
         env!("CARGO_PKG_VERSION")

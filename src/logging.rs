@@ -11,11 +11,20 @@
 use crate::config::{Config, LogLevel};
 use std::fmt::Display;
 use std::os::fd::{AsRawFd, IntoRawFd};
-use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
 
 static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
 static ERROR_FD: AtomicI32 = AtomicI32::new(2);
 static ACCESS_FD: AtomicI32 = AtomicI32::new(-1);
+/// The access log's path, for the write-failure report (read only on that path).
+static ACCESS_PATH: Mutex<String> = Mutex::new(String::new());
+/// Access log lines lost since the last report.
+static ACCESS_LOST: AtomicU64 = AtomicU64::new(0);
+/// When write failures of the access log were last reported, in seconds since the epoch.
+static ACCESS_REPORTED: AtomicU64 = AtomicU64::new(0);
+/// Write failures of the access log are reported at most this often (seconds).
+const REPORT_EVERY: u64 = 60;
 
 fn open_append(path: &str) -> Result<std::fs::File, String> {
     std::fs::OpenOptions::new()
@@ -51,11 +60,44 @@ fn point(slot: &AtomicI32, target: Option<&str>, stdio_fd: i32) -> Result<(), St
     Ok(())
 }
 
+/// Checks, without creating anything, that every log file `config` names can be opened
+/// for appending: an existing file is opened, a missing one needs a writable directory
+/// (`--check-config`). Errors: one line naming the setting and the file.
+pub fn check_paths(config: &Config) -> Result<(), String> {
+    let named = [
+        ("errorlog", Some(config.errorlog.as_str())),
+        ("accesslog", config.accesslog.as_deref()),
+    ];
+    for (key, path) in named {
+        let Some(path) = path.filter(|p| *p != "-") else {
+            continue;
+        };
+        let file = std::path::Path::new(path);
+        let result = if file.exists() {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(file)
+                .map(drop)
+        } else {
+            let dir = match file.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).map_err(std::io::Error::from)
+        };
+        result.map_err(|e| format!("{key}: cannot open log file {path}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Opens the error and access logs named in `config` and sets the level.
 /// Errors: one line naming the file that could not be opened.
 pub fn configure(config: &Config) -> Result<(), String> {
     point(&ERROR_FD, Some(&config.errorlog), 2)?;
     point(&ACCESS_FD, config.accesslog.as_deref(), 1)?;
+    if let Ok(mut path) = ACCESS_PATH.lock() {
+        *path = config.accesslog.clone().unwrap_or_default();
+    }
     LEVEL.store(config.loglevel as u8, Ordering::Release);
     Ok(())
 }
@@ -86,13 +128,38 @@ pub(crate) fn now_formatted(format: &std::ffi::CStr) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-fn write_line(fd: i32, line: &[u8]) {
+/// Writes one line; false if the write failed or was short.
+fn write_line(fd: i32, line: &[u8]) -> bool {
     if fd < 0 {
+        return true;
+    }
+    // SAFETY: writes from a valid buffer to a log descriptor.
+    let n = unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
+    n == line.len() as isize
+}
+
+/// Counts a lost access log line and reports the losses in the error log, at most once a
+/// [`REPORT_EVERY`] seconds per process, with how many lines were lost.
+fn access_failed(error: std::io::Error) {
+    ACCESS_LOST.fetch_add(1, Ordering::AcqRel);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = ACCESS_REPORTED.load(Ordering::Acquire);
+    if last != 0 && now < last + REPORT_EVERY {
         return;
     }
-    // SAFETY: writes from a valid buffer to a log descriptor; a failed write is ignored (there is
-    // nowhere left to report it).
-    unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
+    if ACCESS_REPORTED
+        .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    let lost = ACCESS_LOST.swap(0, Ordering::AcqRel);
+    let path = ACCESS_PATH.lock().map(|p| p.clone()).unwrap_or_default();
+    self::error(format_args!(
+        "access log {path}: write failed ({error}); {lost} line(s) lost since the last report (reported at most once every {REPORT_EVERY} s)"
+    ));
 }
 
 /// Writes `message` to the error log at `level`, if enabled.
@@ -106,7 +173,31 @@ pub fn log(level: LogLevel, message: impl Display) {
         std::process::id(),
         level.label()
     );
+    // A failed error log write has nowhere left to be reported.
     write_line(ERROR_FD.load(Ordering::Acquire), line.as_bytes());
+}
+
+/// Makes panics of the server's own code one error-log line each (message and location; no
+/// backtrace, and no lock: the line is one write(2)), instead of the default multi-line
+/// stderr text that threads interleave. Set once at startup; forked workers inherit it.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let at = info.location().map_or_else(String::new, |l| {
+            format!(" at {}:{}:{}", l.file(), l.line(), l.column())
+        });
+        let thread = std::thread::current();
+        error(format_args!(
+            "panic in thread {}{at}: {}",
+            thread.name().unwrap_or("?"),
+            message.escape_debug()
+        ));
+    }));
 }
 
 /// Debug-level message.
@@ -137,5 +228,7 @@ pub fn access_enabled() -> bool {
 
 /// Writes one rendered access log line (see [`crate::access_log`]).
 pub fn access(line: &[u8]) {
-    write_line(ACCESS_FD.load(Ordering::Acquire), line);
+    if !write_line(ACCESS_FD.load(Ordering::Acquire), line) {
+        access_failed(std::io::Error::last_os_error());
+    }
 }

@@ -196,3 +196,162 @@ fn a_killed_master_frees_the_port_and_in_flight_requests_finish() {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
+
+#[test]
+fn panics_are_one_log_line_each_and_answered_500() {
+    let server = Server::spawn_env(
+        "chaos",
+        "workers: 1\nthreads: 4\n",
+        &[],
+        &[("RUST_BACKTRACE", "1")],
+    );
+    server.wait_ready();
+    let port = server.port;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = common::Client::new(port);
+                // Client::get takes anything but 200 as an error naming the status.
+                (0..5)
+                    .map(|_| match client.get("/panic") {
+                        Ok(r) => r.status.to_string(),
+                        Err(e) => e,
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let statuses: Vec<_> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| s == "status 500"),
+        "every panic is a 500: {statuses:?}"
+    );
+    let log = wait_for("40 panic lines", Duration::from_secs(10), || {
+        let log = server.log_text();
+        (log.matches("handler panicked at ").count() >= 40).then_some(log)
+    });
+    assert_eq!(log.matches("handler panicked at ").count(), 40, "{log}");
+    assert!(log.contains("chaos/src/lib.rs:"), "the location: {log}");
+    for line in log.lines().filter(|l| !l.is_empty()) {
+        assert!(line.starts_with('['), "not a log line: {line:?}");
+    }
+    assert!(!log.contains("stack backtrace") && !log.contains("rust_begin_unwind"));
+}
+
+#[test]
+fn log_files_are_checked_and_access_log_losses_reported() {
+    let dir = common::scratch_dir();
+    let config = dir.join("bad-log.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "app:\n  path: {}\naccesslog: /nonexistent-ferricorn-dir/access.log\n",
+            common::plugin("hello").display()
+        ),
+    )
+    .unwrap();
+    let (status, out) =
+        common::run_to_exit(&["--check-config", "-c", &config.display().to_string()]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("accesslog: cannot open log file /nonexistent-ferricorn-dir/access.log"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+
+    let server = Server::start("hello", "workers: 1\naccesslog: /dev/full\n", &[]);
+    for _ in 0..10 {
+        assert_eq!(server.get("/").status, 200);
+    }
+    let log = wait_for("the loss reported", Duration::from_secs(5), || {
+        let log = server.log_text();
+        log.contains("access log /dev/full: write failed")
+            .then_some(log)
+    });
+    assert!(log.contains("line(s) lost since the last report"), "{log}");
+    assert_eq!(
+        log.matches("access log /dev/full: write failed").count(),
+        1,
+        "at most once a minute: {log}"
+    );
+}
+
+/// VmHWM (peak resident set) of `pid` in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+/// Raises this test process's RLIMIT_NOFILE soft limit to its hard limit.
+fn raise_own_nofile() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a struct this function owns.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
+}
+
+#[test]
+fn memory_under_many_incomplete_heads_stays_within_the_bound() {
+    const CONNECTIONS: usize = 1000;
+    const HEAD_LIMIT: usize = 65536;
+    assert!(
+        raise_own_nofile() > CONNECTIONS as u64 + 100,
+        "descriptors for the test"
+    );
+    let server = Server::start(
+        "hello",
+        "workers: 1\nworker_connections: 1100\nheader_timeout: 60\n",
+        &[],
+    );
+    let worker = *booted_pids(&server.log_text()).last().expect("a worker");
+    let baseline = peak_rss(worker);
+    // Each connection sends a head just under limit_request_head (within the other limits:
+    // 64 fields of 1000 bytes), without its end.
+    let mut head = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    while head.len() < HEAD_LIMIT - 1100 {
+        head.extend_from_slice(format!("X-{}: {}\r\n", head.len(), "v".repeat(1000)).as_bytes());
+    }
+    let held: Vec<TcpStream> = (0..CONNECTIONS)
+        .map(|_| {
+            let mut stream = server.connect();
+            stream.write_all(&head).expect("send the head");
+            stream
+        })
+        .collect();
+    // Wait until the worker has read them all (its resident set stops growing).
+    let mut last = 0;
+    let peak = wait_for("the heads read", Duration::from_secs(30), || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = peak_rss(worker);
+        let settled = now == last && now > baseline + (CONNECTIONS * head.len() / 2) as u64;
+        last = now;
+        settled.then_some(now)
+    });
+    // The README's bound: connections × limit_request_head plus 32 MiB of the worker's own.
+    let bound = (CONNECTIONS * HEAD_LIMIT) as u64 + 32 * 1024 * 1024;
+    eprintln!(
+        "worker VmHWM: {} KiB idle, {} KiB with {CONNECTIONS} heads of {} bytes (bound {} KiB)",
+        baseline / 1024,
+        peak / 1024,
+        head.len(),
+        bound / 1024
+    );
+    assert!(peak <= bound, "VmHWM {peak} over {bound}");
+    drop(held);
+    assert_eq!(server.get("/").status, 200);
+}

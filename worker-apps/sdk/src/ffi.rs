@@ -1,10 +1,53 @@
 //! The glue between the C ABI and the safe [`App`] trait. Panics are caught here and never
-//! unwind into the server (SPEC §5).
+//! unwind into the server (SPEC §5); each becomes one error-log line with its message and
+//! location, through the responder's `log` (the server's log format), and a 500.
 
 use crate::abi::{self, FcAppDescriptor, FcField, FcRequest, FcResponder};
 use crate::{App, AppConfig, Level, Request, Response};
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+thread_local! {
+    /// The thread is inside a call from the server (init or handle): a panic is recorded
+    /// for the glue to log, not printed.
+    static IN_CALL: Cell<bool> = const { Cell::new(false) };
+    /// The last panic of this thread inside a call: "at FILE:LINE:COL: message".
+    static PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Replaces the plugin's panic hook (the plugin has its own copy of std) once: inside a call
+/// from the server the panic's message and location are kept for one log line (no
+/// backtrace is captured, whatever RUST_BACKTRACE says, and no lock is taken); elsewhere (a
+/// thread of the app's own) one line goes to stderr.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let at = info.location().map_or_else(String::new, |l| {
+                format!(" at {}:{}:{}", l.file(), l.line(), l.column())
+            });
+            let text = format!("{at}: {}", panic_message(info.payload()).escape_debug());
+            if IN_CALL.with(Cell::get) {
+                PANIC.with(|p| *p.borrow_mut() = Some(text));
+            } else {
+                eprintln!("ferricorn app: panicked{text}");
+            }
+        }));
+    });
+}
+
+/// Runs `f` as a call from the server: panics are caught, and their text returned.
+fn call<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    IN_CALL.with(|c| c.set(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    IN_CALL.with(|c| c.set(false));
+    result.map_err(|payload| {
+        PANIC
+            .with(|p| p.borrow_mut().take())
+            .unwrap_or_else(|| format!(": {}", panic_message(&*payload).escape_debug()))
+    })
+}
 
 /// Builds the static descriptor for `A`; `name` must end with a NUL byte.
 pub const fn descriptor<A: App>(name: &'static str) -> FcAppDescriptor {
@@ -53,7 +96,8 @@ pub unsafe extern "C" fn ffi_init<A: App>(
     err: *mut c_char,
     err_cap: usize,
 ) -> i32 {
-    let result = catch_unwind(AssertUnwindSafe(|| {
+    install_panic_hook();
+    let result = call(|| {
         let entries = crate::fields(config, count)
             .map(|(k, v)| {
                 (
@@ -63,7 +107,7 @@ pub unsafe extern "C" fn ffi_init<A: App>(
             })
             .collect();
         A::init(&AppConfig::new(entries))
-    }));
+    });
     match result {
         Ok(Ok(app)) => {
             // SAFETY: `state` is a valid out-pointer from the server.
@@ -74,12 +118,8 @@ pub unsafe extern "C" fn ffi_init<A: App>(
             write_error(&message, err, err_cap);
             abi::FC_ERR_APP
         }
-        Err(payload) => {
-            write_error(
-                &format!("init panicked: {}", panic_message(&*payload)),
-                err,
-                err_cap,
-            );
+        Err(panic) => {
+            write_error(&format!("init panicked{panic}"), err, err_cap);
             abi::FC_ERR_APP
         }
     }
@@ -96,7 +136,7 @@ pub unsafe extern "C" fn ffi_handle<A: App>(
 ) -> i32 {
     // SAFETY: the server passes the state ffi_init created and pointers valid for this call.
     let (app, request, responder) = unsafe { (&*(state as *const A), &*request, &*responder) };
-    let result = catch_unwind(AssertUnwindSafe(|| {
+    let result = call(|| {
         // SAFETY: these are the pointers the server passed to this handle call.
         let (mut req, mut res) = unsafe {
             (
@@ -105,7 +145,7 @@ pub unsafe extern "C" fn ffi_handle<A: App>(
             )
         };
         app.handle(&mut req, &mut res)
-    }));
+    });
     // SAFETY: the responder stays valid for this call.
     let res = unsafe { Response::from_raw(responder) };
     match result {
@@ -114,11 +154,8 @@ pub unsafe extern "C" fn ffi_handle<A: App>(
             res.log(Level::Error, &format!("handler error: {e}"));
             abi::FC_ERR_APP
         }
-        Err(payload) => {
-            res.log(
-                Level::Error,
-                &format!("handler panicked: {}", panic_message(&*payload)),
-            );
+        Err(panic) => {
+            res.log(Level::Error, &format!("handler panicked{panic}"));
             abi::FC_ERR_APP
         }
     }
@@ -134,8 +171,8 @@ pub unsafe extern "C" fn ffi_shutdown<A: App>(state: *mut c_void) {
     }
     // SAFETY: `state` came from Box::into_raw in ffi_init and is released exactly once here.
     let app = unsafe { Box::from_raw(state as *mut A) };
-    let _ = catch_unwind(AssertUnwindSafe(move || {
+    let _ = call(move || {
         app.shutdown();
         drop(app);
-    }));
+    });
 }
