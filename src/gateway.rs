@@ -26,15 +26,23 @@ pub struct Plugin {
 
 /// Loads the plugin at `path`: dlopen with RTLD_NOW (unresolved symbols fail here), find
 /// `ferricorn_app`, check the descriptor's `abi_version` and `size`.
+///
+/// `path` is a file path: a relative one is taken from the working directory (after
+/// `chdir`), never searched for in the dynamic loader's library path. Errors give the
+/// loader's own reason (dlerror(3): "invalid ELF header", "undefined symbol: ...").
 pub fn load(path: &Path) -> Result<Plugin, String> {
     let shown = path.display();
     if !path.is_file() {
         return Err(format!("plugin {shown}: no such file"));
     }
+    // dlopen(3) searches the library path for a name without a slash: make it absolute.
+    let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     // SAFETY: loading a shared object runs its initialisers; loading the configured plugin is
     // this server's purpose, and the operator chose the file.
-    let library = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
-        .map_err(|e| format!("plugin {shown}: cannot load: {e}"))?;
+    let library = unsafe { Library::open(Some(&file), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| {
+        let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+        format!("plugin {shown}: cannot load: {reason}")
+    })?;
     let symbol_name = abi::ENTRY_SYMBOL;
     // SAFETY: the entry symbol's type is fixed by the ABI (`FcEntryFn`).
     let entry: Symbol<FcEntryFn> =

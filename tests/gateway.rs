@@ -464,3 +464,28 @@ fn a_plugin_built_against_the_responder_before_flush_still_works() {
     let response = server.get("/has-flush");
     assert_eq!(response.text(), "flush: yes\n");
 }
+
+#[test]
+fn a_plugin_is_a_file_path_and_load_errors_give_the_loaders_reason() {
+    // A bare file name is the file in the working directory, not a library-path search
+    // (the server runs without cargo's LD_LIBRARY_PATH here).
+    let plugin = plugin("hello");
+    let dir = plugin.parent().unwrap().to_path_buf();
+    let out = std::process::Command::new(common::binary())
+        .args(["--check-config", "libhello.so"])
+        .current_dir(&dir)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    // Not a shared object: the dynamic loader's own words.
+    let scratch = common::scratch_dir();
+    let bogus = scratch.join("bogus.so");
+    std::fs::write(&bogus, vec![b'x'; 4096]).unwrap();
+    let (status, out) = run_to_exit(&["--check-config", &bogus.display().to_string()]);
+    assert_eq!(status.code(), Some(1));
+    assert!(out.contains("invalid ELF header"), "{out}");
+    assert!(!out.contains("dlopen failed"), "{out}");
+    let _ = std::fs::remove_dir_all(scratch);
+}

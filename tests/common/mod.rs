@@ -148,6 +148,7 @@ pub struct Server {
 pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
     let out = Command::new(binary())
         .args(args)
+        .env_remove("LD_LIBRARY_PATH")
         .stdin(Stdio::null())
         .output()
         .expect("run ferricorn");
@@ -212,6 +213,8 @@ impl Server {
             .arg("-c")
             .arg(&config_path)
             .args(args)
+            // As a user runs it: not with the library path cargo sets for tests.
+            .env_remove("LD_LIBRARY_PATH")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
