@@ -39,7 +39,7 @@ fn command() -> clap::Command {
             } else {
                 "VALUE"
             })
-            .help(setting.doc)
+            .help(flag_help(setting))
             .action(if multiple {
                 ArgAction::Append
             } else {
@@ -51,6 +51,19 @@ fn command() -> clap::Command {
         command = command.arg(arg);
     }
     command
+}
+
+/// A flag's help: the setting's doc, then its YAML key, default and unit (from the
+/// settings table, as in the README).
+fn flag_help(setting: &config::Setting) -> String {
+    let unit = match setting.kind {
+        Kind::Integer { unit, .. } => format!(", in {unit}"),
+        _ => String::new(),
+    };
+    format!(
+        "{} [YAML key: {}; default: {}{unit}]",
+        setting.doc, setting.name, setting.default
+    )
 }
 
 fn overrides(matches: &ArgMatches, cli: &Cli) -> Result<Overrides, String> {
@@ -141,21 +154,23 @@ fn serve(config: config::Config, overrides: Overrides) -> i32 {
                 .unwrap_or(Path::new("?"))
                 .display()
         )),
-        Err(e) => {
-            logging::critical(&e);
-            eprintln!("ferricorn: {e}");
-            return 1;
-        }
+        Err(e) => return startup_failed(&config, &e),
     }
     let (bound, origin) = match listening_sockets(&config) {
         Ok(pair) => pair,
-        Err(e) => {
-            logging::critical(&e);
-            eprintln!("ferricorn: {e}");
-            return 1;
-        }
+        Err(e) => return startup_failed(&config, &e),
     };
     master::run(config, overrides, bound, origin)
+}
+
+/// Logs why the server cannot start (critical) and returns exit status 1; the reason goes to
+/// the terminal too when the error log is a file, but only once when the error log is stderr.
+fn startup_failed(config: &config::Config, error: &str) -> i32 {
+    logging::critical(error);
+    if config.errorlog != "-" {
+        eprintln!("ferricorn: {error}");
+    }
+    1
 }
 
 /// The listening sockets: handed over by the previous master (USR2), else passed by systemd

@@ -108,3 +108,21 @@ fn readme_settings_table_matches_the_settings() {
         "README.md's settings table is out of date: replace it with `ferricorn --settings-markdown`"
     );
 }
+
+#[test]
+fn help_names_keys_defaults_and_units_and_startup_errors_print_once() {
+    let (status, out) = run_to_exit(&["--help"]);
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        out.contains("[YAML key: keepalive; default: 5, in seconds]"),
+        "{out}"
+    );
+    assert!(out.contains("[YAML key: limit_request_head; default: 65536, in bytes]"));
+    // The error log is stderr by default: the reason is printed once, not twice.
+    let (status, out) = run_to_exit(&["/nonexistent-ferricorn/libapp.so"]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert_eq!(out.matches("libapp.so: no such file").count(), 1, "{out}");
+    // A flag clap cannot parse exits 2 (as gunicorn's argparse does).
+    let (status, _) = run_to_exit(&["--no-such-flag"]);
+    assert_eq!(status.code(), Some(2));
+}

@@ -231,7 +231,7 @@ fn gunicorn_request_corpus_single_thread() {
 
 /// Replays the corpus against servers with `threads` per worker.
 fn run_corpus(threads: usize) {
-    // Without the corpus the tests are ignored (see tests/build.rs): reaching here without
+    // Without the corpus the tests are ignored (see src/build.rs): reaching here without
     // it is a failure, never a silent pass.
     let dir = corpus().expect("../shared/conformance beside this checkout");
     let manifest: Vec<Value> =

@@ -477,7 +477,8 @@ fn a_plugin_is_a_file_path_and_load_errors_give_the_loaders_reason() {
         .env_remove("LD_LIBRARY_PATH")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{text}");
     // Not a shared object: the dynamic loader's own words.
     let scratch = common::scratch_dir();

@@ -1,4 +1,4 @@
-//! Build script of the ferricorn package (kept under tests/, as it only serves them): sets
+//! Build script of the ferricorn package (it only serves the tests): sets
 //! the `conformance_corpus` cfg when gunicorn's request corpus (`../shared/conformance`) is
 //! beside the checkout, so that the conformance tests run then and are reported as ignored
 //! (skipped, with the reason) otherwise, never counted as passed.
