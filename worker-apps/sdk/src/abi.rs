@@ -1,7 +1,11 @@
 //! The gateway ABI, version 1: the `#[repr(C)]` types a plugin and the server exchange.
 //!
-//! This module is the single Rust definition of the ABI; the server and the SDK both use it.
-//! SPEC §5 is the contract. All strings are byte slices (`FcStr`), not NUL-terminated, except
+//! This module is the single Rust definition of the ABI; the server and the SDK both use it,
+//! and `worker-apps/include/ferricorn.h` is the same ABI for C. A plugin exports
+//! `ferricorn_app`, returning a static [`FcAppDescriptor`]; the server calls its `init` once
+//! per worker process, `handle` once per request (from several threads unless the plugin
+//! says otherwise), and `shutdown` at a graceful exit. Structs only grow at their end, and
+//! each starts with its `size`, so each side reads only what the other has. All strings are byte slices (`FcStr`), not NUL-terminated, except
 //! the descriptor's `name`. Everything a request points to is borrowed for the duration of one
 //! `handle` call only.
 

@@ -1,5 +1,5 @@
 //! The glue between the C ABI and the safe [`App`] trait. Panics are caught here and never
-//! unwind into the server (SPEC §5); each becomes one error-log line with its message and
+//! unwind into the server (that would be undefined behaviour across the C ABI); each becomes one error-log line with its message and
 //! location, through the responder's `log` (the server's log format), and a 500.
 
 use crate::abi::{self, FcAppDescriptor, FcField, FcRequest, FcResponder};

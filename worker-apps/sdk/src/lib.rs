@@ -14,7 +14,7 @@
 //! ferricorn_sdk::export_app!(Hello, "hello");
 //! ```
 //!
-//! The ABI itself is in [`abi`] (SPEC §5); [`router`] is a small method + path router.
+//! The ABI itself is in [`abi`]; [`router`] is a small method + path router.
 
 pub mod abi;
 mod ffi;
@@ -97,7 +97,8 @@ fn bytes<'a>(s: FcStr) -> &'a [u8] {
     unsafe { s.as_bytes() }.unwrap_or(&[])
 }
 
-/// One request, borrowed for one `handle` call (CGI/WSGI names, SPEC §5). Implements
+/// One request, borrowed for one `handle` call, with the CGI/WSGI variables (REQUEST_METHOD,
+/// PATH_INFO, QUERY_STRING, ...). Implements
 /// [`std::io::Read`] over the decoded body.
 pub struct Request<'a> {
     raw: &'a FcRequest,

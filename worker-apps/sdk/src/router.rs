@@ -51,21 +51,20 @@ impl<S> Router<S> {
         Router::default()
     }
 
-    /// Adds a route: `method` (e.g. `"GET"`) and `pattern` (e.g. `"/tasks/{id}"`).
+    /// Adds a route: `method` (e.g. `"GET"`) and `pattern` (e.g. `"/tasks/{id}"`: literal
+    /// segments, and `{name}` segments that capture one path segment each).
+    ///
+    /// # Panics
+    /// On a segment in another router's syntax (`:id`, `*rest`) or an unbalanced brace, with
+    /// a message naming the pattern: a route table is fixed at build time, so this shows up
+    /// at the app's init (where the SDK turns it into the init error).
     pub fn route(
         mut self,
         method: &'static str,
         pattern: &'static str,
         handler: Handler<S>,
     ) -> Self {
-        let segments = split(pattern)
-            .map(
-                |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                    Some(name) => Segment::Param(name),
-                    None => Segment::Literal(s),
-                },
-            )
-            .collect();
+        let segments = split(pattern).map(|s| segment(pattern, s)).collect();
         self.routes.push(Route {
             method,
             segments,
@@ -115,6 +114,21 @@ impl<S> Router<S> {
     }
 }
 
+/// One segment of `pattern`: `{name}` or a literal.
+fn segment(pattern: &str, s: &'static str) -> Segment {
+    if let Some(name) = s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+        if !name.is_empty() && !name.contains(['{', '}']) {
+            return Segment::Param(name);
+        }
+    }
+    if s.starts_with(':') || s.starts_with('*') || s.contains(['{', '}']) {
+        panic!(
+            "router pattern `{pattern}`: segment `{s}` is not `{{name}}` or a literal (path parameters are written `{{id}}`, not `:id`)"
+        );
+    }
+    Segment::Literal(s)
+}
+
 fn split(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
 }
@@ -150,5 +164,16 @@ mod tests {
         assert!(matches(&s, "/tasks/42/x").is_none());
         assert!(matches(&s, "/other/42").is_none());
         assert!(matches(&segs("/"), "/").is_some());
+    }
+
+    #[test]
+    fn other_routers_syntax_is_refused_clearly() {
+        for pattern in ["/tasks/:id", "/files/*rest", "/tasks/{id", "/tasks/{}"] {
+            let Err(err) = std::panic::catch_unwind(|| segs(pattern)) else {
+                panic!("{pattern} accepted");
+            };
+            let text = err.downcast_ref::<String>().unwrap();
+            assert!(text.contains(pattern) && text.contains("`{id}`"), "{text}");
+        }
     }
 }
