@@ -22,6 +22,9 @@ pub struct Cli {
     /// Print the settings table (Markdown) used in the README and exit.
     #[arg(long, hide = true)]
     pub settings_markdown: bool,
+    /// Print the "Coming from gunicorn" table (Markdown) used in the README and exit.
+    #[arg(long, hide = true)]
+    pub gunicorn_markdown: bool,
     /// The plugin shared object to serve (same as `app.path`).
     #[arg(value_name = "APP")]
     pub app: Option<PathBuf>,
@@ -93,6 +96,10 @@ pub fn main() -> i32 {
     };
     if cli.settings_markdown {
         print!("{}", config::markdown_table());
+        return 0;
+    }
+    if cli.gunicorn_markdown {
+        print!("{}", crate::gunicorn::markdown_table());
         return 0;
     }
     // Absolute, so that a reload finds the file after `chdir`.

@@ -499,6 +499,9 @@ fn read_file(path: &Path) -> Result<Vec<(usize, Value)>, String> {
     let mut out = Vec::new();
     for (key, value) in pairs {
         let Some(index) = setting_index(&key) else {
+            if let Some(why) = crate::gunicorn::explain(&key) {
+                return Err(format!("{}: {why}", at(&key)));
+            }
             return Err(format!(
                 "{}: unknown key `{key}` (see `ferricorn --help` for the settings)",
                 at(&key)

@@ -3,7 +3,7 @@
 //! A master process ([`master`]) binds the listeners ([`listeners`]), forks worker processes
 //! ([`worker`]) that serve connections ([`connection`], [`http`]) with a pool of threads, and
 //! supervises them. Applications are `cdylib` plugins loaded through the gateway ABI
-//! ([`gateway`]). Settings live in [`config`]; logs in [`logging`] and [`access_log`]; the command line in [`cli`]; privileges, environment and
+//! ([`gateway`]). Settings live in [`config`] (gunicorn's names it does not have in [`gunicorn`]); logs in [`logging`] and [`access_log`]; the command line in [`cli`]; privileges, environment and
 //! process titles in [`process`]; the systemd protocol in [`systemd`];
 //! the USR2 binary upgrade in [`upgrade`].
 
@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod gateway;
+pub mod gunicorn;
 pub mod http;
 pub mod listeners;
 pub mod logging;

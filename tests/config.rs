@@ -126,3 +126,31 @@ fn help_names_keys_defaults_and_units_and_startup_errors_print_once() {
     let (status, _) = run_to_exit(&["--no-such-flag"]);
     assert_eq!(status.code(), Some(2));
 }
+
+#[test]
+fn gunicorn_settings_are_recognised_and_the_readme_table_is_current() {
+    let (status, table) = run_to_exit(&["--gunicorn-markdown"]);
+    assert!(status.success());
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains(table.trim()),
+        "README.md's gunicorn table is out of date: replace it with `ferricorn --gunicorn-markdown`"
+    );
+    let dir = scratch_dir();
+    for (key, value, expected) in [
+        ("preload_app", "true", "plugins are loaded after fork"),
+        ("daemon", "true", "run under systemd"),
+        ("worker_class", "gthread", "the thread pool is the only worker type"),
+        ("statsd_host", "localhost:8125", "does not have yet"),
+        ("wsgi_app", "app:app", "here it is `app.path`"),
+    ] {
+        let file = dir.join(format!("{key}.yaml"));
+        std::fs::write(&file, format!("workers: 1\n{key}: {value}\n")).unwrap();
+        let (status, out) = run_to_exit(&["-c", &file.display().to_string(), "--check-config"]);
+        assert_eq!(status.code(), Some(1), "{key}: {out}");
+        assert!(out.contains(expected) && out.contains(":2:"), "{key}: {out}");
+        assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,218 @@
+//! gunicorn 27's settings (its `config.py` has 120) and what ferricorn does with each, for a
+//! gunicorn user's configuration: a gunicorn name that ferricorn does not have is refused
+//! with what to do instead, and the README's "Coming from gunicorn" table is generated from
+//! this list plus [`crate::config::SETTINGS`] (a test keeps the two in sync).
+
+use crate::config::SETTINGS;
+use std::fmt::Write;
+
+/// What ferricorn has for a gunicorn setting it does not have under the same name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Instead {
+    /// Another name (a setting, a flag or a command).
+    Renamed(&'static str),
+    /// Not needed here, and why.
+    NotNeeded(&'static str),
+    /// Not yet: planned, with where it stands.
+    NotYet(&'static str),
+}
+
+use Instead::{NotNeeded, NotYet, Renamed};
+
+const HOOKS: Instead = NotNeeded(
+    "server hooks are Python callables; a plugin's `init` and `shutdown` run in each worker, and the master's events are in the error log",
+);
+const PYTHON: Instead =
+    NotNeeded("Python-specific: a plugin is a shared object, loaded by `app.path`");
+const STRICT: Instead = NotNeeded(
+    "a leniency for malformed requests: ferricorn refuses them (400), see \"HTTP behaviour\"",
+);
+const HTTP2: Instead = NotNeeded("ferricorn speaks HTTP/1.1 only; terminate HTTP/2 in a proxy");
+const DIRTY: Instead = NotNeeded(
+    "gunicorn's dirty arbiters run Python workers beside the app; a plugin starts its own threads or processes",
+);
+const SYSLOG: Instead = NotNeeded(
+    "log to stderr under systemd (the journal takes it) or to a file; journald forwards to syslog",
+);
+const TLS: Instead = NotYet("TLS with rustls is planned; terminate TLS in a proxy until then");
+
+/// Every gunicorn 27 setting, in the order of gunicorn's `config.py`. `None`: ferricorn has
+/// the setting under the same name (checked against [`SETTINGS`] by a test).
+pub const GUNICORN_SETTINGS: &[(&str, Option<Instead>)] = &[
+    ("config", Some(Renamed("`-c/--config FILE`, a YAML file instead of Python"))),
+    ("wsgi_app", Some(Renamed("`app.path` (or the positional APP): the plugin's shared object"))),
+    ("bind", None),
+    ("backlog", None),
+    ("workers", None),
+    ("worker_class", Some(NotNeeded("the thread pool is the only worker type; set `threads`"))),
+    ("threads", None),
+    ("worker_connections", None),
+    ("max_requests", None),
+    ("max_requests_jitter", None),
+    ("timeout", None),
+    ("graceful_timeout", None),
+    ("keepalive", None),
+    ("limit_request_line", None),
+    ("limit_request_fields", None),
+    ("limit_request_field_size", None),
+    ("reload", Some(NotNeeded("send HUP after rebuilding the plugin: a new generation loads it from disk, with no dropped request"))),
+    ("reload_engine", Some(NotNeeded("see `reload`: HUP reloads"))),
+    ("reload_extra_files", Some(NotNeeded("see `reload`: HUP reloads"))),
+    ("spew", Some(NotNeeded("Python tracing; use `loglevel: debug`, or gdb/perf on a worker"))),
+    ("check_config", Some(Renamed("the `--check-config` flag"))),
+    ("print_config", Some(Renamed("the `--print-config` flag"))),
+    ("preload_app", Some(NotNeeded("plugins are loaded after fork in each worker (the master never loads app code), and HUP reloads them"))),
+    ("sendfile", Some(NotNeeded("responses come from the app's writes, not from files"))),
+    ("reuse_port", Some(NotYet("SO_REUSEPORT for several masters on one port is planned"))),
+    ("chdir", None),
+    ("daemon", Some(NotNeeded("run under systemd (`systemd/ferricorn.service`) or another supervisor"))),
+    ("raw_env", None),
+    ("pidfile", None),
+    ("worker_tmp_dir", Some(NotNeeded("workers prove they are alive through a pipe, not a temporary file"))),
+    ("user", None),
+    ("group", None),
+    ("umask", None),
+    ("initgroups", Some(NotNeeded("always done: workers that switch `user` as root get that user's groups"))),
+    ("tmp_upload_dir", Some(NotNeeded("bodies are streamed to the app, never spooled to disk"))),
+    ("secure_scheme_headers", Some(NotYet("trusted forwarded headers are planned; url_scheme is `http` until then"))),
+    ("forwarded_allow_ips", Some(NotYet("trusted forwarded headers are planned"))),
+    ("accesslog", None),
+    ("disable_redirect_access_to_syslog", Some(SYSLOG)),
+    ("access_log_format", None),
+    ("errorlog", None),
+    ("loglevel", None),
+    ("capture_output", Some(NotNeeded("a plugin logs through the responder's `log` into the error log; its stderr is the master's"))),
+    ("logger_class", Some(PYTHON)),
+    ("logconfig", Some(PYTHON)),
+    ("logconfig_dict", Some(PYTHON)),
+    ("logconfig_json", Some(PYTHON)),
+    ("syslog_addr", Some(SYSLOG)),
+    ("syslog", Some(SYSLOG)),
+    ("syslog_prefix", Some(SYSLOG)),
+    ("syslog_facility", Some(SYSLOG)),
+    ("enable_stdio_inheritance", Some(NotNeeded("workers always inherit the master's stdio"))),
+    ("statsd_host", Some(NotYet("a Prometheus /metrics endpoint (`metrics_bind`) is planned instead of statsd"))),
+    ("dogstatsd_tags", Some(NotYet("see `statsd_host`"))),
+    ("statsd_prefix", Some(NotYet("see `statsd_host`"))),
+    ("enable_backlog_metric", Some(NotYet("the listen queue will be a metric of `metrics_bind`"))),
+    ("proc_name", None),
+    ("default_proc_name", Some(NotNeeded("the default `proc_name` is the plugin's file name"))),
+    ("pythonpath", Some(PYTHON)),
+    ("paste", Some(PYTHON)),
+    ("on_starting", Some(HOOKS)),
+    ("on_reload", Some(HOOKS)),
+    ("when_ready", Some(HOOKS)),
+    ("pre_fork", Some(HOOKS)),
+    ("post_fork", Some(HOOKS)),
+    ("post_worker_init", Some(HOOKS)),
+    ("worker_int", Some(HOOKS)),
+    ("worker_abort", Some(HOOKS)),
+    ("pre_exec", Some(HOOKS)),
+    ("pre_request", Some(HOOKS)),
+    ("post_request", Some(HOOKS)),
+    ("child_exit", Some(HOOKS)),
+    ("worker_exit", Some(HOOKS)),
+    ("nworkers_changed", Some(HOOKS)),
+    ("on_exit", Some(HOOKS)),
+    ("ssl_context", Some(TLS)),
+    ("proxy_protocol", Some(NotYet("HAProxy's PROXY protocol is planned"))),
+    ("proxy_allow_ips", Some(NotYet("see `proxy_protocol`"))),
+    ("protocol", Some(NotNeeded("ferricorn speaks HTTP/1.1 only (no uwsgi protocol)"))),
+    ("uwsgi_allow_ips", Some(NotNeeded("see `protocol`"))),
+    ("keyfile", Some(TLS)),
+    ("certfile", Some(TLS)),
+    ("ssl_version", Some(TLS)),
+    ("cert_reqs", Some(TLS)),
+    ("ca_certs", Some(TLS)),
+    ("suppress_ragged_eofs", Some(TLS)),
+    ("do_handshake_on_connect", Some(TLS)),
+    ("ciphers", Some(TLS)),
+    ("http_protocols", Some(HTTP2)),
+    ("http2_cleartext", Some(HTTP2)),
+    ("http2_max_concurrent_streams", Some(HTTP2)),
+    ("http2_initial_window_size", Some(HTTP2)),
+    ("http2_max_frame_size", Some(HTTP2)),
+    ("http2_max_header_list_size", Some(HTTP2)),
+    ("raw_paste_global_conf", Some(PYTHON)),
+    ("permit_obsolete_folding", Some(STRICT)),
+    ("strip_header_spaces", Some(STRICT)),
+    ("permit_unconventional_http_method", Some(STRICT)),
+    ("permit_unconventional_http_version", Some(STRICT)),
+    ("casefold_http_method", Some(STRICT)),
+    ("forwarder_headers", Some(NotYet("see `forwarded_allow_ips`"))),
+    ("header_map", Some(NotNeeded("field names with `_` are always dropped (gunicorn's default `drop`)"))),
+    ("asgi_loop", Some(PYTHON)),
+    ("asgi_lifespan", Some(PYTHON)),
+    ("asgi_disconnect_grace_period", Some(PYTHON)),
+    ("websocket_max_message_size", Some(NotNeeded("no WebSocket support: HTTP/1.1 requests and responses only"))),
+    ("http_parser", Some(NotNeeded("one parser: ferricorn's own state machine with httparse"))),
+    ("root_path", Some(NotNeeded("SCRIPT_NAME is empty; a proxy that mounts the app under a prefix passes the full path"))),
+    ("dirty_apps", Some(DIRTY)),
+    ("dirty_workers", Some(DIRTY)),
+    ("dirty_timeout", Some(DIRTY)),
+    ("dirty_threads", Some(DIRTY)),
+    ("dirty_graceful_timeout", Some(DIRTY)),
+    ("on_dirty_starting", Some(DIRTY)),
+    ("dirty_post_fork", Some(DIRTY)),
+    ("dirty_worker_init", Some(DIRTY)),
+    ("dirty_worker_exit", Some(DIRTY)),
+    ("control_socket", Some(NotYet("a control socket with gunicorn's commands is planned; signals do the same today (see \"Signals\")"))),
+    ("control_socket_mode", Some(NotYet("see `control_socket`"))),
+    ("control_socket_disable", Some(NotYet("see `control_socket`"))),
+];
+
+/// For a key ferricorn does not have: if it is a gunicorn setting, why it is not here and
+/// what to use instead (one line).
+pub fn explain(key: &str) -> Option<String> {
+    let (_, instead) = GUNICORN_SETTINGS.iter().find(|(name, _)| *name == key)?;
+    Some(match instead.as_ref()? {
+        Renamed(what) => format!("`{key}` is gunicorn's; here it is {what}"),
+        NotNeeded(why) => format!("`{key}` is a gunicorn setting ferricorn does not need: {why}"),
+        NotYet(what) => {
+            format!("`{key}` is a gunicorn setting ferricorn does not have yet: {what}")
+        }
+    })
+}
+
+/// The README's "Coming from gunicorn" table (Markdown), one row per gunicorn setting.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| gunicorn setting | in ferricorn |\n|---|---|\n");
+    for (name, instead) in GUNICORN_SETTINGS {
+        let here = match instead {
+            None if SETTINGS.iter().any(|s| s.name == *name) => "same name".to_string(),
+            None => "(missing from the settings table)".to_string(),
+            Some(Renamed(what)) => format!("different name: {what}"),
+            Some(NotNeeded(why)) => format!("not needed: {why}"),
+            Some(NotYet(what)) => format!("not yet: {what}"),
+        };
+        let _ = writeln!(out, "| `{name}` | {here} |");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_agrees_with_the_settings_table() {
+        assert_eq!(GUNICORN_SETTINGS.len(), 120, "gunicorn 27 has 120 settings");
+        for (name, instead) in GUNICORN_SETTINGS {
+            let here = SETTINGS.iter().any(|s| s.name == *name);
+            assert_eq!(
+                here,
+                instead.is_none(),
+                "`{name}`: same name here iff listed as such"
+            );
+        }
+        let mut names: Vec<_> = GUNICORN_SETTINGS.iter().map(|(n, _)| n).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), GUNICORN_SETTINGS.len(), "no name twice");
+        assert!(explain("preload_app")
+            .unwrap()
+            .contains("loaded after fork"));
+        assert_eq!(explain("workers"), None);
+        assert_eq!(explain("wrokers"), None);
+    }
+}
