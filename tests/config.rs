@@ -141,7 +141,11 @@ fn gunicorn_settings_are_recognised_and_the_readme_table_is_current() {
     for (key, value, expected) in [
         ("preload_app", "true", "plugins are loaded after fork"),
         ("daemon", "true", "run under systemd"),
-        ("worker_class", "gthread", "the thread pool is the only worker type"),
+        (
+            "worker_class",
+            "gthread",
+            "the thread pool is the only worker type",
+        ),
         ("statsd_host", "localhost:8125", "does not have yet"),
         ("wsgi_app", "app:app", "here it is `app.path`"),
     ] {
@@ -149,7 +153,10 @@ fn gunicorn_settings_are_recognised_and_the_readme_table_is_current() {
         std::fs::write(&file, format!("workers: 1\n{key}: {value}\n")).unwrap();
         let (status, out) = run_to_exit(&["-c", &file.display().to_string(), "--check-config"]);
         assert_eq!(status.code(), Some(1), "{key}: {out}");
-        assert!(out.contains(expected) && out.contains(":2:"), "{key}: {out}");
+        assert!(
+            out.contains(expected) && out.contains(":2:"),
+            "{key}: {out}"
+        );
         assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
     }
     let _ = std::fs::remove_dir_all(dir);

@@ -349,7 +349,9 @@ fn first_generation_failing_init_makes_the_master_exit_nonzero() {
 
 #[test]
 fn tasks_app_routes_with_parameters_404_and_405() {
-    let server = Server::start("tasks", "workers: 1\n", &[]);
+    let dir = common::scratch_dir();
+    let database = format!("database={}", dir.join("tasks.sqlite3").display());
+    let server = Server::start("tasks", "workers: 1\n", &["--app-config", &database]);
     let body = r#"{"title": "water the plants"}"#;
     let created = server.send(
         format!(
@@ -379,6 +381,8 @@ fn tasks_app_routes_with_parameters_404_and_405() {
     assert_eq!(put.header("allow"), Some("GET, POST, HEAD"));
     let bad = server.send(b"POST /tasks HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n{{{");
     assert_eq!(bad.status, 400);
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -489,4 +493,67 @@ fn a_plugin_is_a_file_path_and_load_errors_give_the_loaders_reason() {
     assert!(out.contains("invalid ELF header"), "{out}");
     assert!(!out.contains("dlopen failed"), "{out}");
     let _ = std::fs::remove_dir_all(scratch);
+}
+
+/// POSTs a task with `title` to the tasks app; returns its id.
+fn create_task(server: &Server, title: &str) -> u64 {
+    let body = format!(r#"{{"title": "{title}"}}"#);
+    let created = server.send(
+        format!(
+            "POST /tasks HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let task: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
+    task["id"].as_u64().expect("an id")
+}
+
+#[test]
+fn tasks_are_shared_by_workers_and_survive_worker_and_server_restarts() {
+    let dir = common::scratch_dir();
+    let database = format!("database={}", dir.join("tasks.sqlite3").display());
+    let args = ["--app-config", database.as_str()];
+    let server = Server::start("tasks", "workers: 2\n", &args);
+    let id = create_task(&server, "shared by all workers");
+    // Every worker sees it: new connections go to either worker.
+    for _ in 0..10 {
+        let listed = server.get("/tasks?limit=1000");
+        assert!(
+            listed.text().contains("shared by all workers"),
+            "{}",
+            listed.text()
+        );
+    }
+    // Both workers killed: their replacements still have it.
+    let workers = common::booted_pids(&server.log_text());
+    for &pid in &workers {
+        // SAFETY: kill(2) on workers this test's server forked.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    wait_for("two new workers", Duration::from_secs(20), || {
+        (common::booted_pids(&server.log_text()).len() >= workers.len() + 2).then_some(())
+    });
+    let shown = wait_for(
+        "the task from a new worker",
+        Duration::from_secs(10),
+        || {
+            server
+                .try_get(&format!("/tasks/{id}"))
+                .ok()
+                .filter(|r| r.status == 200)
+        },
+    );
+    assert!(shown.text().contains("shared by all workers"));
+    drop(server);
+    // A new server on the same file.
+    let server = Server::start("tasks", "workers: 2\n", &args);
+    assert_eq!(
+        server.get(&format!("/tasks/{id}")).status,
+        200,
+        "kept across a restart"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
 }

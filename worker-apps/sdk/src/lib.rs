@@ -18,9 +18,11 @@
 
 pub mod abi;
 mod ffi;
+pub mod per_thread;
 pub mod router;
 
 pub use ffi::{descriptor, ffi_handle, ffi_init, ffi_shutdown};
+pub use per_thread::PerThread;
 pub use router::{Params, Router};
 
 use abi::{FcField, FcRequest, FcResponder, FcStr};

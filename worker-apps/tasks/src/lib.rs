@@ -1,20 +1,25 @@
-//! `tasks` (SPEC §6): a small JSON API on the SDK router.
+//! `tasks`: a small JSON API on the SDK router, backed by SQLite (rusqlite with its bundled
+//! SQLite: nothing to install).
 //!
 //! - `GET /health` → `{"status":"ok"}`
-//! - `GET /tasks` → the list; `POST /tasks` with `{"title": "..."}` → 201 and the new task
+//! - `GET /tasks[?limit=N]` → the first N tasks (default 100, at most 1000) by id;
+//!   `POST /tasks` with `{"title": "...", "done": false}` → 201 and the new task
 //! - `GET /tasks/{id}`, `DELETE /tasks/{id}` → the task / 204, or 404
 //!
-//! State is per worker process (each worker has its own list), shared by the worker's threads
-//! through a `Mutex`: the recommended pattern for state in a ferricorn app.
+//! `app.config.database` is the SQLite file (default `tasks.sqlite3` in the working
+//! directory). Init creates the schema and switches the file to WAL mode; every serving
+//! thread then opens its own connection on first use ([`PerThread`], the SDK's way to hold
+//! per-thread resources). All workers share the file, so every worker sees every task, and
+//! tasks survive worker restarts, reloads and server restarts.
 
-use ferricorn_sdk::{App, AppConfig, HandlerResult, Params, Request, Response, Router};
+use ferricorn_sdk::{App, AppConfig, HandlerResult, Params, PerThread, Request, Response, Router};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::time::Duration;
 
 #[derive(Serialize, Clone)]
 struct Task {
-    id: u64,
+    id: i64,
     title: String,
     done: bool,
 }
@@ -26,19 +31,26 @@ struct NewTask {
     done: bool,
 }
 
-#[derive(Default)]
-struct Store {
-    next_id: u64,
-    tasks: BTreeMap<u64, Task>,
-}
+/// One connection per serving thread.
+type Db = PerThread<Connection>;
 
-/// The tasks app: a router over a mutex-protected store.
+/// The tasks app: a router over per-thread SQLite connections.
 pub struct Tasks {
-    router: Router<Mutex<Store>>,
-    store: Mutex<Store>,
+    router: Router<Db>,
+    db: Db,
 }
 
 const MAX_BODY: usize = 64 * 1024;
+/// How long a writer waits for another to finish (workers and threads share the file).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn open(path: &str) -> Result<Connection, String> {
+    let conn = Connection::open(path).map_err(|e| format!("tasks: database {path}: {e}"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
+        .map_err(|e| format!("tasks: database {path}: {e}"))?;
+    Ok(conn)
+}
 
 fn json(res: &mut Response<'_>, status: u16, value: &impl Serialize) -> HandlerResult {
     let mut body = serde_json::to_vec(value)?;
@@ -50,37 +62,34 @@ fn error(res: &mut Response<'_>, status: u16, message: &str) -> HandlerResult {
     json(res, status, &serde_json::json!({ "error": message }))
 }
 
-fn health(
-    _: &Mutex<Store>,
-    _: &mut Request<'_>,
-    res: &mut Response<'_>,
-    _: &Params,
-) -> HandlerResult {
+fn task(row: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
+    Ok(Task {
+        id: row.get(0)?,
+        title: row.get(1)?,
+        done: row.get(2)?,
+    })
+}
+
+fn health(_: &Db, _: &mut Request<'_>, res: &mut Response<'_>, _: &Params) -> HandlerResult {
     json(res, 200, &serde_json::json!({ "status": "ok" }))
 }
 
-fn list(
-    store: &Mutex<Store>,
-    _: &mut Request<'_>,
-    res: &mut Response<'_>,
-    _: &Params,
-) -> HandlerResult {
-    let tasks: Vec<Task> = store
-        .lock()
-        .map_err(|_| "store poisoned")?
-        .tasks
-        .values()
-        .cloned()
-        .collect();
+fn list(db: &Db, req: &mut Request<'_>, res: &mut Response<'_>, _: &Params) -> HandlerResult {
+    let limit: i64 = req
+        .query("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .clamp(0, 1000);
+    let tasks = db.with(|conn| {
+        let mut statement =
+            conn.prepare_cached("SELECT id, title, done FROM tasks ORDER BY id LIMIT ?1")?;
+        let rows = statement.query_map([limit], task)?;
+        rows.collect::<rusqlite::Result<Vec<Task>>>()
+    })??;
     json(res, 200, &tasks)
 }
 
-fn create(
-    store: &Mutex<Store>,
-    req: &mut Request<'_>,
-    res: &mut Response<'_>,
-    _: &Params,
-) -> HandlerResult {
+fn create(db: &Db, req: &mut Request<'_>, res: &mut Response<'_>, _: &Params) -> HandlerResult {
     let body = match req.body_to_vec(MAX_BODY) {
         Ok(body) => body,
         Err(_) => return error(res, 413, "body too large"),
@@ -89,55 +98,70 @@ fn create(
         Ok(new) => new,
         Err(e) => return error(res, 400, &format!("invalid task: {e}")),
     };
-    let task = {
-        let mut store = store.lock().map_err(|_| "store poisoned")?;
-        store.next_id += 1;
-        let task = Task {
-            id: store.next_id,
-            title: new.title,
-            done: new.done,
-        };
-        store.tasks.insert(task.id, task.clone());
-        task
-    };
+    let task = db.with(|conn| {
+        conn.prepare_cached("INSERT INTO tasks (title, done) VALUES (?1, ?2) RETURNING id")?
+            .query_row(params![new.title, new.done], |row| row.get(0))
+            .map(|id| Task {
+                id,
+                title: new.title,
+                done: new.done,
+            })
+    })??;
     json(res, 201, &task)
 }
 
-fn task_id(params: &Params) -> Option<u64> {
+fn task_id(params: &Params) -> Option<i64> {
     params.get("id").and_then(|id| id.parse().ok())
 }
 
-fn show(
-    store: &Mutex<Store>,
-    _: &mut Request<'_>,
-    res: &mut Response<'_>,
-    params: &Params,
-) -> HandlerResult {
-    let task = task_id(params).and_then(|id| store.lock().ok()?.tasks.get(&id).cloned());
-    match task {
+fn show(db: &Db, _: &mut Request<'_>, res: &mut Response<'_>, params: &Params) -> HandlerResult {
+    let Some(id) = task_id(params) else {
+        return error(res, 404, "no such task");
+    };
+    let found = db.with(|conn| {
+        conn.prepare_cached("SELECT id, title, done FROM tasks WHERE id = ?1")?
+            .query_row([id], task)
+            .optional()
+    })??;
+    match found {
         Some(task) => json(res, 200, &task),
         None => error(res, 404, "no such task"),
     }
 }
 
-fn delete(
-    store: &Mutex<Store>,
-    _: &mut Request<'_>,
-    res: &mut Response<'_>,
-    params: &Params,
-) -> HandlerResult {
-    let removed = task_id(params).and_then(|id| store.lock().ok()?.tasks.remove(&id));
-    match removed {
-        Some(_) => {
-            res.start(204, &[])?;
-            Ok(())
-        }
-        None => error(res, 404, "no such task"),
+fn delete(db: &Db, _: &mut Request<'_>, res: &mut Response<'_>, params: &Params) -> HandlerResult {
+    let Some(id) = task_id(params) else {
+        return error(res, 404, "no such task");
+    };
+    let removed = db.with(|conn| {
+        conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?
+            .execute([id])
+    })??;
+    if removed == 0 {
+        return error(res, 404, "no such task");
     }
+    res.start(204, &[])?;
+    Ok(())
 }
 
 impl App for Tasks {
-    fn init(_config: &AppConfig) -> Result<Self, String> {
+    fn init(config: &AppConfig) -> Result<Self, String> {
+        let path = config
+            .get("database")
+            .unwrap_or("tasks.sqlite3")
+            .to_string();
+        let conn = open(&path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .and_then(|()| {
+                conn.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS tasks (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        title TEXT NOT NULL,
+                        done INTEGER NOT NULL DEFAULT 0
+                    )",
+                )
+            })
+            .map_err(|e| format!("tasks: database {path}: {e}"))?;
         let router = Router::new()
             .route("GET", "/health", health)
             .route("GET", "/tasks", list)
@@ -146,12 +170,12 @@ impl App for Tasks {
             .route("DELETE", "/tasks/{id}", delete);
         Ok(Tasks {
             router,
-            store: Mutex::new(Store::default()),
+            db: PerThread::new(move || open(&path)),
         })
     }
 
     fn handle(&self, req: &mut Request<'_>, res: &mut Response<'_>) -> HandlerResult {
-        self.router.dispatch(&self.store, req, res)
+        self.router.dispatch(&self.db, req, res)
     }
 }
 
