@@ -44,12 +44,14 @@ impl<T: 'static> PerThread<T> {
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, String> {
         VALUES.with(|values| {
             let mut values = values.borrow_mut();
-            if !values.contains_key(&self.id) {
-                values.insert(self.id, Box::new((self.make)()?));
-            }
-            let value = values
-                .get_mut(&self.id)
-                .and_then(|v| v.downcast_mut::<T>())
+            let slot = match values.entry(self.id) {
+                std::collections::hash_map::Entry::Occupied(slot) => slot.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(Box::new((self.make)()?))
+                }
+            };
+            let value = slot
+                .downcast_mut::<T>()
                 .ok_or("per-thread value of another type")?;
             Ok(f(value))
         })
