@@ -1,5 +1,5 @@
 /*
- * c-hello: ferricorn's hello app in C (SPEC section 6): any GET or HEAD answers
+ * c-hello: ferricorn's hello app in C: any GET or HEAD answers
  * "200 Hello, World!\n"; other methods get 405 with Allow.
  *
  * Build: make            (or: cc -std=c99 -Wall -Wextra -Werror -O2 -fPIC -shared

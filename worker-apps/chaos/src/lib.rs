@@ -1,4 +1,4 @@
-//! `chaos` (SPEC §6), a test app: `/sleep?ms=N` (logs `chaos: sleeping N ms` first), `/panic`, `/abort`,
+//! `chaos`, a test app: `/sleep?ms=N` (logs `chaos: sleeping N ms` first), `/panic`, `/abort`,
 //! `/stream?chunks=N&size=BYTES` (chunked, no Content-Length), `/big?bytes=N`, `/pid`,
 //! `/env?name=VAR` (the worker's environment variable VAR, empty if unset).
 //! `/overflow?length=N&bytes=M`: declares `Content-Length: N`, then writes M bytes.
@@ -116,7 +116,7 @@ impl App for Chaos {
     }
 }
 
-/// `/response?case=C`, for the `start_response` rules (SPEC §5):
+/// `/response?case=C`, for the `start_response` rules:
 /// - `restart`: start_response(500, X-First), then start_response(201, X-Second): the last wins.
 /// - `late`: writes `a`, then calls start_response again; the body reports what it returned.
 /// - `crlf`, `nul`: a header value with CR LF / NUL; `status`: status 42. Each is refused,

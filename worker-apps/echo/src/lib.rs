@@ -1,4 +1,4 @@
-//! `echo` (SPEC §6): `/raw` streams the request body back verbatim; every other path answers
+//! `echo`: `/raw` streams the request body back verbatim; every other path answers
 //! 200 with the request as the app saw it, as JSON. Byte strings are given as their latin-1
 //! decoding (one char per byte), so any byte survives the round trip; the body is base64.
 

@@ -1,4 +1,4 @@
-//! `hello`: any GET (or HEAD) answers `200 Hello, World!\n`; other methods get 405 (SPEC §6).
+//! `hello`: any GET (or HEAD) answers `200 Hello, World!\n`; other methods get 405.
 
 use ferricorn_sdk::{App, AppConfig, HandlerResult, Request, Response};
 
