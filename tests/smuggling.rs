@@ -40,11 +40,22 @@ fn verdict(server: &Server, raw: &str) -> Result<u16, String> {
 const POST: &str = "POST /raw HTTP/1.1\r\nHost: a\r\n";
 const GET: &str = "GET / HTTP/1.1\r\nHost: a\r\n";
 
+/// With 4 threads per worker (the default) connections are one-shot in epoll.
 #[test]
 fn framing_and_smuggling_rules() {
+    framing_and_smuggling_rules_with(4);
+}
+
+/// With 1 thread per worker connections are edge-triggered in epoll.
+#[test]
+fn framing_and_smuggling_rules_single_thread() {
+    framing_and_smuggling_rules_with(1);
+}
+
+fn framing_and_smuggling_rules_with(threads: usize) {
     let server = Server::start(
         "echo",
-        "workers: 1\nlimit_request_body: 100\nlimit_request_line: 200\nlimit_request_field_size: 300\n",
+        &format!("workers: 1\nthreads: {threads}\nlimit_request_body: 100\nlimit_request_line: 200\nlimit_request_field_size: 300\n"),
         &[],
     );
     let long_extension = "a".repeat(5000);
