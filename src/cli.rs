@@ -48,6 +48,10 @@ fn command() -> clap::Command {
             } else {
                 ArgAction::Set
             });
+        if setting.kind == Kind::Bool {
+            // `--reuse-port` alone means true, as gunicorn's switch; `--reuse-port false` too.
+            arg = arg.num_args(0..=1).default_missing_value("true");
+        }
         if let Some(short) = setting.short {
             arg = arg.short(short);
         }
@@ -215,6 +219,6 @@ fn bind_all(config: &config::Config) -> Result<Vec<listeners::Listener>, String>
     config
         .bind
         .iter()
-        .map(|address| listeners::bind_listener(address, config.backlog))
+        .map(|address| listeners::bind_listener(address, config.backlog, config.reuse_port))
         .collect()
 }

@@ -6,6 +6,7 @@
 //! Every error names the file, the line and the key (or the flag) and is returned as one line.
 
 use crate::access_log::AccessFormat;
+use crate::forwarded::{Forwarding, IpSet, RealIpHeader};
 use crate::listeners::Address;
 use serde_yaml::{Mapping, Value};
 use std::fmt::Write as _;
@@ -42,6 +43,13 @@ pub enum Kind {
     },
     /// A file mode creation mask in octal digits (`"027"`, `0o027`, or `27` read as octal).
     Umask,
+    /// `true` or `false` (YAML booleans, or the strings; a flag without a value is `true`).
+    Bool,
+    /// Peers: a comma-separated string or a list of addresses, CIDR blocks and `*`
+    /// (checked with [`IpSet::parse`]); stored as one comma-separated string.
+    IpList,
+    /// One of these words, case-insensitive (stored as written here), or null for unset.
+    Choice(&'static [&'static str]),
 }
 
 /// One setting: its YAML key, command-line flag, accepted values, default and documentation.
@@ -123,6 +131,14 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Error log file, or `-` for stderr." },
     Setting { name: "loglevel", flag: "log-level", short: None, kind: Kind::Level, default: "info",
         doc: "Error log level: debug, info, warning, error or critical." },
+    Setting { name: "forwarded_allow_ips", flag: "forwarded-allow-ips", short: None, kind: Kind::IpList, default: "\"127.0.0.1,::1\"",
+        doc: "Peers whose forwarding headers are believed (secure_scheme_headers, real_ip_header): addresses, CIDR blocks, `*` for any; a comma-separated string or a list." },
+    Setting { name: "secure_scheme_headers", flag: "secure-scheme-header", short: None, kind: Kind::Pairs, default: "{X-FORWARDED-PROTOCOL: ssl, X-FORWARDED-PROTO: https, X-FORWARDED-SSL: \"on\"}",
+        doc: "From a trusted peer, a field with one of these values (case-insensitive) makes url_scheme `https`; `Forwarded: proto=https` too. The flag takes NAME=VALUE and may be repeated." },
+    Setting { name: "real_ip_header", flag: "real-ip-header", short: None, kind: Kind::Choice(&["X-Forwarded-For", "X-Real-IP", "Forwarded"]), default: "null",
+        doc: "From a trusted peer, REMOTE_ADDR becomes the rightmost address in this field that is not in forwarded_allow_ips (nginx realip, recursive); the TCP peer stays in peer_addr. Unset: REMOTE_ADDR is the TCP peer." },
+    Setting { name: "reuse_port", flag: "reuse-port", short: None, kind: Kind::Bool, default: "false",
+        doc: "SO_REUSEPORT on TCP listeners, so that several masters can bind the same port (blue/green on one host)." },
     Setting { name: "app.path", flag: "", short: None, kind: Kind::Text, default: "null",
         doc: "The plugin shared object (`.so`) to serve; also the positional APP argument. Required to serve." },
     Setting { name: "app.config", flag: "app-config", short: None, kind: Kind::Pairs, default: "{}",
@@ -230,6 +246,10 @@ pub struct Config {
     pub errorlog: String,
     /// `loglevel`.
     pub loglevel: LogLevel,
+    /// `forwarded_allow_ips`, `secure_scheme_headers` and `real_ip_header`, parsed.
+    pub forwarding: Forwarding,
+    /// `reuse_port`: SO_REUSEPORT on TCP listeners.
+    pub reuse_port: bool,
     /// `app.path`: the plugin.
     pub app_path: Option<PathBuf>,
     /// `app.config` as string pairs in file order.
@@ -352,6 +372,46 @@ fn validate(setting: &Setting, value: Value) -> Result<Value, String> {
             other => Err(format!(
                 "must be a name or a numeric id, got {}",
                 show(&other)
+            )),
+        },
+        Kind::Bool => match &value {
+            Value::Bool(b) => Ok(Value::Bool(*b)),
+            Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(Value::Bool(true)),
+            Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(Value::Bool(false)),
+            other => Err(format!("must be true or false, got {}", show(other))),
+        },
+        Kind::IpList => {
+            let items: Vec<String> = match &value {
+                Value::String(s) => s.split(',').map(str::to_string).collect(),
+                Value::Sequence(items) => items.iter().filter_map(scalar).collect(),
+                other => {
+                    return Err(format!(
+                        "must be a comma-separated string or a list of addresses, got {}",
+                        show(other)
+                    ))
+                }
+            };
+            IpSet::parse(items.iter().map(String::as_str))?;
+            let items: Vec<&str> = items
+                .iter()
+                .map(|i| i.trim())
+                .filter(|i| !i.is_empty())
+                .collect();
+            Ok(Value::String(items.join(",")))
+        }
+        Kind::Choice(words) => match &value {
+            Value::Null => Ok(Value::Null),
+            Value::String(s) => words
+                .iter()
+                .find(|w| w.eq_ignore_ascii_case(s))
+                .map(|w| Value::String(w.to_string()))
+                .ok_or_else(|| {
+                    format!("must be one of {}, got {}", words.join(", "), show(&value))
+                }),
+            other => Err(format!(
+                "must be one of {}, got {}",
+                words.join(", "),
+                show(other)
             )),
         },
         Kind::Umask => match &value {
@@ -657,6 +717,15 @@ impl Config {
                 .text("loglevel")
                 .and_then(|s| LogLevel::parse(&s))
                 .unwrap_or(LogLevel::Info),
+            forwarding: Forwarding {
+                allow: IpSet::parse_list(&r.text("forwarded_allow_ips").unwrap_or_default())?,
+                secure_headers: r.pairs("secure_scheme_headers"),
+                real_ip: r
+                    .text("real_ip_header")
+                    .map(|t| RealIpHeader::parse(&t))
+                    .transpose()?,
+            },
+            reuse_port: r.value("reuse_port").as_bool().unwrap_or(false),
             app_path: r.text("app.path").map(PathBuf::from),
             app_config: r.pairs("app.config"),
             values,

@@ -11,6 +11,7 @@ pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod forwarded;
 pub mod gateway;
 pub mod gunicorn;
 pub mod http;

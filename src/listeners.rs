@@ -107,7 +107,13 @@ pub fn describe(address: &Address) -> String {
 }
 
 /// Binds and listens on `address` with `backlog`. Errors name the address and the cause.
-pub fn bind_listener(address: &Address, backlog: i32) -> Result<Listener, String> {
+/// `reuse_port`: SO_REUSEPORT on a TCP socket (gunicorn's `reuse_port`), so that another
+/// master can bind the same address; the kernel spreads new connections over them.
+pub fn bind_listener(
+    address: &Address,
+    backlog: i32,
+    reuse_port: bool,
+) -> Result<Listener, String> {
     let backlog = Backlog::new(backlog).map_err(|e| sys("use backlog for", address, e))?;
     let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
     let fd = match address {
@@ -121,6 +127,10 @@ pub fn bind_listener(address: &Address, backlog: i32) -> Result<Listener, String
                 .map_err(|e| sys("create a socket for", address, e))?;
             setsockopt(&fd, sockopt::ReuseAddr, &true)
                 .map_err(|e| sys("set SO_REUSEADDR on", address, e))?;
+            if reuse_port {
+                setsockopt(&fd, sockopt::ReusePort, &true)
+                    .map_err(|e| sys("set SO_REUSEPORT on", address, e))?;
+            }
             let bound = match addr {
                 SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(*v4)),
                 SocketAddr::V6(v6) => {

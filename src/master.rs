@@ -710,7 +710,11 @@ fn rebind(current: &mut Vec<Listener>, config: &Config) -> Result<Vec<Listener>,
     let mut fresh = Vec::new();
     for address in &config.bind {
         if !current.iter().any(|l| &l.address == address) {
-            fresh.push(listeners::bind_listener(address, config.backlog)?);
+            fresh.push(listeners::bind_listener(
+                address,
+                config.backlog,
+                config.reuse_port,
+            )?);
         }
     }
     let mut out = Vec::new();

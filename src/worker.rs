@@ -225,6 +225,7 @@ fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<S
             body: config.limit_request_body,
             head: config.limit_request_head,
         },
+        forwarding: config.forwarding.clone(),
         keepalive: config.keepalive,
         header_timeout: config.header_timeout,
         stall_timeout: config.timeout.unwrap_or(DEFAULT_STALL),

@@ -58,6 +58,8 @@ fn rust_layout() -> Vec<String> {
             "FcRequest.header_count",
             offset_of!(FcRequest, header_count),
         ),
+        ("FcRequest.peer_addr", offset_of!(FcRequest, peer_addr)),
+        ("FcRequest.peer_port", offset_of!(FcRequest, peer_port)),
         ("FcResponder.size", offset_of!(FcResponder, size)),
         ("FcResponder.ctx", offset_of!(FcResponder, ctx)),
         (

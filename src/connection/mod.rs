@@ -10,6 +10,7 @@ mod exchange;
 
 use crate::access_log::{AccessEntry, AccessFormat};
 use crate::config::LogLevel;
+use crate::forwarded::Forwarding;
 use crate::gateway::App;
 use crate::http::{self, Framing, Head, Limits, Reject};
 use crate::logging;
@@ -52,6 +53,8 @@ pub struct Context {
     pub app: App,
     /// Request limits.
     pub limits: Limits,
+    /// Which peers' forwarding headers are believed, and what they may set.
+    pub forwarding: Forwarding,
     /// Idle time allowed between requests; `None` = no keep-alive.
     pub keepalive: Option<Duration>,
     /// Time allowed to receive a complete head.
@@ -110,6 +113,8 @@ pub struct Conn {
     pub remote_addr: String,
     /// REMOTE_PORT.
     pub remote_port: String,
+    /// The peer is in `forwarded_allow_ips`: its forwarding headers are believed.
+    trusted: bool,
     /// Where the connection is between requests.
     pub phase: Phase,
     /// When the current phase times out.
@@ -153,6 +158,7 @@ impl Conn {
         Conn {
             fd,
             listener,
+            trusted: ctx.forwarding.trusts(&remote.0),
             remote_addr: remote.0,
             remote_port: remote.1,
             phase: Phase::Head,
@@ -173,6 +179,8 @@ pub struct Scratch {
     thread: usize,
     fields: Vec<FcField>,
     path: Vec<u8>,
+    /// REMOTE_ADDR when a trusted proxy's `real_ip_header` gave the client's address.
+    client_addr: String,
     /// Lent to each exchange's response and taken back (no allocation per request once
     /// grown, and idle connections hold none).
     buffers: ResponseBuffers,
@@ -188,6 +196,7 @@ impl Scratch {
             thread,
             fields: Vec::new(),
             path: Vec::new(),
+            client_addr: String::new(),
             buffers: ResponseBuffers::default(),
             now: Instant::now(),
         }
@@ -500,6 +509,7 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         listener,
         remote_addr,
         remote_port,
+        trusted,
         buf,
         stage,
         proto,
@@ -516,6 +526,25 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         name: FcStr::new(&buf_all[f.name.clone()]),
         value: FcStr::new(&buf_all[f.value.clone()]),
     }));
+    let forwarded = if *trusted {
+        ctx.forwarding.read(
+            head.fields
+                .iter()
+                .map(|f| (&buf_all[f.name.clone()], &buf_all[f.value.clone()])),
+        )
+    } else {
+        Default::default()
+    };
+    let (client_addr, client_port): (&str, &str) = match forwarded.client {
+        Some(ip) => {
+            scratch.client_addr.clear();
+            let _ = std::fmt::Write::write_fmt(&mut scratch.client_addr, format_args!("{ip}"));
+            // The header gives no port for the client.
+            (&scratch.client_addr, "")
+        }
+        None => (remote_addr, remote_port),
+    };
+    let url_scheme: &[u8] = if forwarded.https { b"https" } else { b"http" };
     let local = &ctx.listeners[*listener];
     let protocol: &[u8] = if head.minor == 1 {
         b"HTTP/1.1"
@@ -533,9 +562,9 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         server_protocol: FcStr::new(protocol),
         server_name: FcStr::new(local.name.as_bytes()),
         server_port: FcStr::new(local.port.as_bytes()),
-        remote_addr: FcStr::new(remote_addr.as_bytes()),
-        remote_port: FcStr::new(remote_port.as_bytes()),
-        url_scheme: FcStr::new(b"http"),
+        remote_addr: FcStr::new(client_addr.as_bytes()),
+        remote_port: FcStr::new(client_port.as_bytes()),
+        url_scheme: FcStr::new(url_scheme),
         content_type: sem.content_type.map_or(FcStr::NULL, |i| {
             FcStr::new(&buf_all[head.fields[i].value.clone()])
         }),
@@ -546,6 +575,8 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         },
         headers: scratch.fields.as_ptr(),
         header_count: scratch.fields.len(),
+        peer_addr: FcStr::new(remote_addr.as_bytes()),
+        peer_port: FcStr::new(remote_port.as_bytes()),
     };
     stage.clear();
     proto.lend(std::mem::take(&mut scratch.buffers));
@@ -582,7 +613,8 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         let facts = RequestFacts {
             buf: buf_all,
             head: &head,
-            remote_addr,
+            // The client's address, as nginx's realip module logs it.
+            remote_addr: client_addr,
             path: &scratch.path,
             query,
             protocol,

@@ -37,6 +37,8 @@ int main(void) {
     OFFSET(FcRequest, content_length);
     OFFSET(FcRequest, headers);
     OFFSET(FcRequest, header_count);
+    OFFSET(FcRequest, peer_addr);
+    OFFSET(FcRequest, peer_port);
 
     SIZE(FcResponder);
     OFFSET(FcResponder, size);

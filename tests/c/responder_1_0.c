@@ -1,14 +1,26 @@
 /*
- * A plugin built against FcResponder as ABI 1.0 had it (before `flush` was appended): it
- * sees the responder through its own copy of that older struct, checks `size` the way the
- * header tells plugins to, and streams a 20000-byte response in 100-byte writes. The
- * server's responder is larger; the plugin must keep working unchanged.
- * `/has-flush` instead answers whether the responder has `flush` (FC_RESPONDER_HAS_FLUSH,
- * the check a newer plugin makes) and calls it.
+ * A plugin built against FcRequest and FcResponder as ABI 1.0 had them (before `peer_addr`,
+ * `peer_port` and `flush` were appended): it sees both through its own copies of the older
+ * structs, checks `size` the way the header tells plugins to, and streams a 20000-byte
+ * response in 100-byte writes. The server's structs are larger; the plugin must keep
+ * working unchanged.
+ * `/has-flush` instead answers whether the responder has `flush` and the request has the
+ * peer fields (FC_RESPONDER_HAS_FLUSH, FC_REQUEST_HAS_PEER: the checks a newer plugin makes).
  */
 #include <string.h>
 
 #include "ferricorn.h"
+
+/* FcRequest of ABI 1.0, as a plugin compiled then saw it. */
+typedef struct OldRequest {
+    uint32_t size;
+    uint32_t flags;
+    FcStr request_method, raw_uri, script_name, path_info, query_string, server_protocol,
+        server_name, server_port, remote_addr, remote_port, url_scheme, content_type;
+    int64_t content_length;
+    const FcField *headers;
+    size_t header_count;
+} OldRequest;
 
 /* FcResponder of ABI 1.0, as a plugin compiled then saw it. */
 typedef struct OldResponder {
@@ -34,8 +46,12 @@ static int32_t old_init(const FcField *config, size_t count, void **state, char 
 
 static int32_t old_handle(void *state, const FcRequest *req, const FcResponder *res) {
     (void)state;
-    if (req->path_info.len == 10 && memcmp(req->path_info.ptr, "/has-flush", 10) == 0) {
-        int has = FC_RESPONDER_HAS_FLUSH(res);
+    const OldRequest *request = (const OldRequest *)(const void *)req;
+    if (request->size < sizeof(OldRequest)) {
+        return FC_ERR_APP;
+    }
+    if (request->path_info.len == 10 && memcmp(request->path_info.ptr, "/has-flush", 10) == 0) {
+        int has = FC_RESPONDER_HAS_FLUSH(res) && FC_REQUEST_HAS_PEER(req);
         const char *text = has ? "flush: yes\n" : "flush: no\n";
         int32_t status = res->write(res->ctx, (const uint8_t *)text, strlen(text));
         return has && status == FC_OK ? res->flush(res->ctx) : status;

@@ -133,7 +133,18 @@ typedef struct FcRequest {
     int64_t content_length;  /* CONTENT_LENGTH in bytes, or -1 (chunked body or no body) */
     const FcField *headers;  /* header fields in wire order (names containing '_' dropped) */
     size_t header_count;     /* number of entries at headers */
+
+    /* Appended in ABI 1.1: only present when size >= offsetof(FcRequest, peer_port) +
+     * sizeof(FcStr) (FC_REQUEST_HAS_PEER checks); a server built earlier passes a smaller
+     * size, and then these fields must not be read. The TCP peer's address and port, as
+     * REMOTE_ADDR/REMOTE_PORT would be without `real_ip_header` (REMOTE_ADDR may then name
+     * the client a trusted proxy forwarded for). */
+    FcStr peer_addr;
+    FcStr peer_port;
 } FcRequest;
+
+/* Whether request `r` (a const FcRequest *) has peer_addr and peer_port. */
+#define FC_REQUEST_HAS_PEER(r) ((r)->size >= offsetof(FcRequest, peer_port) + sizeof(FcStr))
 
 /* What handle gets to read the request body and send the response (WSGI's start_response,
  * write and wsgi.input). Owned by the server; valid only until handle returns, and only on

@@ -64,6 +64,8 @@ fn echo_json(req: &mut Request<'_>, res: &mut Response<'_>) -> HandlerResult {
         "SERVER_PORT": latin1(req.server_port()),
         "REMOTE_ADDR": latin1(req.remote_addr()),
         "REMOTE_PORT": latin1(req.remote_port()),
+        "PEER_ADDR": latin1(req.peer_addr()),
+        "PEER_PORT": latin1(req.peer_port()),
         "CONTENT_TYPE": req.content_type().map(latin1),
         "CONTENT_LENGTH": req.content_length(),
         "url_scheme": latin1(req.url_scheme()),

@@ -143,6 +143,23 @@ pub struct FcRequest {
     pub headers: *const FcField,
     /// Number of entries at `headers`.
     pub header_count: usize,
+    /// Appended in ABI 1.1 (present when `size` covers it, see [`FcRequest::has_peer`]): the
+    /// TCP peer's address, as REMOTE_ADDR would be without `real_ip_header` (REMOTE_ADDR may
+    /// name the client a trusted proxy forwarded for).
+    pub peer_addr: FcStr,
+    /// Appended in ABI 1.1: the TCP peer's port, decimal text.
+    pub peer_port: FcStr,
+}
+
+impl FcRequest {
+    /// `size` of a request from a server that predates [`FcRequest::peer_addr`].
+    pub const SIZE_BEFORE_PEER: u32 = std::mem::offset_of!(FcRequest, peer_addr) as u32;
+
+    /// Whether the server that made this request filled `peer_addr` and `peer_port` (its
+    /// `size` covers them).
+    pub fn has_peer(&self) -> bool {
+        self.size as usize >= std::mem::size_of::<FcRequest>()
+    }
 }
 
 /// What the server gives `handle` to read the body and send the response (WSGI's

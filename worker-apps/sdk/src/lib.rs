@@ -167,6 +167,23 @@ impl<'a> Request<'a> {
     pub fn remote_port(&self) -> &'a [u8] {
         bytes(self.raw.remote_port)
     }
+    /// The TCP peer's address: REMOTE_ADDR unless `real_ip_header` replaced it with the
+    /// client a trusted proxy forwarded for. (From a server older than ABI 1.1, REMOTE_ADDR.)
+    pub fn peer_addr(&self) -> &'a [u8] {
+        if self.raw.has_peer() {
+            bytes(self.raw.peer_addr)
+        } else {
+            self.remote_addr()
+        }
+    }
+    /// The TCP peer's port (see [`Request::peer_addr`]).
+    pub fn peer_port(&self) -> &'a [u8] {
+        if self.raw.has_peer() {
+            bytes(self.raw.peer_port)
+        } else {
+            self.remote_port()
+        }
+    }
     /// wsgi.url_scheme: `http`.
     pub fn url_scheme(&self) -> &'a [u8] {
         bytes(self.raw.url_scheme)

@@ -1,0 +1,137 @@
+//! Behind a proxy (issue #14): forwarding headers believed only from `forwarded_allow_ips`,
+//! `secure_scheme_headers` and `Forwarded: proto=` for url_scheme, `real_ip_header` for
+//! REMOTE_ADDR (the TCP peer stays in peer_addr), and `reuse_port`.
+
+mod common;
+
+use common::{run_to_exit, wait_for, Server};
+use std::time::Duration;
+
+fn echo(server: &Server, fields: &str) -> serde_json::Value {
+    server.echo(format!("GET /whoami HTTP/1.1\r\nHost: a\r\n{fields}\r\n").as_bytes())
+}
+
+#[test]
+fn a_trusted_peer_sets_the_scheme_and_nothing_else_by_default() {
+    // Default forwarded_allow_ips: 127.0.0.1 and ::1, our peer here.
+    let server = Server::start("echo", "workers: 1\n", &[]);
+    for fields in [
+        "X-Forwarded-Proto: https\r\n",
+        "X-FORWARDED-SSL: on\r\n",
+        "X-Forwarded-Protocol: ssl\r\n",
+        "Forwarded: for=1.2.3.4;proto=https\r\n",
+    ] {
+        let json = echo(&server, fields);
+        assert_eq!(json["url_scheme"], "https", "{fields}");
+    }
+    let json = echo(
+        &server,
+        "X-Forwarded-Proto: http\r\nX-Forwarded-For: 1.2.3.4\r\n",
+    );
+    assert_eq!(json["url_scheme"], "http");
+    assert_eq!(
+        json["REMOTE_ADDR"], "127.0.0.1",
+        "real_ip_header is unset: REMOTE_ADDR is the TCP peer"
+    );
+    assert_eq!(json["PEER_ADDR"], "127.0.0.1");
+    assert_eq!(json["PEER_PORT"], json["REMOTE_PORT"]);
+}
+
+#[test]
+fn headers_from_an_untrusted_peer_change_nothing() {
+    let server = Server::start(
+        "echo",
+        "workers: 1\nforwarded_allow_ips: [\"10.0.0.1\", \"192.168.0.0/16\"]\nreal_ip_header: X-Forwarded-For\n",
+        &[],
+    );
+    for fields in [
+        "X-Forwarded-Proto: https\r\n",
+        "X-Forwarded-Ssl: on\r\n",
+        "Forwarded: for=1.2.3.4;proto=https\r\n",
+        "X-Forwarded-For: 1.2.3.4\r\n",
+    ] {
+        let json = echo(&server, fields);
+        assert_eq!(json["url_scheme"], "http", "{fields}");
+        assert_eq!(json["REMOTE_ADDR"], "127.0.0.1", "{fields}");
+    }
+}
+
+#[test]
+fn real_ip_header_gives_the_rightmost_untrusted_address() {
+    let server = Server::start(
+        "echo",
+        "workers: 1\nforwarded_allow_ips: \"127.0.0.1, 10.0.0.0/8\"\nreal_ip_header: x-forwarded-for\n",
+        &[],
+    );
+    let json = echo(&server, "X-Forwarded-For: 6.6.6.6, 1.2.3.4, 10.1.1.1\r\n");
+    assert_eq!(json["REMOTE_ADDR"], "1.2.3.4");
+    assert_eq!(json["REMOTE_PORT"], "");
+    assert_eq!(
+        json["PEER_ADDR"], "127.0.0.1",
+        "the TCP peer stays available"
+    );
+    // Malformed: ignored, never an error.
+    let json = echo(&server, "X-Forwarded-For: 1.2.3.4, not-an-address\r\n");
+    assert_eq!(json["REMOTE_ADDR"], "127.0.0.1");
+    let forwarded = Server::start("echo", "workers: 1\nreal_ip_header: Forwarded\n", &[]);
+    let json = echo(
+        &forwarded,
+        "Forwarded: for=\"[2001:db8::1]:4711\";proto=https, for=127.0.0.1\r\n",
+    );
+    assert_eq!(json["REMOTE_ADDR"], "2001:db8::1");
+    assert_eq!(json["url_scheme"], "https");
+    let real_ip = Server::start("echo", "workers: 1\nreal_ip_header: X-Real-IP\n", &[]);
+    assert_eq!(
+        echo(&real_ip, "X-Real-IP: 9.9.9.9\r\n")["REMOTE_ADDR"],
+        "9.9.9.9"
+    );
+}
+
+#[test]
+fn bad_forwarding_settings_name_the_key() {
+    let dir = common::scratch_dir();
+    for (yaml, key) in [
+        ("real_ip_header: X-Client\n", "real_ip_header"),
+        (
+            "forwarded_allow_ips: \"10.0.0.0/40\"\n",
+            "forwarded_allow_ips",
+        ),
+        ("forwarded_allow_ips: example.com\n", "forwarded_allow_ips"),
+        ("reuse_port: maybe\n", "reuse_port"),
+    ] {
+        let file = dir.join("bad.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let (status, out) = run_to_exit(&["-c", &file.display().to_string(), "--check-config"]);
+        assert_eq!(status.code(), Some(1), "{yaml}: {out}");
+        assert!(out.contains(&format!("key `{key}`")), "{yaml}: {out}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn reuse_port_lets_two_masters_share_a_port() {
+    let first = Server::start("hello", "workers: 1\nreuse_port: true\n", &[]);
+    let port = first.port;
+    let bind = format!("workers: 1\nbind: [\"127.0.0.1:{port}\"]\n");
+    // Without reuse_port the second master cannot bind.
+    let (status, out) = run_to_exit(&[
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--workers",
+        "1",
+        &common::plugin("hello").display().to_string(),
+    ]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("Address already in use"), "{out}");
+    let mut second = Server::start("hello", &format!("{bind}reuse_port: true\n"), &[]);
+    assert_eq!(second.port, port);
+    // Either may take a connection; once the second stops, the first serves them all.
+    second.signal(libc::SIGTERM);
+    assert_eq!(second.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    for _ in 0..20 {
+        let response = wait_for("an answer", Duration::from_secs(5), || {
+            first.try_get("/").ok()
+        });
+        assert_eq!(response.status, 200);
+    }
+}
