@@ -8,6 +8,7 @@
 use crate::access_log::AccessFormat;
 use crate::forwarded::{Forwarding, IpSet, RealIpHeader};
 use crate::listeners::Address;
+use crate::proto::proxy::Mode as ProxyMode;
 use serde_yaml::{Mapping, Value};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -137,6 +138,10 @@ pub const SETTINGS: &[Setting] = &[
         doc: "From a trusted peer, a field with one of these values (case-insensitive) makes url_scheme `https`; `Forwarded: proto=https` too. The flag takes NAME=VALUE and may be repeated." },
     Setting { name: "real_ip_header", flag: "real-ip-header", short: None, kind: Kind::Choice(&["X-Forwarded-For", "X-Real-IP", "Forwarded"]), default: "null",
         doc: "From a trusted peer, REMOTE_ADDR becomes the rightmost address in this field that is not in forwarded_allow_ips (nginx realip, recursive); the TCP peer stays in peer_addr. Unset: REMOTE_ADDR is the TCP peer." },
+    Setting { name: "proxy_protocol", flag: "proxy-protocol", short: None, kind: Kind::Choice(&["off", "v1", "v2", "auto"]), default: "off",
+        doc: "HAProxy's PROXY header before the first request, from proxy_allow_ips: `v1` or `v2` required, `auto` either or none, `off`; `true`/`false` mean `auto`/`off` (gunicorn). It sets REMOTE_ADDR/REMOTE_PORT and SERVER_NAME/SERVER_PORT." },
+    Setting { name: "proxy_allow_ips", flag: "proxy-allow-from", short: None, kind: Kind::IpList, default: "\"127.0.0.1,::1\"",
+        doc: "Peers whose PROXY header is read (addresses, CIDR blocks, `*`); from any other peer the bytes are the request." },
     Setting { name: "reuse_port", flag: "reuse-port", short: None, kind: Kind::Bool, default: "false",
         doc: "SO_REUSEPORT on TCP listeners, so that several masters can bind the same port (blue/green on one host)." },
     Setting { name: "app.path", flag: "", short: None, kind: Kind::Text, default: "null",
@@ -248,6 +253,10 @@ pub struct Config {
     pub loglevel: LogLevel,
     /// `forwarded_allow_ips`, `secure_scheme_headers` and `real_ip_header`, parsed.
     pub forwarding: Forwarding,
+    /// `proxy_protocol`.
+    pub proxy_protocol: ProxyMode,
+    /// `proxy_allow_ips`.
+    pub proxy_allow: IpSet,
     /// `reuse_port`: SO_REUSEPORT on TCP listeners.
     pub reuse_port: bool,
     /// `app.path`: the plugin.
@@ -401,6 +410,23 @@ fn validate(setting: &Setting, value: Value) -> Result<Value, String> {
         }
         Kind::Choice(words) => match &value {
             Value::Null => Ok(Value::Null),
+            // gunicorn's boolean form of proxy_protocol.
+            Value::Bool(on) if words.contains(&"auto") && words.contains(&"off") => {
+                Ok(Value::String(if *on { "auto" } else { "off" }.into()))
+            }
+            Value::String(s)
+                if words.contains(&"auto")
+                    && ["true", "false"].contains(&s.to_ascii_lowercase().as_str()) =>
+            {
+                Ok(Value::String(
+                    if s.eq_ignore_ascii_case("true") {
+                        "auto"
+                    } else {
+                        "off"
+                    }
+                    .into(),
+                ))
+            }
             Value::String(s) => words
                 .iter()
                 .find(|w| w.eq_ignore_ascii_case(s))
@@ -725,6 +751,11 @@ impl Config {
                     .map(|t| RealIpHeader::parse(&t))
                     .transpose()?,
             },
+            proxy_protocol: r
+                .text("proxy_protocol")
+                .and_then(|t| ProxyMode::parse(&t))
+                .unwrap_or(ProxyMode::Off),
+            proxy_allow: IpSet::parse_list(&r.text("proxy_allow_ips").unwrap_or_default())?,
             reuse_port: r.value("reuse_port").as_bool().unwrap_or(false),
             app_path: r.text("app.path").map(PathBuf::from),
             app_config: r.pairs("app.config"),

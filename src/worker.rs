@@ -226,6 +226,8 @@ fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<S
             head: config.limit_request_head,
         },
         forwarding: config.forwarding.clone(),
+        proxy_mode: config.proxy_protocol,
+        proxy_allow: config.proxy_allow.clone(),
         keepalive: config.keepalive,
         header_timeout: config.header_timeout,
         stall_timeout: config.timeout.unwrap_or(DEFAULT_STALL),

@@ -135,3 +135,54 @@ fn reuse_port_lets_two_masters_share_a_port() {
         assert_eq!(response.status, 200);
     }
 }
+
+#[test]
+fn proxy_protocol_sets_the_client_and_server_addresses() {
+    let server = Server::start("echo", "workers: 1\nproxy_protocol: auto\n", &[]);
+    let get = "GET /p HTTP/1.1\r\nHost: a\r\n\r\n";
+    let json =
+        server.echo(format!("PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n{get}").as_bytes());
+    assert_eq!(json["REMOTE_ADDR"], "192.0.2.7");
+    assert_eq!(json["REMOTE_PORT"], "40000");
+    assert_eq!(json["SERVER_NAME"], "198.51.100.1");
+    assert_eq!(json["SERVER_PORT"], "443");
+    assert_eq!(
+        json["PEER_ADDR"], "127.0.0.1",
+        "the TCP peer stays available"
+    );
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24".to_vec();
+    v2.extend_from_slice(&[
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x09,
+    ]);
+    v2.extend_from_slice(&[
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
+    ]);
+    v2.extend_from_slice(&[0x9c, 0x40, 0x00, 0x50]);
+    v2.extend_from_slice(get.as_bytes());
+    let json = server.echo(&v2);
+    assert_eq!(json["REMOTE_ADDR"], "2001:db8::9");
+    assert_eq!(json["REMOTE_PORT"], "40000");
+    assert_eq!(json["SERVER_PORT"], "80");
+    // auto: no header is fine.
+    assert_eq!(server.echo(get.as_bytes())["REMOTE_ADDR"], "127.0.0.1");
+    // A malformed header: 400.
+    let response = server.send(format!("PROXY TCP4 not-an-ip 1.2.3.4 1 2\r\n{get}").as_bytes());
+    assert_eq!(response.status, 400);
+
+    let required = Server::start("echo", "workers: 1\nproxy_protocol: v1\n", &[]);
+    assert_eq!(
+        required.send(get.as_bytes()).status,
+        400,
+        "v1 requires the header"
+    );
+    // From a peer not in proxy_allow_ips the header is not read: it is a bad request-line.
+    let untrusted = Server::start(
+        "echo",
+        "workers: 1\nproxy_protocol: auto\nproxy_allow_ips: \"10.0.0.1\"\n",
+        &[],
+    );
+    let response =
+        untrusted.send(format!("PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n{get}").as_bytes());
+    assert_eq!(response.status, 400);
+    assert_eq!(untrusted.echo(get.as_bytes())["REMOTE_ADDR"], "127.0.0.1");
+}

@@ -10,10 +10,11 @@ mod exchange;
 
 use crate::access_log::{AccessEntry, AccessFormat};
 use crate::config::LogLevel;
-use crate::forwarded::Forwarding;
+use crate::forwarded::{Forwarding, IpSet};
 use crate::gateway::App;
 use crate::http::{self, Framing, Head, Limits, Reject};
 use crate::logging;
+use crate::proto::proxy::{self, Mode as ProxyMode};
 use crate::proto::response::ResponseBuffers;
 use crate::proto::{Event, Outcome, ServerConn};
 use exchange::Exchange;
@@ -55,6 +56,10 @@ pub struct Context {
     pub limits: Limits,
     /// Which peers' forwarding headers are believed, and what they may set.
     pub forwarding: Forwarding,
+    /// `proxy_protocol`.
+    pub proxy_mode: ProxyMode,
+    /// `proxy_allow_ips`.
+    pub proxy_allow: IpSet,
     /// Idle time allowed between requests; `None` = no keep-alive.
     pub keepalive: Option<Duration>,
     /// Time allowed to receive a complete head.
@@ -113,6 +118,13 @@ pub struct Conn {
     pub remote_addr: String,
     /// REMOTE_PORT.
     pub remote_port: String,
+    /// The TCP peer's address and port (REMOTE_ADDR/REMOTE_PORT may come from a PROXY header).
+    peer: (String, String),
+    /// SERVER_NAME and SERVER_PORT from a PROXY header (the address the client connected to).
+    local: Option<(String, String)>,
+    /// A PROXY header may still come before the first request (`proxy_protocol`, from a peer
+    /// in `proxy_allow_ips`).
+    proxy_pending: bool,
     /// The peer is in `forwarded_allow_ips`: its forwarding headers are believed.
     trusted: bool,
     /// Where the connection is between requests.
@@ -155,10 +167,15 @@ impl Conn {
         is_tcp: bool,
         ctx: &Context,
     ) -> Conn {
+        let peer_ip = remote.0.parse().ok();
         Conn {
             fd,
             listener,
             trusted: ctx.forwarding.trusts(&remote.0),
+            proxy_pending: ctx.proxy_mode != ProxyMode::Off
+                && peer_ip.is_some_and(|ip| ctx.proxy_allow.contains(ip)),
+            peer: remote.clone(),
+            local: None,
             remote_addr: remote.0,
             remote_port: remote.1,
             phase: Phase::Head,
@@ -394,7 +411,12 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, hangup: bool
     }
     conn.drained = false;
     loop {
-        if !conn.buf.is_empty() {
+        if conn.proxy_pending && !conn.buf.is_empty() {
+            if let Err(reject) = proxy_header(ctx, conn) {
+                return fail(ctx, conn, reject);
+            }
+        }
+        if !conn.buf.is_empty() && !conn.proxy_pending {
             match conn.proto.next_event(&conn.buf, READ_CHUNK) {
                 Event::Request => match serve(ctx, conn, scratch) {
                     Served::KeepAlive => {
@@ -438,6 +460,30 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, hangup: bool
             Err(_) => return Next::Close,
         }
     }
+}
+
+/// Reads a PROXY header at the start of the buffer, if one is complete or known absent:
+/// REMOTE_ADDR/PORT become the client's, SERVER_NAME/PORT the address it connected to (a
+/// `LOCAL` or `UNKNOWN` header leaves them). Errors: 400 (malformed, or missing where
+/// `proxy_protocol` requires one).
+fn proxy_header(ctx: &Context, conn: &mut Conn) -> Result<(), Reject> {
+    match proxy::parse(&conn.buf, ctx.proxy_mode) {
+        proxy::Parsed::NeedData => return Ok(()),
+        proxy::Parsed::Absent => {}
+        proxy::Parsed::Invalid(reject) => return Err(reject),
+        proxy::Parsed::Header { len, header } => {
+            conn.buf.drain(..len);
+            if let Some(source) = header.source {
+                conn.remote_addr = source.ip().to_string();
+                conn.remote_port = source.port().to_string();
+            }
+            if let Some(destination) = header.destination {
+                conn.local = Some((destination.ip().to_string(), destination.port().to_string()));
+            }
+        }
+    }
+    conn.proxy_pending = false;
+    Ok(())
 }
 
 /// Called by the worker's timer for a connection that is not being served: true if it must be
@@ -509,6 +555,8 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         listener,
         remote_addr,
         remote_port,
+        peer,
+        local,
         trusted,
         buf,
         stage,
@@ -545,7 +593,11 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         None => (remote_addr, remote_port),
     };
     let url_scheme: &[u8] = if forwarded.https { b"https" } else { b"http" };
-    let local = &ctx.listeners[*listener];
+    let listener_name = &ctx.listeners[*listener];
+    let (server_name, server_port) = match local {
+        Some((name, port)) => (name.as_str(), port.as_str()),
+        None => (listener_name.name.as_str(), listener_name.port.as_str()),
+    };
     let protocol: &[u8] = if head.minor == 1 {
         b"HTTP/1.1"
     } else {
@@ -560,8 +612,8 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         path_info: FcStr::new(&scratch.path),
         query_string: FcStr::new(query),
         server_protocol: FcStr::new(protocol),
-        server_name: FcStr::new(local.name.as_bytes()),
-        server_port: FcStr::new(local.port.as_bytes()),
+        server_name: FcStr::new(server_name.as_bytes()),
+        server_port: FcStr::new(server_port.as_bytes()),
         remote_addr: FcStr::new(client_addr.as_bytes()),
         remote_port: FcStr::new(client_port.as_bytes()),
         url_scheme: FcStr::new(url_scheme),
@@ -575,8 +627,8 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         },
         headers: scratch.fields.as_ptr(),
         header_count: scratch.fields.len(),
-        peer_addr: FcStr::new(remote_addr.as_bytes()),
-        peer_port: FcStr::new(remote_port.as_bytes()),
+        peer_addr: FcStr::new(peer.0.as_bytes()),
+        peer_port: FcStr::new(peer.1.as_bytes()),
     };
     stage.clear();
     proto.lend(std::mem::take(&mut scratch.buffers));

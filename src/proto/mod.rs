@@ -17,6 +17,7 @@
 
 pub mod chunked;
 pub mod head;
+pub mod proxy;
 pub mod response;
 pub mod sim;
 
