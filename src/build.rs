@@ -1,14 +1,39 @@
-//! Build script of the ferricorn package (it only serves the tests): sets
-//! the `conformance_corpus` cfg when gunicorn's request corpus (`../shared/conformance`) is
-//! beside the checkout, so that the conformance tests run then and are reported as ignored
-//! (skipped, with the reason) otherwise, never counted as passed.
+//! Build script of the ferricorn package (it only serves the tests): sets cfgs for what the
+//! machine has, so that tests needing it run when it is there and are reported as ignored
+//! (skipped, with the reason) otherwise, never counted as passed:
+//! - `conformance_corpus`: gunicorn's request corpus (`../shared/conformance`) is beside the
+//!   checkout;
+//! - `have_nginx`, `have_haproxy`: the programs are installed (on PATH or in /usr/sbin).
+
+use std::path::{Path, PathBuf};
+
+fn installed(program: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .any(|dir| dir.join(program).is_file())
+}
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(conformance_corpus)");
-    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/conformance/manifest.json");
+    println!("cargo::rustc-check-cfg=cfg(conformance_corpus, have_nginx, have_haproxy)");
+    let manifest =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/manifest.json");
+    // (A missing manifest reruns this script at every build, until the corpus is there.)
     println!("cargo::rerun-if-changed={}", manifest.display());
+    println!("cargo::rerun-if-env-changed=PATH");
+    // Watch only paths that exist: a missing one would rerun this script at every build.
+    for program in ["/usr/sbin/nginx", "/usr/sbin/haproxy"] {
+        if Path::new(program).exists() {
+            println!("cargo::rerun-if-changed={program}");
+        }
+    }
     if manifest.is_file() {
         println!("cargo::rustc-cfg=conformance_corpus");
+    }
+    if installed("nginx") {
+        println!("cargo::rustc-cfg=have_nginx");
+    }
+    if installed("haproxy") {
+        println!("cargo::rustc-cfg=have_haproxy");
     }
 }

@@ -107,6 +107,20 @@ pub fn describe(address: &Address) -> String {
 }
 
 /// Binds and listens on `address` with `backlog`. Errors name the address and the cause.
+/// Closes the listening sockets `fds` of this process in place: /dev/null is put under each
+/// number with dup2(2), which closes the socket and keeps the number valid (nothing else can
+/// reuse it while other code still holds it). Once every process has closed its copy, the
+/// port is free and new clients are refused instead of queued for nobody.
+pub fn close_in_place(fds: impl Iterator<Item = RawFd>) {
+    let Ok(null) = std::fs::File::open("/dev/null") else {
+        return;
+    };
+    for raw in fds {
+        // SAFETY: dup2 onto a listening descriptor this process owns for its whole life.
+        unsafe { libc::dup2(null.as_raw_fd(), raw) };
+    }
+}
+
 /// `reuse_port`: SO_REUSEPORT on a TCP socket (gunicorn's `reuse_port`), so that another
 /// master can bind the same address; the kernel spreads new connections over them.
 pub fn bind_listener(

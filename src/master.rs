@@ -322,6 +322,10 @@ impl Master {
     fn stop(&mut self, signal: Signal, grace: Duration) {
         if self.stop_deadline.is_none() {
             systemd::stopping();
+            // Stop accepting now, as gunicorn's arbiter does: new clients are refused (a load
+            // balancer tries another upstream at once) instead of waiting in a queue that no
+            // stopping worker serves. Socket files are still unlinked at exit.
+            listeners::close_in_place(self.listeners.iter().map(Listener::raw_fd));
         }
         self.signal_all(signal);
         let deadline = Instant::now() + grace;

@@ -556,14 +556,7 @@ fn stop_accepting(shared: &Shared) {
 /// put in their place with dup2), so a thread still about to accept gets an error, never
 /// another file that reused the number.
 fn close_listeners(shared: &Shared) {
-    let Ok(null) = std::fs::File::open("/dev/null") else {
-        return;
-    };
-    for &(raw, _) in &shared.listeners {
-        // SAFETY: dup2 onto a descriptor this process owns for its whole life; it closes
-        // the socket and leaves /dev/null under the same number.
-        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), raw) };
-    }
+    listeners::close_in_place(shared.listeners.iter().map(|&(raw, _)| raw));
 }
 
 /// The worker's main thread: timers, heartbeat, signals, graceful stop, max_requests and
