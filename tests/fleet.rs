@@ -1,0 +1,299 @@
+//! In a fleet (issue #14): a real nginx in front of two ferricorn instances, restarted one
+//! after the other under load without a failed request; and the README's deployment
+//! snippets (nginx, HAProxy, Kubernetes) checked by the tools that read them. Tests that need
+//! nginx or haproxy are ignored, with the reason, where they are not installed
+//! (`.ci/run` installs both).
+
+mod common;
+
+use common::{wait_for, Server};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
+/// The README's first fenced block in `language` that contains `marker`.
+fn snippet_with(language: &str, marker: &str) -> String {
+    let text = readme();
+    let fence = format!("```{language}\n");
+    text.match_indices(&fence)
+        .map(|(at, _)| {
+            let start = at + fence.len();
+            let end = start + text[start..].find("```").unwrap();
+            text[start..end].to_string()
+        })
+        .find(|block| block.contains(marker))
+        .unwrap_or_else(|| panic!("a ```{language} block with {marker:?} in the README"))
+}
+
+/// The README's first fenced block in `language`.
+fn snippet(language: &str) -> String {
+    snippet_with(language, "")
+}
+
+fn program(name: &str) -> PathBuf {
+    ["/usr/sbin", "/usr/local/sbin", "/usr/bin"]
+        .iter()
+        .map(|d| PathBuf::from(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// nginx with `http` (the body of an http block) in `dir`, not daemonised.
+fn nginx_config(dir: &std::path::Path, http: &str) -> PathBuf {
+    let d = dir.display();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/b;\n proxy_temp_path {d}/p;\n\
+             fastcgi_temp_path {d}/f;\n uwsgi_temp_path {d}/u;\n scgi_temp_path {d}/s;\n{http}\n}}\n"
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One GET through `port` on a new connection; the status, or why it failed.
+fn get(port: u16) -> Result<u16, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: fleet\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {text:?}"))
+}
+
+/// Restarts the ferricorn at `port` (TERM, wait for its exit, start again on the port).
+fn restart(server: &mut Server, port: u16) -> Server {
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit(Duration::from_secs(30)).code(), Some(0));
+    Server::start(
+        "hello",
+        &format!("workers: 2\nbind: [\"127.0.0.1:{port}\"]\n"),
+        &[],
+    )
+}
+
+#[test]
+#[cfg_attr(not(have_nginx), ignore = "needs nginx (apt install nginx-light)")]
+fn rolling_restart_behind_nginx_fails_no_request() {
+    let (a_port, b_port, front) = (free_port(), free_port(), free_port());
+    let start = |port: u16| {
+        Server::start(
+            "hello",
+            &format!("workers: 2\nbind: [\"127.0.0.1:{port}\"]\n"),
+            &[],
+        )
+    };
+    let mut a = start(a_port);
+    let mut b = start(b_port);
+    let dir = common::scratch_dir();
+    let conf = nginx_config(
+        &dir,
+        &format!(
+            "upstream ferricorn {{ server 127.0.0.1:{a_port} max_fails=0; server 127.0.0.1:{b_port} max_fails=0; keepalive 16; }}\n\
+             server {{ listen 127.0.0.1:{front};\n location / {{ proxy_pass http://ferricorn;\n\
+             proxy_http_version 1.1;\n proxy_set_header Connection \"\";\n\
+             proxy_next_upstream error timeout http_502 http_503; }} }}"
+        ),
+    );
+    let _nginx = Nginx(
+        Command::new(program("nginx"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx"),
+    );
+    wait_for("nginx", Duration::from_secs(10), || {
+        get(front).ok().filter(|&s| s == 200)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Acquire) && Instant::now() < deadline {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    match get(front) {
+                        Ok(200) => {}
+                        other => failures.push(format!("{other:?}")),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    wait_for("load", Duration::from_secs(10), || {
+        (sent.load(Ordering::Relaxed) > 200).then_some(())
+    });
+    let a2 = restart(&mut a, a_port);
+    let before_b = sent.load(Ordering::Relaxed);
+    wait_for("load on the new a", Duration::from_secs(10), || {
+        (sent.load(Ordering::Relaxed) > before_b + 200).then_some(())
+    });
+    let b2 = restart(&mut b, b_port);
+    let after = sent.load(Ordering::Relaxed);
+    wait_for("load after both", Duration::from_secs(10), || {
+        (sent.load(Ordering::Relaxed) > after + 200).then_some(())
+    });
+    stop.store(true, Ordering::Release);
+    let failures: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let total = sent.load(Ordering::Relaxed);
+    eprintln!(
+        "rolling restart: {total} requests, {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {total} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    drop((a2, b2));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+#[cfg_attr(not(have_nginx), ignore = "needs nginx (apt install nginx-light)")]
+fn readme_nginx_snippet_is_valid() {
+    let dir = common::scratch_dir();
+    let port = free_port();
+    let body = snippet("nginx").replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    let conf = nginx_config(&dir, &body);
+    let out = Command::new(program("nginx"))
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+#[cfg_attr(not(have_haproxy), ignore = "needs haproxy (apt install haproxy)")]
+fn readme_haproxy_snippet_is_valid() {
+    let dir = common::scratch_dir();
+    let conf = dir.join("haproxy.cfg");
+    std::fs::write(&conf, snippet("haproxy")).unwrap();
+    let out = Command::new(program("haproxy"))
+        .arg("-c")
+        .arg("-f")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(snippet("haproxy").contains("send-proxy-v2"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn readme_kubernetes_snippet_fits_the_settings() {
+    let text = snippet_with("yaml", "kind: Deployment");
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+        .collect();
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("a grace period");
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let graceful = args
+        .windows(2)
+        .find(|w| w[0] == "--graceful-timeout")
+        .and_then(|w| w[1].parse::<u64>().ok())
+        .expect("--graceful-timeout in the args");
+    let pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+        .as_sequence()
+        .and_then(|c| c.last())
+        .and_then(|c| c.as_str())
+        .and_then(|c| c.trim_start_matches("sleep ").parse::<u64>().ok())
+        .expect("a preStop sleep");
+    assert!(
+        grace > graceful + pre_stop,
+        "terminationGracePeriodSeconds {grace} must exceed the preStop delay {pre_stop} plus graceful_timeout {graceful}"
+    );
+    assert!(container["readinessProbe"]["httpGet"]["path"]
+        .as_str()
+        .is_some());
+    let (status, out) = common::run_to_exit(
+        &[
+            &["--check-config"][..],
+            &args,
+            &[&common::plugin("hello").display().to_string()],
+        ]
+        .concat()
+        .into_iter()
+        .filter(|a| !a.starts_with("/app/"))
+        .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the container's flags are valid: {out}"
+    );
+}
