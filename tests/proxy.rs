@@ -39,20 +39,27 @@ fn a_trusted_peer_sets_the_scheme_and_nothing_else_by_default() {
 
 #[test]
 fn headers_from_an_untrusted_peer_change_nothing() {
-    let server = Server::start(
-        "echo",
-        "workers: 1\nforwarded_allow_ips: [\"10.0.0.1\", \"192.168.0.0/16\"]\nreal_ip_header: X-Forwarded-For\n",
-        &[],
-    );
-    for fields in [
-        "X-Forwarded-Proto: https\r\n",
-        "X-Forwarded-Ssl: on\r\n",
-        "Forwarded: for=1.2.3.4;proto=https\r\n",
-        "X-Forwarded-For: 1.2.3.4\r\n",
-    ] {
-        let json = echo(&server, fields);
-        assert_eq!(json["url_scheme"], "http", "{fields}");
-        assert_eq!(json["REMOTE_ADDR"], "127.0.0.1", "{fields}");
+    for real_ip_header in ["X-Forwarded-For", "X-Real-IP", "Forwarded"] {
+        let server = Server::start(
+            "echo",
+            &format!("workers: 1\nforwarded_allow_ips: [\"10.0.0.1\", \"192.168.0.0/16\"]\nreal_ip_header: {real_ip_header}\n"),
+            &[],
+        );
+        for fields in [
+            "X-Forwarded-Proto: https\r\n",
+            "X-Forwarded-Protocol: ssl\r\n",
+            "X-Forwarded-Ssl: on\r\n",
+            "Forwarded: for=1.2.3.4;proto=https\r\n",
+            "X-Forwarded-For: 1.2.3.4\r\n",
+            "X-Real-IP: 1.2.3.4\r\n",
+        ] {
+            let json = echo(&server, fields);
+            assert_eq!(json["url_scheme"], "http", "{real_ip_header}: {fields}");
+            assert_eq!(
+                json["REMOTE_ADDR"], "127.0.0.1",
+                "{real_ip_header}: {fields}"
+            );
+        }
     }
 }
 
