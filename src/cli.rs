@@ -107,7 +107,8 @@ pub fn main() -> i32 {
         return 0;
     }
     if cli.gunicorn_markdown {
-        print!("{}", crate::gunicorn::markdown_table());
+        let has = |name: &str| SETTINGS.iter().any(|s| s.name == name);
+        print!("{}", crate::gunicorn::markdown_table(has));
         return 0;
     }
     // Absolute, so that a reload finds the file after `chdir`.
@@ -133,7 +134,9 @@ pub fn main() -> i32 {
         return 0;
     }
     if cli.check_config {
-        return match logging::check_paths(&config).and_then(|()| master::probe(&config)) {
+        return match logging::check_paths(&config.log_targets())
+            .and_then(|()| master::probe(&config))
+        {
             Ok(name) => {
                 println!("ferricorn: configuration OK; app `{name}` loads and initialises");
                 0
@@ -148,7 +151,7 @@ pub fn main() -> i32 {
 }
 
 fn serve(config: config::Config, overrides: Overrides) -> i32 {
-    if let Err(e) = logging::configure(&config) {
+    if let Err(e) = logging::configure(&config.log_targets()) {
         eprintln!("ferricorn: {e}");
         return 1;
     }

@@ -8,6 +8,7 @@
 use crate::access_log::AccessFormat;
 use crate::forwarded::{Forwarding, IpSet, RealIpHeader};
 use crate::listeners::Address;
+use crate::logging::{LogLevel, LogTargets};
 use crate::proto::proxy::Mode as ProxyMode;
 use serde_yaml::{Mapping, Value};
 use std::fmt::Write as _;
@@ -149,44 +150,6 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "app.config", flag: "app-config", short: None, kind: Kind::Pairs, default: "{}",
         doc: "Flat map of settings handed to the app's init; the flag takes KEY=VALUE and may be repeated." },
 ];
-
-/// Log levels, as gunicorn's `loglevel` (ordered by severity).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    /// Everything, including per-request rejections.
-    Debug = 0,
-    /// Normal operation: listeners, workers starting and stopping.
-    Info = 1,
-    /// Something unexpected that ferricorn worked around.
-    Warning = 2,
-    /// A failure.
-    Error = 3,
-    /// A failure that stops the server.
-    Critical = 4,
-}
-
-const LEVELS: [(&str, LogLevel); 5] = [
-    ("debug", LogLevel::Debug),
-    ("info", LogLevel::Info),
-    ("warning", LogLevel::Warning),
-    ("error", LogLevel::Error),
-    ("critical", LogLevel::Critical),
-];
-
-impl LogLevel {
-    /// Parses `debug`, `info`, `warning`, `error` or `critical` (case-insensitive).
-    pub fn parse(text: &str) -> Option<LogLevel> {
-        LEVELS
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(text))
-            .map(|(_, level)| *level)
-    }
-
-    /// The upper-case name used in log lines, e.g. `INFO`.
-    pub fn label(self) -> &'static str {
-        ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"][self as usize]
-    }
-}
 
 /// The effective configuration: typed values for the server, plus the merged raw values
 /// for `--print-config`.
@@ -687,6 +650,15 @@ impl Reader<'_> {
 }
 
 impl Config {
+    /// Where and at what level to log (`errorlog`, `accesslog`, `loglevel`).
+    pub fn log_targets(&self) -> LogTargets<'_> {
+        LogTargets {
+            errorlog: &self.errorlog,
+            accesslog: self.accesslog.as_deref(),
+            level: self.loglevel,
+        }
+    }
+
     fn from_values(file: Option<PathBuf>, mut values: Vec<Value>) -> Result<Config, String> {
         let workers_index = setting_index("workers").expect("workers is a setting");
         if values[workers_index].as_u64() == Some(0) {

@@ -1,9 +1,9 @@
 //! gunicorn 27's settings (its `config.py` has 120) and what ferricorn does with each, for a
 //! gunicorn user's configuration: a gunicorn name that ferricorn does not have is refused
 //! with what to do instead, and the README's "Coming from gunicorn" table is generated from
-//! this list plus [`crate::config::SETTINGS`] (a test keeps the two in sync).
+//! this list plus the settings table (`tests/config.rs` keeps the two in sync). This module
+//! depends on no other of the crate.
 
-use crate::config::SETTINGS;
 use std::fmt::Write;
 
 /// What ferricorn has for a gunicorn setting it does not have under the same name.
@@ -37,7 +37,7 @@ const SYSLOG: Instead = NotNeeded(
 const TLS: Instead = NotYet("TLS with rustls is planned; terminate TLS in a proxy until then");
 
 /// Every gunicorn 27 setting, in the order of gunicorn's `config.py`. `None`: ferricorn has
-/// the setting under the same name (checked against [`SETTINGS`] by a test).
+/// the setting under the same name (checked against the settings table by a test).
 pub const GUNICORN_SETTINGS: &[(&str, Option<Instead>)] = &[
     ("config", Some(Renamed("`-c/--config FILE`, a YAML file instead of Python"))),
     ("wsgi_app", Some(Renamed("`app.path` (or the positional APP): the plugin's shared object"))),
@@ -174,12 +174,13 @@ pub fn explain(key: &str) -> Option<String> {
     })
 }
 
-/// The README's "Coming from gunicorn" table (Markdown), one row per gunicorn setting.
-pub fn markdown_table() -> String {
+/// The README's "Coming from gunicorn" table (Markdown), one row per gunicorn setting;
+/// `has(name)`: ferricorn has a setting of that name.
+pub fn markdown_table(has: impl Fn(&str) -> bool) -> String {
     let mut out = String::from("| gunicorn setting | in ferricorn |\n|---|---|\n");
     for (name, instead) in GUNICORN_SETTINGS {
         let here = match instead {
-            None if SETTINGS.iter().any(|s| s.name == *name) => "same name".to_string(),
+            None if has(name) => "same name".to_string(),
             None => "(missing from the settings table)".to_string(),
             Some(Renamed(what)) => format!("different name: {what}"),
             Some(NotNeeded(why)) => format!("not needed: {why}"),
@@ -188,31 +189,4 @@ pub fn markdown_table() -> String {
         let _ = writeln!(out, "| `{name}` | {here} |");
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_list_agrees_with_the_settings_table() {
-        assert_eq!(GUNICORN_SETTINGS.len(), 120, "gunicorn 27 has 120 settings");
-        for (name, instead) in GUNICORN_SETTINGS {
-            let here = SETTINGS.iter().any(|s| s.name == *name);
-            assert_eq!(
-                here,
-                instead.is_none(),
-                "`{name}`: same name here iff listed as such"
-            );
-        }
-        let mut names: Vec<_> = GUNICORN_SETTINGS.iter().map(|(n, _)| n).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), GUNICORN_SETTINGS.len(), "no name twice");
-        assert!(explain("preload_app")
-            .unwrap()
-            .contains("loaded after fork"));
-        assert_eq!(explain("workers"), None);
-        assert_eq!(explain("wrokers"), None);
-    }
 }

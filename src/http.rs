@@ -1,5 +1,5 @@
-//! HTTP/1.1 vocabulary (RFC 9110, RFC 9112) shared by the protocol state machine
-//! ([`crate::proto`]) and the connection driver: limits, refusals, the parsed head, request
+//! HTTP/1.1 vocabulary (RFC 9110, RFC 9112) shared by the protocol state machine (the
+//! proto module, which tests these rules) and the connection driver: limits, refusals, the parsed head, request
 //! semantics (Host, message body framing, Connection, Expect), request-targets, reason
 //! phrases and the server's own error responses. Everything here is pure.
 
@@ -103,10 +103,16 @@ fn content_length(value: &[u8], seen: Option<u64>) -> Result<u64, Reject> {
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return Err(reject(400, "invalid Content-Length"));
     }
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or(reject(400, "Content-Length overflow"))
+    parse_content_length(value).ok_or(reject(400, "Content-Length overflow"))
+}
+
+/// A Content-Length value: exactly 1*DIGIT that fits in a u64 (RFC 9110 §8.6); no sign,
+/// no inner space, no list. The one parser for requests and for the app's responses.
+pub fn parse_content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// RFC 9112 §3.2: origin-form (`/path`) for any method but CONNECT, absolute-form
@@ -375,129 +381,3 @@ pub fn error_response(status: u16, date: &str, extra: &str) -> Vec<u8> {
 
 /// A trailer field (RFC 9112 §7.1.2): name and value bytes.
 pub type Trailer = (Vec<u8>, Vec<u8>);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::head::{HeadScan, Section};
-
-    const LIMITS: Limits = Limits {
-        request_line: 4094,
-        fields: 100,
-        field_size: 8190,
-        body: None,
-        head: 65536,
-    };
-
-    fn sem(raw: &[u8]) -> Result<Semantics, Reject> {
-        let mut scan = HeadScan::new(Section::Head);
-        let crate::proto::head::Scan::Complete { len } = scan.scan(raw, &LIMITS) else {
-            panic!("incomplete head");
-        };
-        let mut head = Head::default();
-        scan.parse(&raw[..len], &mut head)?;
-        semantics(raw, &head, &LIMITS)
-    }
-
-    #[test]
-    fn framing_rules() {
-        assert_eq!(
-            sem(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().framing,
-            Framing::None
-        );
-        assert_eq!(
-            sem(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
-                .unwrap()
-                .framing,
-            Framing::Length(5)
-        );
-        assert_eq!(
-            sem(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n")
-                .unwrap_err()
-                .status,
-            400
-        );
-        assert_eq!(
-            sem(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n")
-                .unwrap_err()
-                .status,
-            400
-        );
-        assert_eq!(
-            sem(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n")
-                .unwrap_err()
-                .status,
-            400
-        );
-        assert_eq!(
-            sem(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n")
-                .unwrap_err()
-                .status,
-            400
-        );
-        assert_eq!(
-            sem(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
-                .unwrap()
-                .framing,
-            Framing::Chunked
-        );
-        assert_eq!(sem(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n").unwrap_err().status, 400);
-        assert_eq!(
-            sem(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n")
-                .unwrap_err()
-                .status,
-            501
-        );
-        assert_eq!(
-            sem(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")
-                .unwrap_err()
-                .status,
-            400
-        );
-        assert_eq!(
-            sem(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n")
-                .unwrap_err()
-                .status,
-            400
-        );
-        assert_eq!(sem(b"GET / HTTP/1.1\r\n\r\n").unwrap_err().status, 400);
-        assert_eq!(
-            sem(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
-                .unwrap_err()
-                .status,
-            400
-        );
-        assert!(sem(b"GET / HTTP/1.0\r\n\r\n").is_ok());
-    }
-
-    #[test]
-    fn keep_alive_rules() {
-        assert!(
-            sem(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-                .unwrap()
-                .keep_alive
-        );
-        assert!(
-            !sem(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-                .unwrap()
-                .keep_alive
-        );
-        assert!(!sem(b"GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
-        assert!(
-            sem(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
-                .unwrap()
-                .keep_alive
-        );
-    }
-
-    #[test]
-    fn targets() {
-        assert_eq!(split_target(b"/a/b?x=1#f"), (&b"/a/b"[..], &b"x=1"[..]));
-        assert_eq!(split_target(b"http://h:80/p?q"), (&b"/p"[..], &b"q"[..]));
-        assert_eq!(split_target(b"*"), (&b"*"[..], &b""[..]));
-        assert_eq!(split_target(b"example.com:443"), (&b""[..], &b""[..]));
-        let mut out = Vec::new();
-        percent_decode(b"/a%20b%2Fc%zz%4", &mut out);
-        assert_eq!(out, b"/a b/c%zz%4");
-    }
-}

@@ -20,6 +20,7 @@ pub mod logging;
 pub mod master;
 pub mod process;
 pub mod proto;
+pub mod report;
 pub mod systemd;
 pub mod upgrade;
 pub mod worker;

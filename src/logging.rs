@@ -1,14 +1,13 @@
 //! The error log and the access log, in gunicorn's formats.
 //!
 //! Error log lines: `[2026-11-20 23:26:00 +0000] [PID] [INFO] message`.
-//! Access log lines: rendered by [`crate::access_log`] from `access_log_format`.
+//! Access log lines: rendered by the access_log module from `access_log_format`.
 //!
 //! Each line is written with one write(2) on a file opened with O_APPEND, so lines from the
 //! master, the workers and their threads never interleave. The destinations are plain file
 //! descriptor numbers held in atomics: reopening (USR1) swaps the file behind the number with
 //! dup2, without a lock on the logging path.
 
-use crate::config::{Config, LogLevel};
 use std::fmt::Display;
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
@@ -25,6 +24,56 @@ static ACCESS_LOST: AtomicU64 = AtomicU64::new(0);
 static ACCESS_REPORTED: AtomicU64 = AtomicU64::new(0);
 /// Write failures of the access log are reported at most this often (seconds).
 const REPORT_EVERY: u64 = 60;
+
+/// Log levels, as gunicorn's `loglevel` (ordered by severity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Everything, including per-request rejections.
+    Debug = 0,
+    /// Normal operation: listeners, workers starting and stopping.
+    Info = 1,
+    /// Something unexpected that ferricorn worked around.
+    Warning = 2,
+    /// A failure.
+    Error = 3,
+    /// A failure that stops the server.
+    Critical = 4,
+}
+
+const LEVELS: [(&str, LogLevel); 5] = [
+    ("debug", LogLevel::Debug),
+    ("info", LogLevel::Info),
+    ("warning", LogLevel::Warning),
+    ("error", LogLevel::Error),
+    ("critical", LogLevel::Critical),
+];
+
+impl LogLevel {
+    /// Parses `debug`, `info`, `warning`, `error` or `critical` (case-insensitive).
+    pub fn parse(text: &str) -> Option<LogLevel> {
+        LEVELS
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(text))
+            .map(|(_, level)| *level)
+    }
+
+    /// The upper-case name used in log lines, e.g. `INFO`.
+    pub fn label(self) -> &'static str {
+        ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"][self as usize]
+    }
+}
+
+/// Where the logs go and what is written: `errorlog` (`-` = stderr), `accesslog` (`-` =
+/// stdout, `None` = off) and `loglevel`, as the configuration gives them.
+#[derive(Clone, Copy, Debug)]
+pub struct LogTargets<'a> {
+    /// `errorlog`.
+    pub errorlog: &'a str,
+    /// `accesslog`.
+    pub accesslog: Option<&'a str>,
+    /// `loglevel`.
+    pub level: LogLevel,
+}
 
 fn open_append(path: &str) -> Result<std::fs::File, String> {
     std::fs::OpenOptions::new()
@@ -63,10 +112,10 @@ fn point(slot: &AtomicI32, target: Option<&str>, stdio_fd: i32) -> Result<(), St
 /// Checks, without creating anything, that every log file `config` names can be opened
 /// for appending: an existing file is opened, a missing one needs a writable directory
 /// (`--check-config`). Errors: one line naming the setting and the file.
-pub fn check_paths(config: &Config) -> Result<(), String> {
+pub fn check_paths(targets: &LogTargets<'_>) -> Result<(), String> {
     let named = [
-        ("errorlog", Some(config.errorlog.as_str())),
-        ("accesslog", config.accesslog.as_deref()),
+        ("errorlog", Some(targets.errorlog)),
+        ("accesslog", targets.accesslog),
     ];
     for (key, path) in named {
         let Some(path) = path.filter(|p| *p != "-") else {
@@ -92,19 +141,19 @@ pub fn check_paths(config: &Config) -> Result<(), String> {
 
 /// Opens the error and access logs named in `config` and sets the level.
 /// Errors: one line naming the file that could not be opened.
-pub fn configure(config: &Config) -> Result<(), String> {
-    point(&ERROR_FD, Some(&config.errorlog), 2)?;
-    point(&ACCESS_FD, config.accesslog.as_deref(), 1)?;
+pub fn configure(targets: &LogTargets<'_>) -> Result<(), String> {
+    point(&ERROR_FD, Some(targets.errorlog), 2)?;
+    point(&ACCESS_FD, targets.accesslog, 1)?;
     if let Ok(mut path) = ACCESS_PATH.lock() {
-        *path = config.accesslog.clone().unwrap_or_default();
+        *path = targets.accesslog.unwrap_or_default().to_string();
     }
-    LEVEL.store(config.loglevel as u8, Ordering::Release);
+    LEVEL.store(targets.level as u8, Ordering::Release);
     Ok(())
 }
 
 /// Reopens the log files in place (USR1, for logrotate without copytruncate).
-pub fn reopen(config: &Config) {
-    if let Err(e) = configure(config) {
+pub fn reopen(targets: &LogTargets<'_>) {
+    if let Err(e) = configure(targets) {
         error(format_args!("reopening logs: {e}"));
     }
 }
@@ -226,7 +275,7 @@ pub fn access_enabled() -> bool {
     ACCESS_FD.load(Ordering::Relaxed) >= 0
 }
 
-/// Writes one rendered access log line (see [`crate::access_log`]).
+/// Writes one rendered access log line (rendered by the access_log module).
 pub fn access(line: &[u8]) {
     if !write_line(ACCESS_FD.load(Ordering::Acquire), line) {
         access_failed(std::io::Error::last_os_error());

@@ -11,6 +11,7 @@ use crate::gateway;
 use crate::listeners::{self, Listener};
 use crate::logging;
 use crate::process;
+use crate::report::Report;
 use crate::systemd;
 use crate::upgrade;
 use crate::worker;
@@ -303,7 +304,7 @@ impl Master {
             self.desired = 0;
         }
         if usr1 {
-            logging::reopen(&self.config);
+            logging::reopen(&self.config.log_targets());
             logging::info("Handling signal: usr1: reopened log files");
             self.signal_all(Signal::SIGUSR1);
         }
@@ -362,7 +363,11 @@ impl Master {
             while let Some(end) = worker.pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = worker.pending.drain(..=end).collect();
                 let line = String::from_utf8_lossy(&line[..end]).into_owned();
-                if line == "ready" {
+                let Some(report) = Report::decode(&line) else {
+                    logging::debug(format_args!("worker {pid}: unknown report {line:?}"));
+                    continue;
+                };
+                if report == Report::Ready {
                     worker.ready = true;
                     if !self.notified_ready {
                         self.notified_ready = true;
@@ -381,13 +386,13 @@ impl Master {
                         "worker {pid} ready (generation {})",
                         worker.generation
                     ));
-                } else if line == "retiring" && !worker.leaving {
+                } else if report == Report::ReplaceMe && !worker.leaving {
                     worker.leaving = true;
                     logging::info(format_args!(
                         "Worker (pid:{pid}) asked to be replaced; starting a new worker first"
                     ));
-                } else if let Some(message) = line.strip_prefix("boot-error ") {
-                    worker.boot_error = Some(message.to_string());
+                } else if let Report::BootError(message) = report {
+                    worker.boot_error = Some(message);
                 }
             }
         }
@@ -601,7 +606,7 @@ impl Master {
         } else {
             rebind(&mut self.listeners, &config)?
         };
-        if let Err(e) = logging::configure(&config) {
+        if let Err(e) = logging::configure(&config.log_targets()) {
             logging::warning(format_args!("Reload: {e}; keeping the previous log files"));
         }
         for listener in listeners.iter().filter(|l| !before.contains(&l.address)) {

@@ -14,6 +14,7 @@ use crate::http::Limits;
 use crate::listeners::{self, Listener};
 use crate::logging;
 use crate::process;
+use crate::report::Report;
 use ferricorn_sdk::abi;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
@@ -90,11 +91,6 @@ fn token(index: usize, generation: u32) -> u64 {
     (u64::from(generation) << 32) | index as u64
 }
 
-/// Messages to the master over the report pipe, one line each.
-fn report(fd: &OwnedFd, line: &str) {
-    let _ = nix::unistd::write(fd, line.as_bytes());
-}
-
 struct Signals {
     graceful: Arc<AtomicBool>,
     quick: Arc<AtomicBool>,
@@ -168,7 +164,7 @@ pub fn run(
     };
     // Ready before the first request can be served: the master must never see a worker that
     // served requests as one that died while booting.
-    report(&report_fd, "ready\n");
+    Report::Ready.send(&report_fd);
     for i in 0..config.threads {
         let shared = shared.clone();
         let spawned = std::thread::Builder::new()
@@ -199,7 +195,7 @@ pub fn run(
 fn boot_failed(report_fd: &OwnedFd, message: &str) -> i32 {
     let one_line = message.replace('\n', " ");
     logging::error(format_args!("Worker failed to boot: {one_line}"));
-    report(report_fd, &format!("boot-error {one_line}\n"));
+    Report::BootError(one_line).send(report_fd);
     BOOT_ERROR
 }
 
@@ -374,8 +370,7 @@ fn pause_accepting(shared: &Shared, error: nix::errno::Errno) {
     watch_listeners(shared, false);
     if !shared.exhausted.swap(true, Ordering::AcqRel) {
         logging::error(format_args!(
-            "accept failed: {} ({error}) with {} connections open: not accepting for {} ms at a time until it succeeds (logged once)",
-            error.desc(),
+            "accept failed: {error} with {} connections open: not accepting for {} ms at a time until it succeeds (logged once)",
             shared.open.load(Ordering::Acquire),
             ACCEPT_PAUSE.as_millis()
         ));
@@ -579,7 +574,7 @@ fn supervise(
             std::process::exit(0);
         }
         if signals.reopen.swap(false, Ordering::AcqRel) {
-            logging::reopen(config);
+            logging::reopen(&config.log_targets());
         }
         let asked = signals.graceful.load(Ordering::Acquire) || nix::unistd::getppid() != master;
         if asked && !shared.ctx.stopping.swap(true, Ordering::AcqRel) {
@@ -595,7 +590,7 @@ fn supervise(
             ));
         }
         if !asked_replacement && (stuck > 0 || shared.ctx.retiring.load(Ordering::Acquire)) {
-            report(report_fd, "retiring\n");
+            Report::ReplaceMe.send(report_fd);
             asked_replacement = true;
         }
         if shared.ctx.stopping.load(Ordering::Acquire) && stop_deadline.is_none() {
@@ -611,7 +606,7 @@ fn supervise(
             }
         }
         if last_beat.elapsed() >= HEARTBEAT {
-            report(report_fd, "hb\n");
+            Report::Heartbeat.send(report_fd);
             last_beat = Instant::now();
         }
     }

@@ -161,3 +161,27 @@ fn gunicorn_settings_are_recognised_and_the_readme_table_is_current() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn the_gunicorn_list_agrees_with_the_settings_table() {
+    use ferricorn::config::SETTINGS;
+    use ferricorn::gunicorn::{explain, GUNICORN_SETTINGS};
+    assert_eq!(GUNICORN_SETTINGS.len(), 120, "gunicorn 27 has 120 settings");
+    for (name, instead) in GUNICORN_SETTINGS {
+        let here = SETTINGS.iter().any(|s| s.name == *name);
+        assert_eq!(
+            here,
+            instead.is_none(),
+            "`{name}`: same name here iff listed as such"
+        );
+    }
+    let mut names: Vec<_> = GUNICORN_SETTINGS.iter().map(|(n, _)| n).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), GUNICORN_SETTINGS.len(), "no name twice");
+    assert!(explain("preload_app")
+        .unwrap()
+        .contains("loaded after fork"));
+    assert_eq!(explain("workers"), None);
+    assert_eq!(explain("wrokers"), None);
+}

@@ -2,8 +2,9 @@
 
 mod common;
 
-use common::{read_response, Server};
+use common::{read_response, wait_for, Server};
 use std::io::{BufReader, Read, Write};
+use std::time::Duration;
 
 #[test]
 fn get_through_hello() {
@@ -294,7 +295,12 @@ fn expect_100_continue_is_answered_when_the_app_reads() {
 #[test]
 fn connections_beyond_worker_connections_get_503() {
     let server = Server::start("hello", "workers: 1\nworker_connections: 2\n", &[]);
-    let held: Vec<_> = (0..2).map(|_| server.held_connection()).collect();
+    // The readiness probe's connection may still hold a slot for a moment after its
+    // response: hold two connections once both slots are free.
+    let held = wait_for("two free slots", Duration::from_secs(5), || {
+        let held: Vec<_> = (0..2).map(|_| server.try_held_connection()).collect();
+        held.into_iter().collect::<Option<Vec<_>>>()
+    });
     let response = server.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(response.status, 503);
     assert_eq!(response.header("retry-after"), Some("1"));

@@ -4,8 +4,8 @@
 //! written to the socket when it says so.
 
 use super::{read_into, wait_ready, with_date, write_all, Context, MAX_DRAIN, READ_CHUNK};
-use crate::config::LogLevel;
 use crate::logging;
+use crate::logging::LogLevel;
 use crate::proto::response::ResponseError;
 use crate::proto::{Event, Outcome, ServerConn, Unread};
 use ferricorn_sdk::abi::{self, FcField, FcResponder, FcStr};

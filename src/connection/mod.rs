@@ -9,11 +9,11 @@
 mod exchange;
 
 use crate::access_log::{AccessEntry, AccessFormat};
-use crate::config::LogLevel;
 use crate::forwarded::{Forwarding, IpSet};
 use crate::gateway::App;
 use crate::http::{self, Framing, Head, Limits, Reject};
 use crate::logging;
+use crate::logging::LogLevel;
 use crate::proto::proxy::{self, Mode as ProxyMode};
 use crate::proto::response::ResponseBuffers;
 use crate::proto::{Event, Outcome, ServerConn};

@@ -1,7 +1,7 @@
 //! The sans-I/O HTTP/1.1 server state machine (RFC 9112), in the style of h11 and hyper's
 //! `proto::h1`: bytes in → events out, response parts in → bytes out, and the keep-alive
-//! decision. No file descriptor, clock or thread inside: the connection driver
-//! ([`crate::connection`]), the fuzz target and the property tests drive this same type.
+//! decision. No file descriptor, clock or thread inside: the connection driver (the
+//! connection module), the fuzz target and the property tests drive this same type.
 //!
 //! One exchange at a time, h11's cycle:
 //! 1. [`ServerConn::next_event`] on the unconsumed input until [`Event::Request`]: the head
@@ -489,5 +489,133 @@ mod tests {
             "{out}"
         );
         t.check().unwrap();
+    }
+}
+
+/// The request-semantics rules of [`crate::http`] (Host, framing, keep-alive, targets), on
+/// heads this module parses.
+#[cfg(test)]
+mod semantics_tests {
+    use super::head::{HeadScan, Scan, Section};
+    use crate::http::*;
+
+    const LIMITS: Limits = Limits {
+        request_line: 4094,
+        fields: 100,
+        field_size: 8190,
+        body: None,
+        head: 65536,
+    };
+
+    fn sem(raw: &[u8]) -> Result<Semantics, Reject> {
+        let mut scan = HeadScan::new(Section::Head);
+        let Scan::Complete { len } = scan.scan(raw, &LIMITS) else {
+            panic!("incomplete head");
+        };
+        let mut head = Head::default();
+        scan.parse(&raw[..len], &mut head)?;
+        semantics(raw, &head, &LIMITS)
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert_eq!(
+            sem(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().framing,
+            Framing::None
+        );
+        assert_eq!(
+            sem(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+                .unwrap()
+                .framing,
+            Framing::Length(5)
+        );
+        assert_eq!(
+            sem(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            sem(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            sem(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            sem(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            sem(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap()
+                .framing,
+            Framing::Chunked
+        );
+        assert_eq!(sem(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n").unwrap_err().status, 400);
+        assert_eq!(
+            sem(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n")
+                .unwrap_err()
+                .status,
+            501
+        );
+        assert_eq!(
+            sem(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            sem(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(sem(b"GET / HTTP/1.1\r\n\r\n").unwrap_err().status, 400);
+        assert_eq!(
+            sem(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert!(sem(b"GET / HTTP/1.0\r\n\r\n").is_ok());
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(
+            sem(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            !sem(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+        assert!(!sem(b"GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
+        assert!(
+            sem(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(split_target(b"/a/b?x=1#f"), (&b"/a/b"[..], &b"x=1"[..]));
+        assert_eq!(split_target(b"http://h:80/p?q"), (&b"/p"[..], &b"q"[..]));
+        assert_eq!(split_target(b"*"), (&b"*"[..], &b""[..]));
+        assert_eq!(split_target(b"example.com:443"), (&b""[..], &b""[..]));
+        let mut out = Vec::new();
+        percent_decode(b"/a%20b%2Fc%zz%4", &mut out);
+        assert_eq!(out, b"/a b/c%zz%4");
     }
 }

@@ -410,9 +410,7 @@ fn validate<'f>(
             ));
         }
         if name.eq_ignore_ascii_case(b"content-length") {
-            let parsed = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
+            let parsed = http::parse_content_length(value.trim_ascii());
             match parsed {
                 Some(n) if app_length.is_none_or(|m| m == n) => app_length = Some(n),
                 _ => return invalid("invalid Content-Length".into()),
@@ -658,6 +656,7 @@ mod tests {
             (200, b"X-Evil", b"a\r\nInjected: yes"),
             (200, b"Bad Name", b"1"),
             (200, b"Content-Length", b"-1"),
+            (200, b"Content-Length", b"+5"),
         ] {
             assert!(matches!(
                 r.start(status, b"", [(name, value)]),
