@@ -1,11 +1,20 @@
 //! ferricorn: a pre-fork HTTP/1.1 application server for Linux, in the mould of gunicorn.
 //!
 //! A master process ([`master`]) binds the listeners ([`listeners`]), forks worker processes
-//! ([`worker`]) that serve connections ([`connection`], [`http`]) with a pool of threads, and
-//! supervises them. Applications are `cdylib` plugins loaded through the gateway ABI
-//! ([`gateway`]). Settings live in [`config`] (gunicorn's names it does not have in [`gunicorn`]); logs in [`logging`] and [`access_log`]; the command line in [`cli`]; privileges, environment and
-//! process titles in [`process`]; the systemd protocol in [`systemd`];
-//! the USR2 binary upgrade in [`upgrade`].
+//! ([`worker`], reporting to the master with [`report`] messages) that serve connections with
+//! a pool of threads: the driver ([`connection`]) does the I/O around the sans-I/O HTTP/1.1
+//! state machine ([`proto`], on the vocabulary of [`http`]), trusting proxies as
+//! [`forwarded`] says. Applications are `cdylib` plugins loaded through the gateway ABI
+//! ([`gateway`]). Settings live in [`config`] (gunicorn's names it does not have in
+//! [`gunicorn`]); logs in [`logging`] and [`access_log`]; the command line in [`cli`];
+//! privileges, environment and process titles in [`process`]; the systemd protocol in
+//! [`systemd`]; the USR2 binary upgrade in [`upgrade`].
+
+#![warn(
+    missing_docs,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
 
 pub mod access_log;
 pub mod cli;

@@ -270,7 +270,7 @@ pub fn critical(message: impl Display) {
     log(LogLevel::Critical, message)
 }
 
-/// Whether an access log is configured (check before building an [`AccessEntry`]).
+/// Whether an access log is configured (check before building an access log entry).
 pub fn access_enabled() -> bool {
     ACCESS_FD.load(Ordering::Relaxed) >= 0
 }

@@ -68,6 +68,10 @@ unsafe fn app_fields<'x>(ptr: *const FcField, count: usize) -> &'x [FcField] {
     }
 }
 
+/// # Safety
+/// Called by the app through the responder it got in `handle`, on that thread and during
+/// that call only, with the responder's `ctx` unchanged and pointer arguments valid for the
+/// call (the ABI's contract, `worker-apps/include/ferricorn.h`).
 unsafe extern "C" fn cb_start_response(
     ctx: *mut c_void,
     status: u16,
@@ -84,6 +88,10 @@ unsafe extern "C" fn cb_start_response(
     })
 }
 
+/// # Safety
+/// Called by the app through the responder it got in `handle`, on that thread and during
+/// that call only, with the responder's `ctx` unchanged and pointer arguments valid for the
+/// call (the ABI's contract, `worker-apps/include/ferricorn.h`).
 unsafe extern "C" fn cb_write(ctx: *mut c_void, data: *const u8, len: usize) -> i32 {
     guard(|| {
         // SAFETY: ctx is the exchange of this handle call; data/len describe the app's buffer.
@@ -92,6 +100,10 @@ unsafe extern "C" fn cb_write(ctx: *mut c_void, data: *const u8, len: usize) -> 
     })
 }
 
+/// # Safety
+/// Called by the app through the responder it got in `handle`, on that thread and during
+/// that call only, with the responder's `ctx` unchanged and pointer arguments valid for the
+/// call (the ABI's contract, `worker-apps/include/ferricorn.h`).
 unsafe extern "C" fn cb_flush(ctx: *mut c_void) -> i32 {
     guard(|| {
         // SAFETY: ctx is the exchange of this handle call.
@@ -99,6 +111,10 @@ unsafe extern "C" fn cb_flush(ctx: *mut c_void) -> i32 {
         ex.flush()
     })
 }
+/// # Safety
+/// Called by the app through the responder it got in `handle`, on that thread and during
+/// that call only, with the responder's `ctx` unchanged and pointer arguments valid for the
+/// call (the ABI's contract, `worker-apps/include/ferricorn.h`).
 unsafe extern "C" fn cb_read_body(ctx: *mut c_void, buf: *mut u8, cap: usize) -> i64 {
     catch_unwind(AssertUnwindSafe(|| {
         if buf.is_null() || cap == 0 {
@@ -115,6 +131,10 @@ unsafe extern "C" fn cb_read_body(ctx: *mut c_void, buf: *mut u8, cap: usize) ->
     .unwrap_or(i64::from(abi::FC_ERR_APP))
 }
 
+/// # Safety
+/// Called by the app through the responder it got in `handle`, on that thread and during
+/// that call only, with the responder's `ctx` unchanged and pointer arguments valid for the
+/// call (the ABI's contract, `worker-apps/include/ferricorn.h`).
 unsafe extern "C" fn cb_trailers(
     ctx: *mut c_void,
     out: *mut *const FcField,
@@ -135,6 +155,10 @@ unsafe extern "C" fn cb_trailers(
     })
 }
 
+/// # Safety
+/// Called by the app through the responder it got in `handle`, on that thread and during
+/// that call only, with the responder's `ctx` unchanged and pointer arguments valid for the
+/// call (the ABI's contract, `worker-apps/include/ferricorn.h`).
 unsafe extern "C" fn cb_log(_ctx: *mut c_void, level: i32, message: FcStr) {
     let _ = catch_unwind(|| {
         let level = match level {

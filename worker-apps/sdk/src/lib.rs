@@ -16,6 +16,12 @@
 //!
 //! The ABI itself is in [`abi`]; [`router`] is a small method + path router.
 
+#![warn(
+    missing_docs,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
+
 pub mod abi;
 mod ffi;
 pub mod per_thread;
