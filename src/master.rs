@@ -484,50 +484,42 @@ impl Master {
         }
     }
 
-    /// Brings the actual workers in line with the desired ones.
+    /// Brings the actual workers in line with the desired ones: [`plan`] decides, this
+    /// applies its actions.
     fn reconcile(&mut self) {
-        let active = |w: &&Worker| w.retiring.is_none();
-        let generation = self.generation;
-        let is_current = move |w: &&Worker| w.generation == generation && !w.leaving;
-        let current: Vec<Pid> = self
+        let views: Vec<WorkerView> = self
             .workers
             .iter()
-            .filter(|(_, w)| active(w) && is_current(w))
-            .map(|(pid, _)| *pid)
+            .map(|(pid, w)| WorkerView {
+                pid: *pid,
+                generation: w.generation,
+                ready: w.ready,
+                retiring: w.retiring.is_some(),
+                leaving: w.leaving,
+            })
             .collect();
-        let ready = current.iter().filter(|pid| self.workers[pid].ready).count();
-        if current.len() < self.desired && Instant::now() >= self.next_spawn {
-            for _ in current.len()..self.desired {
-                self.spawn();
+        let wanted = Wanted {
+            generation: self.generation,
+            workers: self.desired,
+            may_spawn: Instant::now() >= self.next_spawn,
+            reload_pending: self.reload_pending,
+        };
+        for action in plan(&views, &wanted) {
+            match action {
+                Action::Spawn => self.spawn(),
+                Action::Retire(pid) => self.retire(pid),
+                Action::ReloadComplete { ready } => {
+                    self.reload_pending = false;
+                    logging::info(format_args!(
+                        "Reload complete: generation {} serves with {ready} workers",
+                        self.generation
+                    ));
+                    systemd::ready(&format!(
+                        "serving, generation {}, {ready} workers",
+                        self.generation
+                    ));
+                }
             }
-        }
-        for pid in current
-            .iter()
-            .rev()
-            .take(current.len().saturating_sub(self.desired))
-        {
-            self.retire(*pid);
-        }
-        let old: Vec<Pid> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| active(w) && !is_current(w))
-            .map(|(pid, _)| *pid)
-            .collect();
-        let keep_old = self.desired.saturating_sub(ready);
-        for pid in old.iter().take(old.len().saturating_sub(keep_old)) {
-            self.retire(*pid);
-        }
-        if self.reload_pending && ready >= self.desired && old.len() <= keep_old {
-            self.reload_pending = false;
-            logging::info(format_args!(
-                "Reload complete: generation {} serves with {ready} workers",
-                self.generation
-            ));
-            systemd::ready(&format!(
-                "serving, generation {}, {ready} workers",
-                self.generation
-            ));
         }
     }
 
@@ -705,6 +697,75 @@ impl Master {
     }
 }
 
+/// A worker as [`plan`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct WorkerView {
+    pid: Pid,
+    generation: u64,
+    /// It reported ready.
+    ready: bool,
+    /// It was told to stop (or killed); it no longer counts.
+    retiring: bool,
+    /// It asked to be replaced (max_requests, request_timeout).
+    leaving: bool,
+}
+
+/// What the master wants: `workers` workers of `generation`.
+#[derive(Clone, Copy, Debug)]
+struct Wanted {
+    generation: u64,
+    workers: usize,
+    /// The crash-loop backoff allows a spawn now.
+    may_spawn: bool,
+    /// A reload waits to be announced complete.
+    reload_pending: bool,
+}
+
+/// One step the master takes to match [`Wanted`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    /// Fork a worker of the current generation.
+    Spawn,
+    /// Stop this worker gracefully (TERM, SIGKILL after graceful_timeout).
+    Retire(Pid),
+    /// The new generation serves with this many ready workers, and no old worker is left
+    /// beyond those still needed: tell systemd and the log.
+    ReloadComplete {
+        /// Ready workers of the new generation.
+        ready: usize,
+    },
+}
+
+/// The reconcile rules, without system calls: spawn current-generation workers up to the
+/// count (when the backoff allows); retire the newest surplus current workers (TTOU); retire
+/// old-generation and leaving workers only as current ones are ready to take their place
+/// (reload, recycling: no connection is refused meanwhile).
+fn plan(workers: &[WorkerView], wanted: &Wanted) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let active = workers.iter().filter(|w| !w.retiring);
+    let (current, old): (Vec<&WorkerView>, Vec<&WorkerView>) =
+        active.partition(|w| w.generation == wanted.generation && !w.leaving);
+    let ready = current.iter().filter(|w| w.ready).count();
+    if current.len() < wanted.workers && wanted.may_spawn {
+        actions.extend((current.len()..wanted.workers).map(|_| Action::Spawn));
+    }
+    let surplus = current.len().saturating_sub(wanted.workers);
+    actions.extend(
+        current
+            .iter()
+            .rev()
+            .take(surplus)
+            .map(|w| Action::Retire(w.pid)),
+    );
+    let keep_old = wanted.workers.saturating_sub(ready);
+    let retire_old = old.len().saturating_sub(keep_old);
+    actions.extend(old.iter().take(retire_old).map(|w| Action::Retire(w.pid)));
+    if wanted.reload_pending && ready >= wanted.workers && old.len() <= keep_old {
+        actions.push(Action::ReloadComplete { ready });
+    }
+    actions
+}
+
 fn describe(code: Option<i32>, signal: Option<Signal>) -> String {
     match (code, signal) {
         (Some(code), _) => format!("exit code {code}"),
@@ -824,5 +885,143 @@ fn read_until_eof(fd: &OwnedFd, timeout: Duration) -> Option<String> {
             Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
             Err(_) => return Some(String::from_utf8_lossy(&out).into_owned()),
         }
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    fn worker(pid: i32, generation: u64, ready: bool) -> WorkerView {
+        WorkerView {
+            pid: Pid::from_raw(pid),
+            generation,
+            ready,
+            retiring: false,
+            leaving: false,
+        }
+    }
+
+    fn wanted(generation: u64, workers: usize) -> Wanted {
+        Wanted {
+            generation,
+            workers,
+            may_spawn: true,
+            reload_pending: false,
+        }
+    }
+
+    fn retired(actions: &[Action]) -> Vec<i32> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Retire(pid) => Some(pid.as_raw()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn spawns(actions: &[Action]) -> usize {
+        actions.iter().filter(|a| **a == Action::Spawn).count()
+    }
+
+    #[test]
+    fn start_and_backoff() {
+        assert_eq!(spawns(&plan(&[], &wanted(1, 3))), 3);
+        let backing_off = Wanted {
+            may_spawn: false,
+            ..wanted(1, 3)
+        };
+        assert!(
+            plan(&[worker(10, 1, true)], &backing_off).is_empty(),
+            "no spawn while backing off"
+        );
+        assert!(plan(&[worker(10, 1, true), worker(11, 1, false)], &wanted(1, 2)).is_empty());
+    }
+
+    #[test]
+    fn ttin_and_ttou() {
+        let two = [worker(10, 1, true), worker(11, 1, true)];
+        assert_eq!(spawns(&plan(&two, &wanted(1, 3))), 1);
+        assert_eq!(
+            retired(&plan(&two, &wanted(1, 1))),
+            vec![11],
+            "the newest goes"
+        );
+    }
+
+    #[test]
+    fn reload_retires_old_workers_only_as_new_ones_are_ready() {
+        let reload = Wanted {
+            reload_pending: true,
+            ..wanted(2, 2)
+        };
+        let old = [worker(10, 1, true), worker(11, 1, true)];
+        let actions = plan(&old, &reload);
+        assert_eq!(spawns(&actions), 2);
+        assert!(
+            retired(&actions).is_empty(),
+            "nothing retired before a new worker is ready"
+        );
+        let one_ready = [old[0], old[1], worker(20, 2, true), worker(21, 2, false)];
+        let actions = plan(&one_ready, &reload);
+        assert_eq!(
+            retired(&actions),
+            vec![10],
+            "one old worker per ready new one"
+        );
+        assert!(!actions
+            .iter()
+            .any(|a| matches!(a, Action::ReloadComplete { .. })));
+        let all_ready = [
+            worker(20, 2, true),
+            worker(21, 2, true),
+            WorkerView {
+                retiring: true,
+                ..old[0]
+            },
+            old[1],
+        ];
+        let actions = plan(&all_ready, &reload);
+        assert_eq!(retired(&actions), vec![11]);
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::ReloadComplete { .. })),
+            "complete once no old worker is still serving"
+        );
+        let done = [
+            all_ready[0],
+            all_ready[1],
+            all_ready[2],
+            WorkerView {
+                retiring: true,
+                ..old[1]
+            },
+        ];
+        assert_eq!(
+            plan(&done, &reload),
+            vec![Action::ReloadComplete { ready: 2 }]
+        );
+    }
+
+    #[test]
+    fn a_leaving_worker_is_replaced_before_it_is_retired() {
+        let leaving = WorkerView {
+            leaving: true,
+            ..worker(10, 1, true)
+        };
+        let actions = plan(&[leaving, worker(11, 1, true)], &wanted(1, 2));
+        assert_eq!(spawns(&actions), 1);
+        assert!(
+            retired(&actions).is_empty(),
+            "kept until its replacement is ready"
+        );
+        let actions = plan(
+            &[leaving, worker(11, 1, true), worker(12, 1, true)],
+            &wanted(1, 2),
+        );
+        assert_eq!(retired(&actions), vec![10]);
+        assert_eq!(spawns(&actions), 0);
     }
 }
