@@ -14,8 +14,17 @@ use base64::Engine as _;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// gunicorn's default `access_log_format`, as a literal: [`DEFAULT_FORMAT`] and the settings
+/// table's default (which quotes it for YAML) are both made from it.
+#[macro_export]
+macro_rules! default_access_format {
+    () => {
+        r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#
+    };
+}
+
 /// gunicorn's default `access_log_format`.
-pub const DEFAULT_FORMAT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+pub const DEFAULT_FORMAT: &str = default_access_format!();
 
 /// One piece of a parsed format.
 #[derive(Clone, Debug, PartialEq, Eq)]

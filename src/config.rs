@@ -127,7 +127,7 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Name in process titles (`ferricorn: master [NAME]`, `ferricorn: worker [NAME]`); default: the app's file name." },
     Setting { name: "accesslog", flag: "access-logfile", short: None, kind: Kind::Text, default: "null",
         doc: "Access log file, or `-` for stdout; unset = no access log." },
-    Setting { name: "access_log_format", flag: "access-logformat", short: None, kind: Kind::AccessFormat, default: "'%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\"'",
+    Setting { name: "access_log_format", flag: "access-logformat", short: None, kind: Kind::AccessFormat, default: concat!("'", crate::default_access_format!(), "'"),
         doc: "Access log line, with gunicorn's atoms: h l u t r m U q H s B b f a T M D L p, `{header}i`, `{header}o`." },
     Setting { name: "errorlog", flag: "error-logfile", short: None, kind: Kind::Text, default: "\"-\"",
         doc: "Error log file, or `-` for stderr." },

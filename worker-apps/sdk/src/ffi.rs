@@ -98,7 +98,9 @@ pub unsafe extern "C" fn ffi_init<A: App>(
 ) -> i32 {
     install_panic_hook();
     let result = call(|| {
-        let entries = crate::fields(config, count)
+        // SAFETY: the server passes `count` config fields valid for this call; they are copied
+        // into owned strings before it returns.
+        let entries = unsafe { crate::fields(config, count) }
             .map(|(k, v)| {
                 (
                     String::from_utf8_lossy(k).into_owned(),

@@ -98,10 +98,12 @@ impl AppConfig {
     }
 }
 
-/// Reads an `FcStr` the server guarantees valid for the request's lifetime.
-fn bytes<'a>(s: FcStr) -> &'a [u8] {
-    // SAFETY: the server guarantees every FcStr of a request is NULL or valid for the whole
-    // `handle` call, which outlives every `Request<'a>` the SDK hands out.
+/// The bytes of `s` (empty when absent).
+///
+/// # Safety
+/// `s` must be NULL or point to `s.len` bytes that stay valid for `'a`.
+unsafe fn str_bytes<'a>(s: FcStr) -> &'a [u8] {
+    // SAFETY: guaranteed by the caller.
     unsafe { s.as_bytes() }.unwrap_or(&[])
 }
 
@@ -114,6 +116,13 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
+    /// A string of this request: valid for `'a`, as [`Request::from_raw`] requires.
+    fn text(&self, s: FcStr) -> &'a [u8] {
+        // SAFETY: from_raw's contract: every string of the request is NULL or valid for the
+        // whole handle call, which `'a` does not outlive.
+        unsafe { str_bytes(s) }
+    }
+
     /// Wraps the raw request; used by the export glue.
     ///
     /// # Safety
@@ -124,19 +133,19 @@ impl<'a> Request<'a> {
 
     /// REQUEST_METHOD, e.g. `"GET"`.
     pub fn method(&self) -> &'a str {
-        std::str::from_utf8(bytes(self.raw.request_method)).unwrap_or("")
+        std::str::from_utf8(self.text(self.raw.request_method)).unwrap_or("")
     }
     /// RAW_URI: the request-target as sent.
     pub fn raw_uri(&self) -> &'a [u8] {
-        bytes(self.raw.raw_uri)
+        self.text(self.raw.raw_uri)
     }
     /// SCRIPT_NAME (empty: apps are mounted at the root).
     pub fn script_name(&self) -> &'a [u8] {
-        bytes(self.raw.script_name)
+        self.text(self.raw.script_name)
     }
     /// PATH_INFO: the percent-decoded path, as bytes.
     pub fn path_info(&self) -> &'a [u8] {
-        bytes(self.raw.path_info)
+        self.text(self.raw.path_info)
     }
     /// PATH_INFO as text (invalid UTF-8 replaced).
     pub fn path(&self) -> Cow<'a, str> {
@@ -144,7 +153,7 @@ impl<'a> Request<'a> {
     }
     /// QUERY_STRING, not decoded.
     pub fn query_string(&self) -> &'a str {
-        std::str::from_utf8(bytes(self.raw.query_string)).unwrap_or("")
+        std::str::from_utf8(self.text(self.raw.query_string)).unwrap_or("")
     }
     /// The first query parameter named `name`, not decoded (`a=1&b=2`).
     pub fn query(&self, name: &str) -> Option<&'a str> {
@@ -155,29 +164,29 @@ impl<'a> Request<'a> {
     }
     /// SERVER_PROTOCOL: `HTTP/1.0` or `HTTP/1.1`.
     pub fn server_protocol(&self) -> &'a str {
-        std::str::from_utf8(bytes(self.raw.server_protocol)).unwrap_or("")
+        std::str::from_utf8(self.text(self.raw.server_protocol)).unwrap_or("")
     }
     /// SERVER_NAME.
     pub fn server_name(&self) -> &'a [u8] {
-        bytes(self.raw.server_name)
+        self.text(self.raw.server_name)
     }
     /// SERVER_PORT, decimal text.
     pub fn server_port(&self) -> &'a [u8] {
-        bytes(self.raw.server_port)
+        self.text(self.raw.server_port)
     }
     /// REMOTE_ADDR.
     pub fn remote_addr(&self) -> &'a [u8] {
-        bytes(self.raw.remote_addr)
+        self.text(self.raw.remote_addr)
     }
     /// REMOTE_PORT, decimal text.
     pub fn remote_port(&self) -> &'a [u8] {
-        bytes(self.raw.remote_port)
+        self.text(self.raw.remote_port)
     }
     /// The TCP peer's address: REMOTE_ADDR unless `real_ip_header` replaced it with the
     /// client a trusted proxy forwarded for. (From a server older than ABI 1.1, REMOTE_ADDR.)
     pub fn peer_addr(&self) -> &'a [u8] {
         if self.raw.has_peer() {
-            bytes(self.raw.peer_addr)
+            self.text(self.raw.peer_addr)
         } else {
             self.remote_addr()
         }
@@ -185,14 +194,14 @@ impl<'a> Request<'a> {
     /// The TCP peer's port (see [`Request::peer_addr`]).
     pub fn peer_port(&self) -> &'a [u8] {
         if self.raw.has_peer() {
-            bytes(self.raw.peer_port)
+            self.text(self.raw.peer_port)
         } else {
             self.remote_port()
         }
     }
     /// wsgi.url_scheme: `http`.
     pub fn url_scheme(&self) -> &'a [u8] {
-        bytes(self.raw.url_scheme)
+        self.text(self.raw.url_scheme)
     }
     /// CONTENT_TYPE, if sent.
     pub fn content_type(&self) -> Option<&'a [u8]> {
@@ -209,7 +218,9 @@ impl<'a> Request<'a> {
     }
     /// The header fields in wire order, as (name, value) bytes.
     pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
-        fields(self.raw.headers, self.raw.header_count)
+        // SAFETY: from_raw's contract: the header array and its strings are valid for the
+        // whole handle call, which `'a` does not outlive.
+        unsafe { fields(self.raw.headers, self.raw.header_count) }
     }
     /// The first header named `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
@@ -258,7 +269,9 @@ impl<'a> Request<'a> {
         if rc != abi::FC_OK {
             return Vec::new();
         }
-        fields(ptr, count).collect()
+        // SAFETY: the server's trailer array is valid until handle returns (ABI contract),
+        // which `'a` does not outlive.
+        unsafe { fields(ptr, count) }.collect()
     }
 }
 
@@ -268,17 +281,25 @@ impl io::Read for Request<'_> {
     }
 }
 
-fn fields<'a>(
+/// The name/value pairs of `count` fields at `ptr`.
+///
+/// # Safety
+/// `ptr` must be NULL or point to `count` fields whose strings, like the array, stay valid
+/// for `'a`.
+unsafe fn fields<'a>(
     ptr: *const FcField,
     count: usize,
 ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
     let slice: &'a [FcField] = if ptr.is_null() {
         &[]
     } else {
-        // SAFETY: the server passes `count` valid fields that live for the whole handle call.
+        // SAFETY: guaranteed by the caller.
         unsafe { std::slice::from_raw_parts(ptr, count) }
     };
-    slice.iter().map(|f| (bytes(f.name), bytes(f.value)))
+    // SAFETY: guaranteed by the caller: each field's strings are valid for 'a.
+    slice
+        .iter()
+        .map(|f| unsafe { (str_bytes(f.name), str_bytes(f.value)) })
 }
 
 fn status_error(status: i32) -> io::Error {
