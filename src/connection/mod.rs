@@ -118,8 +118,9 @@ pub struct Conn {
     pub remote_addr: String,
     /// REMOTE_PORT.
     pub remote_port: String,
-    /// The TCP peer's address and port (REMOTE_ADDR/REMOTE_PORT may come from a PROXY header).
-    peer: (String, String),
+    /// The TCP peer's address and port, once a PROXY header replaced REMOTE_ADDR/REMOTE_PORT
+    /// (until then they are the peer's: no copy per connection).
+    peer: Option<(String, String)>,
     /// SERVER_NAME and SERVER_PORT from a PROXY header (the address the client connected to).
     local: Option<(String, String)>,
     /// A PROXY header may still come before the first request (`proxy_protocol`, from a peer
@@ -167,14 +168,17 @@ impl Conn {
         is_tcp: bool,
         ctx: &Context,
     ) -> Conn {
-        let peer_ip = remote.0.parse().ok();
+        let peer_ip = match ctx.proxy_mode {
+            ProxyMode::Off => None,
+            _ => remote.0.parse().ok(),
+        };
         Conn {
             fd,
             listener,
             trusted: ctx.forwarding.trusts(&remote.0),
             proxy_pending: ctx.proxy_mode != ProxyMode::Off
                 && peer_ip.is_some_and(|ip| ctx.proxy_allow.contains(ip)),
-            peer: remote.clone(),
+            peer: None,
             local: None,
             remote_addr: remote.0,
             remote_port: remote.1,
@@ -474,8 +478,9 @@ fn proxy_header(ctx: &Context, conn: &mut Conn) -> Result<(), Reject> {
         proxy::Parsed::Header { len, header } => {
             conn.buf.drain(..len);
             if let Some(source) = header.source {
-                conn.remote_addr = source.ip().to_string();
-                conn.remote_port = source.port().to_string();
+                let peer_addr = std::mem::replace(&mut conn.remote_addr, source.ip().to_string());
+                let peer_port = std::mem::replace(&mut conn.remote_port, source.port().to_string());
+                conn.peer = Some((peer_addr, peer_port));
             }
             if let Some(destination) = header.destination {
                 conn.local = Some((destination.ip().to_string(), destination.port().to_string()));
@@ -627,8 +632,16 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         },
         headers: scratch.fields.as_ptr(),
         header_count: scratch.fields.len(),
-        peer_addr: FcStr::new(peer.0.as_bytes()),
-        peer_port: FcStr::new(peer.1.as_bytes()),
+        peer_addr: FcStr::new(
+            peer.as_ref()
+                .map_or(remote_addr.as_str(), |p| &p.0)
+                .as_bytes(),
+        ),
+        peer_port: FcStr::new(
+            peer.as_ref()
+                .map_or(remote_port.as_str(), |p| &p.1)
+                .as_bytes(),
+        ),
     };
     stage.clear();
     proto.lend(std::mem::take(&mut scratch.buffers));
