@@ -104,14 +104,79 @@ struct Worker {
     generation: u64,
     report: Option<OwnedFd>,
     pending: Vec<u8>,
-    ready: bool,
+    state: WorkerState,
     started: Instant,
     last_seen: Instant,
-    retiring: Option<Instant>,
-    /// The worker asked to be replaced (max_requests, request_timeout): a new one is started
-    /// and this one retired once the new one is ready, like a worker of an old generation.
-    leaving: bool,
+    /// Why it could not boot, as it reported.
     boot_error: Option<String>,
+}
+
+/// Where a worker is in its life, as the master sees it. Every transition is one of the
+/// methods below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WorkerState {
+    /// Forked; not ready yet.
+    Booting,
+    /// Serving.
+    Ready,
+    /// Serving, and asked to be replaced (max_requests, request_timeout): a new one is
+    /// started and this one retired once the new one is ready, like a worker of an old
+    /// generation.
+    Leaving,
+    /// Told to stop (TERM) or killed: SIGKILL once `deadline` passes. `booted`: it had
+    /// reported ready.
+    Stopping {
+        /// When it is killed if still alive.
+        deadline: Instant,
+        /// It reported ready before.
+        booted: bool,
+    },
+}
+
+impl WorkerState {
+    /// It reported ready (now or before it was told to stop).
+    fn booted(self) -> bool {
+        matches!(
+            self,
+            WorkerState::Ready | WorkerState::Leaving | WorkerState::Stopping { booted: true, .. }
+        )
+    }
+
+    /// The kill deadline of a stopping worker.
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            WorkerState::Stopping { deadline, .. } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// After a `Ready` report.
+    fn reported_ready(self) -> WorkerState {
+        match self {
+            WorkerState::Booting => WorkerState::Ready,
+            WorkerState::Stopping { deadline, .. } => WorkerState::Stopping {
+                deadline,
+                booted: true,
+            },
+            other => other,
+        }
+    }
+
+    /// After a `ReplaceMe` report (only a serving worker can ask).
+    fn asked_replacement(self) -> WorkerState {
+        match self {
+            WorkerState::Ready => WorkerState::Leaving,
+            other => other,
+        }
+    }
+
+    /// Told to stop, or killed, with SIGKILL due at `deadline`.
+    fn stopping(self, deadline: Instant) -> WorkerState {
+        WorkerState::Stopping {
+            deadline,
+            booted: self.booted(),
+        }
+    }
 }
 
 /// The master's state.
@@ -368,7 +433,7 @@ impl Master {
                     continue;
                 };
                 if report == Report::Ready {
-                    worker.ready = true;
+                    worker.state = worker.state.reported_ready();
                     if !self.notified_ready {
                         self.notified_ready = true;
                         let status = format!("serving, generation {}", self.generation);
@@ -386,8 +451,8 @@ impl Master {
                         "worker {pid} ready (generation {})",
                         worker.generation
                     ));
-                } else if report == Report::ReplaceMe && !worker.leaving {
-                    worker.leaving = true;
+                } else if report == Report::ReplaceMe && worker.state == WorkerState::Ready {
+                    worker.state = worker.state.asked_replacement();
                     logging::info(format_args!(
                         "Worker (pid:{pid}) asked to be replaced; starting a new worker first"
                     ));
@@ -425,7 +490,9 @@ impl Master {
                 (Some(code), _) => {
                     logging::error(format_args!("Worker (pid:{pid}) exited with code {code}"))
                 }
-                (_, Some(signal)) if worker.retiring.is_some() && signal == Signal::SIGKILL => {
+                (_, Some(signal))
+                    if worker.state.deadline().is_some() && signal == Signal::SIGKILL =>
+                {
                     logging::warning(format_args!(
                         "Worker (pid:{pid}) was sent SIGKILL! (graceful_timeout)"
                     ))
@@ -435,7 +502,7 @@ impl Master {
                 }
                 _ => {}
             }
-            if worker.ready {
+            if worker.state.booted() {
                 continue;
             }
             let reason = worker
@@ -461,25 +528,27 @@ impl Master {
         let now = Instant::now();
         let stop_deadline = self.stop_deadline;
         for (pid, worker) in self.workers.iter_mut() {
-            let past_retire = worker.retiring.is_some_and(|d| now >= d);
+            let past_retire = worker.state.deadline().is_some_and(|d| now >= d);
             let past_stop = stop_deadline.is_some_and(|d| now >= d);
             if past_retire || past_stop {
                 let _ = kill(*pid, Signal::SIGKILL);
-                worker.retiring.get_or_insert(now);
+                if worker.state.deadline().is_none() {
+                    worker.state = worker.state.stopping(now);
+                }
                 continue;
             }
             let Some(timeout) = self.config.timeout else {
                 continue;
             };
-            let silent_since = if worker.ready {
+            let silent_since = if worker.state.booted() {
                 worker.last_seen
             } else {
                 worker.started.max(worker.last_seen)
             };
-            if worker.retiring.is_none() && now.duration_since(silent_since) > timeout {
+            if worker.state.deadline().is_none() && now.duration_since(silent_since) > timeout {
                 logging::critical(format_args!("WORKER TIMEOUT (pid:{pid})"));
                 let _ = kill(*pid, Signal::SIGKILL);
-                worker.retiring = Some(now);
+                worker.state = worker.state.stopping(now);
             }
         }
     }
@@ -493,9 +562,9 @@ impl Master {
             .map(|(pid, w)| WorkerView {
                 pid: *pid,
                 generation: w.generation,
-                ready: w.ready,
-                retiring: w.retiring.is_some(),
-                leaving: w.leaving,
+                ready: w.state.booted(),
+                retiring: w.state.deadline().is_some(),
+                leaving: w.state == WorkerState::Leaving,
             })
             .collect();
         let wanted = Wanted {
@@ -526,7 +595,9 @@ impl Master {
     fn retire(&mut self, pid: Pid) {
         if let Some(worker) = self.workers.get_mut(&pid) {
             let _ = kill(pid, Signal::SIGTERM);
-            worker.retiring = Some(Instant::now() + self.config.graceful_timeout);
+            worker.state = worker
+                .state
+                .stopping(Instant::now() + self.config.graceful_timeout);
         }
     }
 
@@ -556,11 +627,9 @@ impl Master {
                         generation: self.generation,
                         report: Some(report_read),
                         pending: Vec::new(),
-                        ready: false,
+                        state: WorkerState::Booting,
                         started: now,
                         last_seen: now,
-                        retiring: None,
-                        leaving: false,
                         boot_error: None,
                     },
                 );
@@ -1023,5 +1092,32 @@ mod plan_tests {
         );
         assert_eq!(retired(&actions), vec![10]);
         assert_eq!(spawns(&actions), 0);
+    }
+
+    #[test]
+    fn worker_state_transitions() {
+        let now = Instant::now();
+        let booting = WorkerState::Booting;
+        assert!(!booting.booted());
+        assert_eq!(
+            booting.asked_replacement(),
+            booting,
+            "only a serving worker can ask"
+        );
+        let ready = booting.reported_ready();
+        assert_eq!(ready, WorkerState::Ready);
+        assert_eq!(ready.asked_replacement(), WorkerState::Leaving);
+        let stopping = WorkerState::Leaving.stopping(now);
+        assert_eq!(
+            stopping,
+            WorkerState::Stopping {
+                deadline: now,
+                booted: true
+            }
+        );
+        assert_eq!(stopping.deadline(), Some(now));
+        // Told to stop while booting, then ready: it has booted (no boot failure when it exits).
+        let late = booting.stopping(now).reported_ready();
+        assert!(late.booted() && late.deadline() == Some(now));
     }
 }
