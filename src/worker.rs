@@ -67,6 +67,9 @@ struct Shared {
     accept_paused_until: AtomicU64,
     /// In an exhaustion episode: logged once at its start, cleared by the next accept.
     exhausted: AtomicBool,
+    /// Threads inside [`accept_ready`]: a stopping worker exits only when none is, so that
+    /// a connection accepted just before the listeners closed is served, not reset.
+    accepting: AtomicUsize,
     /// One serving thread (`threads: 1`): connections are registered once, edge-triggered,
     /// and the thread takes several events per epoll_wait. With more threads, connections
     /// are one-shot (re-armed after each wait) so that only one thread handles a
@@ -260,6 +263,7 @@ fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<S
         open: AtomicUsize::new(0),
         accept_paused_until: AtomicU64::new(0),
         exhausted: AtomicBool::new(false),
+        accepting: AtomicUsize::new(0),
         edge_triggered: config.threads == 1,
     })
 }
@@ -390,6 +394,12 @@ fn resume_accepting(shared: &Shared) {
 
 /// Accepts up to `most` connections from listener number `listener` and registers them.
 fn accept_ready(shared: &Shared, listener: usize, most: usize) {
+    shared.accepting.fetch_add(1, Ordering::SeqCst);
+    accept_some(shared, listener, most);
+    shared.accepting.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn accept_some(shared: &Shared, listener: usize, most: usize) {
     let Some(&(fd, is_tcp)) = shared.listeners.get(listener) else {
         return;
     };
@@ -601,7 +611,12 @@ fn supervise(
         sweep(shared);
         if let Some(deadline) = stop_deadline {
             // Connections held by stuck threads never finish: do not wait for them.
-            if shared.open.load(Ordering::Acquire) <= stuck || Instant::now() >= deadline {
+            // The listeners are closed by now: a thread still accepting either gets an error
+            // or a connection that `open` counts before it leaves accept_ready; so `accepting`
+            // is read first, then `open`.
+            let idle = shared.accepting.load(Ordering::SeqCst) == 0
+                && shared.open.load(Ordering::SeqCst) <= stuck;
+            if idle || Instant::now() >= deadline {
                 return;
             }
         }
