@@ -75,81 +75,98 @@ const fn int(min: u64, max: u64, unit: &'static str) -> Kind {
     Kind::Integer { min, max, unit }
 }
 
-/// Every setting ferricorn has (SPEC §2), in documentation order.
-pub const SETTINGS: &[Setting] = &[
-    Setting { name: "bind", flag: "bind", short: Some('b'), kind: Kind::Addresses, default: "[\"127.0.0.1:8000\"]",
+/// Declares the settings once: [`SETTINGS`] (the table every lookup, flag, default,
+/// validation and document comes from) and [`Key`], one variant per setting in the same
+/// order, so that code names a setting by a variant (a misspelling does not compile) rather
+/// than by its string.
+macro_rules! settings {
+    ($($key:ident => $setting:expr,)*) => {
+        /// A setting, by name: its index in [`SETTINGS`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[allow(missing_docs)]
+        pub enum Key {
+            $($key,)*
+        }
+
+        /// Every setting ferricorn has (SPEC §2), in documentation order.
+        pub const SETTINGS: &[Setting] = &[$($setting,)*];
+    };
+}
+
+settings! {
+    Bind => Setting { name: "bind", flag: "bind", short: Some('b'), kind: Kind::Addresses, default: "[\"127.0.0.1:8000\"]",
         doc: "Addresses to listen on: `HOST:PORT`, `[V6]:PORT`, `unix:PATH` or `fd://N`; port 0 picks a free port. The flag may be repeated." },
-    Setting { name: "workers", flag: "workers", short: Some('w'), kind: int(0, 1024, "processes"), default: "0",
+    Workers => Setting { name: "workers", flag: "workers", short: Some('w'), kind: int(0, 1024, "processes"), default: "0",
         doc: "Worker processes; 0 means one per CPU." },
-    Setting { name: "threads", flag: "threads", short: None, kind: int(1, 1024, "threads"), default: "4",
+    Threads => Setting { name: "threads", flag: "threads", short: None, kind: int(1, 1024, "threads"), default: "4",
         doc: "Threads per worker serving requests." },
-    Setting { name: "backlog", flag: "backlog", short: None, kind: int(1, 65535, "connections"), default: "2048",
+    Backlog => Setting { name: "backlog", flag: "backlog", short: None, kind: int(1, 65535, "connections"), default: "2048",
         doc: "listen(2) backlog: connections the kernel queues before they are accepted." },
-    Setting { name: "worker_connections", flag: "worker-connections", short: None, kind: int(1, 1_000_000, "connections"), default: "1000",
+    WorkerConnections => Setting { name: "worker_connections", flag: "worker-connections", short: None, kind: int(1, 1_000_000, "connections"), default: "1000",
         doc: "Open connections per worker; beyond it new connections get 503 and are closed." },
-    Setting { name: "timeout", flag: "timeout", short: Some('t'), kind: int(0, 86_400, "seconds"), default: "30",
+    Timeout => Setting { name: "timeout", flag: "timeout", short: Some('t'), kind: int(0, 86_400, "seconds"), default: "30",
         doc: "A worker silent this long is killed and replaced; also the longest a client may stall a request's body or response. 0 = off." },
-    Setting { name: "request_timeout", flag: "request-timeout", short: None, kind: int(0, 86_400, "seconds"), default: "0",
+    RequestTimeout => Setting { name: "request_timeout", flag: "request-timeout", short: None, kind: int(0, 86_400, "seconds"), default: "0",
         doc: "A request running in the app longer than this makes its worker stop accepting; a replacement starts and the worker is killed once its other requests finish (or graceful_timeout passes). 0 = off." },
-    Setting { name: "graceful_timeout", flag: "graceful-timeout", short: None, kind: int(0, 86_400, "seconds"), default: "30",
+    GracefulTimeout => Setting { name: "graceful_timeout", flag: "graceful-timeout", short: None, kind: int(0, 86_400, "seconds"), default: "30",
         doc: "Time workers get to finish in-flight requests after TERM or a reload, before SIGKILL." },
-    Setting { name: "keepalive", flag: "keep-alive", short: None, kind: int(0, 3600, "seconds"), default: "5",
+    Keepalive => Setting { name: "keepalive", flag: "keep-alive", short: None, kind: int(0, 3600, "seconds"), default: "5",
         doc: "How long an idle keep-alive connection is kept open; 0 disables keep-alive." },
-    Setting { name: "header_timeout", flag: "header-timeout", short: None, kind: int(1, 3600, "seconds"), default: "10",
+    HeaderTimeout => Setting { name: "header_timeout", flag: "header-timeout", short: None, kind: int(1, 3600, "seconds"), default: "10",
         doc: "Time a client has to send a complete request head; then 408." },
-    Setting { name: "max_requests", flag: "max-requests", short: None, kind: int(0, u32::MAX as u64, "requests"), default: "0",
+    MaxRequests => Setting { name: "max_requests", flag: "max-requests", short: None, kind: int(0, u32::MAX as u64, "requests"), default: "0",
         doc: "Recycle a worker gracefully after this many requests; 0 = never." },
-    Setting { name: "max_requests_jitter", flag: "max-requests-jitter", short: None, kind: int(0, u32::MAX as u64, "requests"), default: "0",
+    MaxRequestsJitter => Setting { name: "max_requests_jitter", flag: "max-requests-jitter", short: None, kind: int(0, u32::MAX as u64, "requests"), default: "0",
         doc: "Adds rand(0..=jitter) to max_requests per worker, so workers do not recycle together." },
-    Setting { name: "limit_request_line", flag: "limit-request-line", short: None, kind: int(0, 8190, "bytes"), default: "4094",
+    LimitRequestLine => Setting { name: "limit_request_line", flag: "limit-request-line", short: None, kind: int(0, 8190, "bytes"), default: "4094",
         doc: "Longest request-line (without CRLF); longer gets 414. 0 = the maximum, 8190." },
-    Setting { name: "limit_request_fields", flag: "limit-request-fields", short: None, kind: int(0, 32768, "fields"), default: "100",
+    LimitRequestFields => Setting { name: "limit_request_fields", flag: "limit-request-fields", short: None, kind: int(0, 32768, "fields"), default: "100",
         doc: "Most header fields in a request; more gets 431. 0 = the maximum, 32768." },
-    Setting { name: "limit_request_field_size", flag: "limit-request-field-size", short: None, kind: int(0, 65536, "bytes"), default: "8190",
+    LimitRequestFieldSize => Setting { name: "limit_request_field_size", flag: "limit-request-field-size", short: None, kind: int(0, 65536, "bytes"), default: "8190",
         doc: "Longest header field line (with CRLF); longer gets 431. 0 = 8190." },
-    Setting { name: "limit_request_body", flag: "limit-request-body", short: None, kind: int(0, u64::MAX, "bytes"), default: "0",
+    LimitRequestBody => Setting { name: "limit_request_body", flag: "limit-request-body", short: None, kind: int(0, u64::MAX, "bytes"), default: "0",
         doc: "Largest request body; larger gets 413. 0 = unlimited." },
-    Setting { name: "limit_request_head", flag: "limit-request-head", short: None, kind: int(256, 16 << 20, "bytes"), default: "65536",
+    LimitRequestHead => Setting { name: "limit_request_head", flag: "limit-request-head", short: None, kind: int(256, 16 << 20, "bytes"), default: "65536",
         doc: "Most bytes of a request head (request-line and field lines with their CRLFs) and of a trailer section; more gets 431." },
-    Setting { name: "pidfile", flag: "pid", short: Some('p'), kind: Kind::Text, default: "null",
+    Pidfile => Setting { name: "pidfile", flag: "pid", short: Some('p'), kind: Kind::Text, default: "null",
         doc: "File the master writes its PID to (removed at exit)." },
-    Setting { name: "user", flag: "user", short: Some('u'), kind: Kind::Account { group: false }, default: "null",
+    User => Setting { name: "user", flag: "user", short: Some('u'), kind: Kind::Account { group: false }, default: "null",
         doc: "Workers switch to this user (name or id) after fork; the master keeps its user to bind and to reload." },
-    Setting { name: "group", flag: "group", short: Some('g'), kind: Kind::Account { group: true }, default: "null",
+    Group => Setting { name: "group", flag: "group", short: Some('g'), kind: Kind::Account { group: true }, default: "null",
         doc: "Workers switch to this group (name or id) after fork." },
-    Setting { name: "umask", flag: "umask", short: Some('m'), kind: Kind::Umask, default: "null",
+    Umask => Setting { name: "umask", flag: "umask", short: Some('m'), kind: Kind::Umask, default: "null",
         doc: "File mode creation mask (octal, e.g. `\"027\"`) set at startup: applies to unix sockets, log and pid files." },
-    Setting { name: "chdir", flag: "chdir", short: None, kind: Kind::Text, default: "null",
+    Chdir => Setting { name: "chdir", flag: "chdir", short: None, kind: Kind::Text, default: "null",
         doc: "Directory to change to at startup, before anything else is opened; relative paths in the configuration are resolved from there." },
-    Setting { name: "raw_env", flag: "env", short: Some('e'), kind: Kind::Pairs, default: "{}",
+    RawEnv => Setting { name: "raw_env", flag: "env", short: Some('e'), kind: Kind::Pairs, default: "{}",
         doc: "Environment variables set for the workers (and the app): a map, or a list of `KEY=VALUE`; the flag takes KEY=VALUE and may be repeated." },
-    Setting { name: "proc_name", flag: "name", short: Some('n'), kind: Kind::Text, default: "null",
+    ProcName => Setting { name: "proc_name", flag: "name", short: Some('n'), kind: Kind::Text, default: "null",
         doc: "Name in process titles (`ferricorn: master [NAME]`, `ferricorn: worker [NAME]`); default: the app's file name." },
-    Setting { name: "accesslog", flag: "access-logfile", short: None, kind: Kind::Text, default: "null",
+    Accesslog => Setting { name: "accesslog", flag: "access-logfile", short: None, kind: Kind::Text, default: "null",
         doc: "Access log file, or `-` for stdout; unset = no access log." },
-    Setting { name: "access_log_format", flag: "access-logformat", short: None, kind: Kind::AccessFormat, default: concat!("'", crate::default_access_format!(), "'"),
+    AccessLogFormat => Setting { name: "access_log_format", flag: "access-logformat", short: None, kind: Kind::AccessFormat, default: concat!("'", crate::default_access_format!(), "'"),
         doc: "Access log line, with gunicorn's atoms: h l u t r m U q H s B b f a T M D L p, `{header}i`, `{header}o`." },
-    Setting { name: "errorlog", flag: "error-logfile", short: None, kind: Kind::Text, default: "\"-\"",
+    Errorlog => Setting { name: "errorlog", flag: "error-logfile", short: None, kind: Kind::Text, default: "\"-\"",
         doc: "Error log file, or `-` for stderr." },
-    Setting { name: "loglevel", flag: "log-level", short: None, kind: Kind::Level, default: "info",
+    Loglevel => Setting { name: "loglevel", flag: "log-level", short: None, kind: Kind::Level, default: "info",
         doc: "Error log level: debug, info, warning, error or critical." },
-    Setting { name: "forwarded_allow_ips", flag: "forwarded-allow-ips", short: None, kind: Kind::IpList, default: "\"127.0.0.1,::1\"",
+    ForwardedAllowIps => Setting { name: "forwarded_allow_ips", flag: "forwarded-allow-ips", short: None, kind: Kind::IpList, default: "\"127.0.0.1,::1\"",
         doc: "Peers whose forwarding headers are believed (secure_scheme_headers, real_ip_header): addresses, CIDR blocks, `*` for any; a comma-separated string or a list." },
-    Setting { name: "secure_scheme_headers", flag: "secure-scheme-header", short: None, kind: Kind::Pairs, default: "{X-FORWARDED-PROTOCOL: ssl, X-FORWARDED-PROTO: https, X-FORWARDED-SSL: \"on\"}",
+    SecureSchemeHeaders => Setting { name: "secure_scheme_headers", flag: "secure-scheme-header", short: None, kind: Kind::Pairs, default: "{X-FORWARDED-PROTOCOL: ssl, X-FORWARDED-PROTO: https, X-FORWARDED-SSL: \"on\"}",
         doc: "From a trusted peer, a field with one of these values (case-insensitive) makes url_scheme `https`; `Forwarded: proto=https` too. The flag takes NAME=VALUE and may be repeated." },
-    Setting { name: "real_ip_header", flag: "real-ip-header", short: None, kind: Kind::Choice(&["X-Forwarded-For", "X-Real-IP", "Forwarded"]), default: "null",
+    RealIpHeader => Setting { name: "real_ip_header", flag: "real-ip-header", short: None, kind: Kind::Choice(&["X-Forwarded-For", "X-Real-IP", "Forwarded"]), default: "null",
         doc: "From a trusted peer, REMOTE_ADDR becomes the rightmost address in this field that is not in forwarded_allow_ips (nginx realip, recursive); the TCP peer stays in peer_addr. Unset: REMOTE_ADDR is the TCP peer." },
-    Setting { name: "proxy_protocol", flag: "proxy-protocol", short: None, kind: Kind::Choice(&["off", "v1", "v2", "auto"]), default: "off",
+    ProxyProtocol => Setting { name: "proxy_protocol", flag: "proxy-protocol", short: None, kind: Kind::Choice(&["off", "v1", "v2", "auto"]), default: "off",
         doc: "HAProxy's PROXY header before the first request, from proxy_allow_ips: `v1` or `v2` required, `auto` either or none, `off`; `true`/`false` mean `auto`/`off` (gunicorn). It sets REMOTE_ADDR/REMOTE_PORT and SERVER_NAME/SERVER_PORT." },
-    Setting { name: "proxy_allow_ips", flag: "proxy-allow-from", short: None, kind: Kind::IpList, default: "\"127.0.0.1,::1\"",
+    ProxyAllowIps => Setting { name: "proxy_allow_ips", flag: "proxy-allow-from", short: None, kind: Kind::IpList, default: "\"127.0.0.1,::1\"",
         doc: "Peers whose PROXY header is read (addresses, CIDR blocks, `*`); from any other peer the bytes are the request." },
-    Setting { name: "reuse_port", flag: "reuse-port", short: None, kind: Kind::Bool, default: "false",
+    ReusePort => Setting { name: "reuse_port", flag: "reuse-port", short: None, kind: Kind::Bool, default: "false",
         doc: "SO_REUSEPORT on TCP listeners, so that several masters can bind the same port (blue/green on one host)." },
-    Setting { name: "app.path", flag: "", short: None, kind: Kind::Text, default: "null",
+    AppPath => Setting { name: "app.path", flag: "", short: None, kind: Kind::Text, default: "null",
         doc: "The plugin shared object (`.so`) to serve; also the positional APP argument. Required to serve." },
-    Setting { name: "app.config", flag: "app-config", short: None, kind: Kind::Pairs, default: "{}",
+    AppConfig => Setting { name: "app.config", flag: "app-config", short: None, kind: Kind::Pairs, default: "{}",
         doc: "Flat map of settings handed to the app's init; the flag takes KEY=VALUE and may be repeated." },
-];
+}
 
 /// The effective configuration: typed values for the server, plus the merged raw values
 /// for `--print-config`.
@@ -589,7 +606,7 @@ impl Overrides {
 
     /// Sets `app.path` (the positional APP argument).
     pub fn set_app_path(&mut self, path: &Path) {
-        let index = setting_index("app.path").expect("app.path is a setting");
+        let index = Key::AppPath as usize;
         self.values
             .push((index, Value::String(path.display().to_string())));
     }
@@ -617,23 +634,23 @@ fn cpus() -> usize {
 struct Reader<'a>(&'a [Value]);
 
 impl Reader<'_> {
-    fn value(&self, name: &str) -> &Value {
-        &self.0[setting_index(name).unwrap_or_else(|| panic!("no setting {name}"))]
+    fn value(&self, key: Key) -> &Value {
+        &self.0[key as usize]
     }
-    fn int(&self, name: &str) -> u64 {
-        self.value(name).as_u64().unwrap_or(0)
+    fn int(&self, key: Key) -> u64 {
+        self.value(key).as_u64().unwrap_or(0)
     }
-    fn seconds(&self, name: &str) -> Duration {
-        Duration::from_secs(self.int(name))
+    fn seconds(&self, key: Key) -> Duration {
+        Duration::from_secs(self.int(key))
     }
-    fn optional_seconds(&self, name: &str) -> Option<Duration> {
-        Some(self.seconds(name)).filter(|d| !d.is_zero())
+    fn optional_seconds(&self, key: Key) -> Option<Duration> {
+        Some(self.seconds(key)).filter(|d| !d.is_zero())
     }
-    fn text(&self, name: &str) -> Option<String> {
-        self.value(name).as_str().map(str::to_string)
+    fn text(&self, key: Key) -> Option<String> {
+        self.value(key).as_str().map(str::to_string)
     }
-    fn pairs(&self, name: &str) -> Vec<(String, String)> {
-        match self.value(name) {
+    fn pairs(&self, key: Key) -> Vec<(String, String)> {
+        match self.value(key) {
             Value::Mapping(map) => map
                 .iter()
                 .filter_map(|(k, v)| Some((scalar(k)?, scalar(v)?)))
@@ -641,8 +658,8 @@ impl Reader<'_> {
             _ => Vec::new(),
         }
     }
-    fn or(&self, name: &str, zero: usize) -> usize {
-        match self.int(name) {
+    fn or(&self, key: Key, zero: usize) -> usize {
+        match self.int(key) {
             0 => zero,
             n => n as usize,
         }
@@ -660,12 +677,12 @@ impl Config {
     }
 
     fn from_values(file: Option<PathBuf>, mut values: Vec<Value>) -> Result<Config, String> {
-        let workers_index = setting_index("workers").expect("workers is a setting");
+        let workers_index = Key::Workers as usize;
         if values[workers_index].as_u64() == Some(0) {
             values[workers_index] = Value::from(cpus() as u64);
         }
         let r = Reader(&values);
-        let bind = match r.value("bind") {
+        let bind = match r.value(Key::Bind) {
             Value::Sequence(items) => items
                 .iter()
                 .filter_map(Value::as_str)
@@ -673,64 +690,61 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()?,
             _ => Vec::new(),
         };
-        let account = |name: &str, group: bool| {
-            r.text(name)
-                .map(|text| account_id(&text, group))
-                .transpose()
-        };
-        let user = account("user", false)?;
-        let group = account("group", true)?;
+        let account =
+            |key: Key, group: bool| r.text(key).map(|text| account_id(&text, group)).transpose();
+        let user = account(Key::User, false)?;
+        let group = account(Key::Group, true)?;
         let access_log_format =
-            AccessFormat::parse(&r.text("access_log_format").unwrap_or_default())?;
+            AccessFormat::parse(&r.text(Key::AccessLogFormat).unwrap_or_default())?;
         let config = Config {
             file,
             bind,
-            workers: r.int("workers") as usize,
-            threads: r.int("threads") as usize,
-            backlog: r.int("backlog") as i32,
-            worker_connections: r.int("worker_connections") as usize,
-            timeout: r.optional_seconds("timeout"),
-            request_timeout: r.optional_seconds("request_timeout"),
-            graceful_timeout: r.seconds("graceful_timeout"),
-            keepalive: r.optional_seconds("keepalive"),
-            header_timeout: r.seconds("header_timeout"),
-            max_requests: r.int("max_requests"),
-            max_requests_jitter: r.int("max_requests_jitter"),
-            limit_request_line: r.or("limit_request_line", 8190),
-            limit_request_fields: r.or("limit_request_fields", 32768),
-            limit_request_field_size: r.or("limit_request_field_size", 8190),
-            limit_request_body: Some(r.int("limit_request_body")).filter(|&n| n > 0),
-            limit_request_head: r.int("limit_request_head") as usize,
-            pidfile: r.text("pidfile").map(PathBuf::from),
+            workers: r.int(Key::Workers) as usize,
+            threads: r.int(Key::Threads) as usize,
+            backlog: r.int(Key::Backlog) as i32,
+            worker_connections: r.int(Key::WorkerConnections) as usize,
+            timeout: r.optional_seconds(Key::Timeout),
+            request_timeout: r.optional_seconds(Key::RequestTimeout),
+            graceful_timeout: r.seconds(Key::GracefulTimeout),
+            keepalive: r.optional_seconds(Key::Keepalive),
+            header_timeout: r.seconds(Key::HeaderTimeout),
+            max_requests: r.int(Key::MaxRequests),
+            max_requests_jitter: r.int(Key::MaxRequestsJitter),
+            limit_request_line: r.or(Key::LimitRequestLine, 8190),
+            limit_request_fields: r.or(Key::LimitRequestFields, 32768),
+            limit_request_field_size: r.or(Key::LimitRequestFieldSize, 8190),
+            limit_request_body: Some(r.int(Key::LimitRequestBody)).filter(|&n| n > 0),
+            limit_request_head: r.int(Key::LimitRequestHead) as usize,
+            pidfile: r.text(Key::Pidfile).map(PathBuf::from),
             user,
             group,
-            umask: r.text("umask").and_then(|t| parse_umask(&t)),
-            chdir: r.text("chdir").map(PathBuf::from),
-            raw_env: r.pairs("raw_env"),
-            proc_name: r.text("proc_name"),
-            accesslog: r.text("accesslog"),
+            umask: r.text(Key::Umask).and_then(|t| parse_umask(&t)),
+            chdir: r.text(Key::Chdir).map(PathBuf::from),
+            raw_env: r.pairs(Key::RawEnv),
+            proc_name: r.text(Key::ProcName),
+            accesslog: r.text(Key::Accesslog),
             access_log_format,
-            errorlog: r.text("errorlog").unwrap_or_else(|| "-".into()),
+            errorlog: r.text(Key::Errorlog).unwrap_or_else(|| "-".into()),
             loglevel: r
-                .text("loglevel")
+                .text(Key::Loglevel)
                 .and_then(|s| LogLevel::parse(&s))
                 .unwrap_or(LogLevel::Info),
             forwarding: Forwarding {
-                allow: IpSet::parse_list(&r.text("forwarded_allow_ips").unwrap_or_default())?,
-                secure_headers: r.pairs("secure_scheme_headers"),
+                allow: IpSet::parse_list(&r.text(Key::ForwardedAllowIps).unwrap_or_default())?,
+                secure_headers: r.pairs(Key::SecureSchemeHeaders),
                 real_ip: r
-                    .text("real_ip_header")
+                    .text(Key::RealIpHeader)
                     .map(|t| RealIpHeader::parse(&t))
                     .transpose()?,
             },
             proxy_protocol: r
-                .text("proxy_protocol")
+                .text(Key::ProxyProtocol)
                 .and_then(|t| ProxyMode::parse(&t))
                 .unwrap_or(ProxyMode::Off),
-            proxy_allow: IpSet::parse_list(&r.text("proxy_allow_ips").unwrap_or_default())?,
-            reuse_port: r.value("reuse_port").as_bool().unwrap_or(false),
-            app_path: r.text("app.path").map(PathBuf::from),
-            app_config: r.pairs("app.config"),
+            proxy_allow: IpSet::parse_list(&r.text(Key::ProxyAllowIps).unwrap_or_default())?,
+            reuse_port: r.value(Key::ReusePort).as_bool().unwrap_or(false),
+            app_path: r.text(Key::AppPath).map(PathBuf::from),
+            app_config: r.pairs(Key::AppConfig),
             values,
         };
         Ok(config)
@@ -792,6 +806,9 @@ mod tests {
 
     #[test]
     fn integer_range_is_enforced() {
+        assert_eq!(SETTINGS[Key::Threads as usize].name, "threads");
+        assert_eq!(SETTINGS[Key::AppConfig as usize].name, "app.config");
+        assert_eq!(SETTINGS[Key::ReusePort as usize].name, "reuse_port");
         let threads = &SETTINGS[setting_index("threads").unwrap()];
         assert!(validate(threads, Value::from(0)).is_err());
         assert!(validate(threads, Value::String("8".into())).is_ok());
