@@ -21,6 +21,18 @@ pub struct Limits {
     pub head: usize,
 }
 
+impl Limits {
+    /// The defaults of the settings (gunicorn's `limit_request_*`, and `limit_request_head`):
+    /// 4094-byte request-line, 100 fields of 8190 bytes, no body limit, 64 KiB heads.
+    pub const DEFAULTS: Limits = Limits {
+        request_line: 4094,
+        fields: 100,
+        field_size: 8190,
+        body: None,
+        head: 65536,
+    };
+}
+
 /// An error answered by the server itself: the status and a reason for the debug log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reject {

@@ -10,13 +10,7 @@ use ferricorn::http::{Framing, Limits};
 use ferricorn::proto::sim::{self, AppScript, Transcript};
 use proptest::prelude::*;
 
-const LIMITS: Limits = Limits {
-    request_line: 4094,
-    fields: 100,
-    field_size: 8190,
-    body: None,
-    head: 65536,
-};
+const LIMITS: Limits = Limits::DEFAULTS;
 
 /// How a generated request carries its body.
 #[derive(Clone, Debug)]

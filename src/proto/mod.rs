@@ -379,13 +379,7 @@ mod tests {
     use super::sim::{self, AppScript};
     use super::*;
 
-    const LIMITS: Limits = Limits {
-        request_line: 4094,
-        fields: 100,
-        field_size: 8190,
-        body: None,
-        head: 65536,
-    };
+    const LIMITS: Limits = Limits::DEFAULTS;
 
     fn hello() -> AppScript {
         AppScript {
@@ -499,13 +493,7 @@ mod semantics_tests {
     use super::head::{HeadScan, Scan, Section};
     use crate::http::*;
 
-    const LIMITS: Limits = Limits {
-        request_line: 4094,
-        fields: 100,
-        field_size: 8190,
-        body: None,
-        head: 65536,
-    };
+    const LIMITS: Limits = Limits::DEFAULTS;
 
     fn sem(raw: &[u8]) -> Result<Semantics, Reject> {
         let mut scan = HeadScan::new(Section::Head);
