@@ -52,9 +52,12 @@ fn command() -> clap::Command {
             // `--reuse-port` alone means true, as gunicorn's switch; `--reuse-port false` too.
             arg = arg.num_args(0..=1).default_missing_value("true");
         }
-        if matches!(setting.kind, Kind::Choice(words) if words.contains(&"auto")) {
+        if let Kind::Choice {
+            bare: Some(bare), ..
+        } = setting.kind
+        {
             // `--proxy-protocol` alone means auto, as in gunicorn.
-            arg = arg.num_args(0..=1).default_missing_value("auto");
+            arg = arg.num_args(0..=1).default_missing_value(bare);
         }
         if let Some(short) = setting.short {
             arg = arg.short(short);

@@ -50,8 +50,17 @@ pub enum Kind {
     /// Peers: a comma-separated string or a list of addresses, CIDR blocks and `*`
     /// (checked with [`IpSet::parse`]); stored as one comma-separated string.
     IpList,
-    /// One of these words, case-insensitive (stored as written here), or null for unset.
-    Choice(&'static [&'static str]),
+    /// One of `words`, case-insensitive (stored as written there), or null for unset;
+    /// `aliases` map other words (and YAML booleans, as `true`/`false`) to one of them;
+    /// `bare` is the value of the flag given without one.
+    Choice {
+        /// The accepted words.
+        words: &'static [&'static str],
+        /// (other word, the word it means).
+        aliases: &'static [(&'static str, &'static str)],
+        /// The flag's value when it is given alone.
+        bare: Option<&'static str>,
+    },
 }
 
 /// One setting: its YAML key, command-line flag, accepted values, default and documentation.
@@ -154,9 +163,9 @@ settings! {
         doc: "Peers whose forwarding headers are believed (secure_scheme_headers, real_ip_header): addresses, CIDR blocks, `*` for any; a comma-separated string or a list." },
     SecureSchemeHeaders => Setting { name: "secure_scheme_headers", flag: "secure-scheme-header", short: None, kind: Kind::Pairs, default: "{X-FORWARDED-PROTOCOL: ssl, X-FORWARDED-PROTO: https, X-FORWARDED-SSL: \"on\"}",
         doc: "From a trusted peer, a field with one of these values (case-insensitive) makes url_scheme `https`; `Forwarded: proto=https` too. The flag takes NAME=VALUE and may be repeated." },
-    RealIpHeader => Setting { name: "real_ip_header", flag: "real-ip-header", short: None, kind: Kind::Choice(&["X-Forwarded-For", "X-Real-IP", "Forwarded"]), default: "null",
+    RealIpHeader => Setting { name: "real_ip_header", flag: "real-ip-header", short: None, kind: Kind::Choice { words: &["X-Forwarded-For", "X-Real-IP", "Forwarded"], aliases: &[], bare: None }, default: "null",
         doc: "From a trusted peer, REMOTE_ADDR becomes the rightmost address in this field that is not in forwarded_allow_ips (nginx realip, recursive); the TCP peer stays in peer_addr. Unset: REMOTE_ADDR is the TCP peer." },
-    ProxyProtocol => Setting { name: "proxy_protocol", flag: "proxy-protocol", short: None, kind: Kind::Choice(&["off", "v1", "v2", "auto"]), default: "off",
+    ProxyProtocol => Setting { name: "proxy_protocol", flag: "proxy-protocol", short: None, kind: Kind::Choice { words: &["off", "v1", "v2", "auto"], aliases: &[("true", "auto"), ("false", "off")], bare: Some("auto") }, default: "off",
         doc: "HAProxy's PROXY header before the first request, from proxy_allow_ips: `v1` or `v2` required, `auto` either or none, `off`; `true`/`false` mean `auto`/`off` (gunicorn). It sets REMOTE_ADDR/REMOTE_PORT and SERVER_NAME/SERVER_PORT." },
     ProxyAllowIps => Setting { name: "proxy_allow_ips", flag: "proxy-allow-from", short: None, kind: Kind::IpList, default: "\"127.0.0.1,::1\"",
         doc: "Peers whose PROXY header is read (addresses, CIDR blocks, `*`); from any other peer the bytes are the request." },
@@ -388,38 +397,30 @@ fn validate(setting: &Setting, value: Value) -> Result<Value, String> {
                 .collect();
             Ok(Value::String(items.join(",")))
         }
-        Kind::Choice(words) => match &value {
-            Value::Null => Ok(Value::Null),
-            // gunicorn's boolean form of proxy_protocol.
-            Value::Bool(on) if words.contains(&"auto") && words.contains(&"off") => {
-                Ok(Value::String(if *on { "auto" } else { "off" }.into()))
-            }
-            Value::String(s)
-                if words.contains(&"auto")
-                    && ["true", "false"].contains(&s.to_ascii_lowercase().as_str()) =>
-            {
-                Ok(Value::String(
-                    if s.eq_ignore_ascii_case("true") {
-                        "auto"
-                    } else {
-                        "off"
-                    }
-                    .into(),
-                ))
-            }
-            Value::String(s) => words
+        Kind::Choice { words, aliases, .. } => {
+            // A YAML boolean is looked up as its word (gunicorn's `proxy_protocol: true`).
+            let text = match &value {
+                Value::Null => return Ok(Value::Null),
+                Value::Bool(b) => b.to_string(),
+                Value::String(s) => s.clone(),
+                other => {
+                    return Err(format!(
+                        "must be one of {}, got {}",
+                        words.join(", "),
+                        show(other)
+                    ))
+                }
+            };
+            let alias = aliases
                 .iter()
-                .find(|w| w.eq_ignore_ascii_case(s))
+                .find(|(from, _)| from.eq_ignore_ascii_case(&text))
+                .map(|(_, to)| *to);
+            words
+                .iter()
+                .find(|w| w.eq_ignore_ascii_case(alias.unwrap_or(&text)))
                 .map(|w| Value::String(w.to_string()))
-                .ok_or_else(|| {
-                    format!("must be one of {}, got {}", words.join(", "), show(&value))
-                }),
-            other => Err(format!(
-                "must be one of {}, got {}",
-                words.join(", "),
-                show(other)
-            )),
-        },
+                .ok_or_else(|| format!("must be one of {}, got {}", words.join(", "), show(&value)))
+        }
         Kind::Umask => match &value {
             Value::Null => Ok(Value::Null),
             Value::Number(_) | Value::String(_) => {

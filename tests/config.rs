@@ -97,16 +97,21 @@ fn print_config_shows_the_effective_values() {
     }
 }
 
-#[test]
-fn readme_settings_table_matches_the_settings() {
-    let (status, table) = run_to_exit(&["--settings-markdown"]);
+/// Asserts that the README holds the table `ferricorn FLAG` prints.
+fn assert_readme_has_table(flag: &str) {
+    let (status, table) = run_to_exit(&[flag]);
     assert!(status.success());
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     assert!(
         readme.contains(table.trim()),
-        "README.md's settings table is out of date: replace it with `ferricorn --settings-markdown`"
+        "a README.md table is out of date: replace it with `ferricorn {flag}`"
     );
+}
+
+#[test]
+fn readme_settings_table_matches_the_settings() {
+    assert_readme_has_table("--settings-markdown");
 }
 
 #[test]
@@ -129,14 +134,7 @@ fn help_names_keys_defaults_and_units_and_startup_errors_print_once() {
 
 #[test]
 fn gunicorn_settings_are_recognised_and_the_readme_table_is_current() {
-    let (status, table) = run_to_exit(&["--gunicorn-markdown"]);
-    assert!(status.success());
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    assert!(
-        readme.contains(table.trim()),
-        "README.md's gunicorn table is out of date: replace it with `ferricorn --gunicorn-markdown`"
-    );
+    assert_readme_has_table("--gunicorn-markdown");
     let dir = scratch_dir();
     for (key, value, expected) in [
         ("preload_app", "true", "plugins are loaded after fork"),

@@ -354,17 +354,7 @@ fn tasks_app_routes_with_parameters_404_and_405() {
     let dir = common::scratch_dir();
     let database = format!("database={}", dir.join("tasks.sqlite3").display());
     let server = Server::start("tasks", "workers: 1\n", &["--app-config", &database]);
-    let body = r#"{"title": "water the plants"}"#;
-    let created = server.send(
-        format!(
-            "POST /tasks HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    assert_eq!(created.status, 201, "{}", created.text());
-    let task: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
-    let id = task["id"].as_u64().expect("an id");
+    let id = create_task(&server, "water the plants");
     let shown = server.get(&format!("/tasks/{id}"));
     assert_eq!(shown.status, 200);
     assert!(
@@ -460,6 +450,7 @@ fn a_plugin_built_against_the_responder_before_flush_still_works() {
     // The responder grew (`flush`, SPEC §5); a plugin compiled against the older, smaller
     // struct must be served unchanged, and the size rule tells a newer one what it has.
     assert!(FcResponder::SIZE_BEFORE_FLUSH < size_of::<FcResponder>() as u32);
+    assert!(FcRequest::SIZE_BEFORE_PEER < size_of::<FcRequest>() as u32);
     let source = [repo_path("tests/c/responder_1_0.c")];
     let plugin = compile_c("libresponder_1_0.so", &source, &["-fPIC", "-shared"]);
     let server = Server::start(&plugin.display().to_string(), "workers: 1\n", &[]);
@@ -502,7 +493,7 @@ fn create_task(server: &Server, title: &str) -> u64 {
     let body = format!(r#"{{"title": "{title}"}}"#);
     let created = server.send(
         format!(
-            "POST /tasks HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /tasks HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .as_bytes(),

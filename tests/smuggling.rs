@@ -349,18 +349,21 @@ fn bytes_past_the_content_length_never_reach_the_next_response() {
 fn chunk_sizes(reader: &mut impl std::io::BufRead) -> Vec<usize> {
     let head = common::read_head_response(reader).unwrap();
     assert_eq!(head.header("transfer-encoding"), Some("chunked"));
-    let mut sizes = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let size = usize::from_str_radix(line.trim(), 16).unwrap();
-        let mut data = vec![0u8; size + 2];
-        reader.read_exact(&mut data).unwrap();
-        if size == 0 {
-            return sizes;
-        }
-        sizes.push(size);
-    }
+    std::iter::from_fn(|| Some(read_chunk(reader)).filter(|c| !c.is_empty()))
+        .map(|c| c.len())
+        .collect()
+}
+
+/// Reads one chunk (size line, data, CRLF) and returns its data; empty for the last chunk.
+fn read_chunk(reader: &mut impl std::io::BufRead) -> Vec<u8> {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let size = usize::from_str_radix(line.trim(), 16).unwrap();
+    let mut data = vec![0u8; size + 2];
+    reader.read_exact(&mut data).unwrap();
+    assert_eq!(&data[size..], b"\r\n", "chunk data ends with CRLF");
+    data.truncate(size);
+    data
 }
 
 #[test]
@@ -407,23 +410,11 @@ fn flush_sends_what_was_written_before_the_app_returns() {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let head = common::read_head_response(&mut reader).unwrap();
     assert_eq!(head.header("transfer-encoding"), Some("chunked"));
-    let mut size = String::new();
-    std::io::BufRead::read_line(&mut reader, &mut size).unwrap();
-    let mut first = vec![0u8; usize::from_str_radix(size.trim(), 16).unwrap() + 2];
-    reader.read_exact(&mut first).unwrap();
-    assert_eq!(&first, b"first\n\r\n");
+    assert_eq!(read_chunk(&mut reader), b"first\n");
     stream.write_all(b"abc").unwrap();
-    let mut rest = String::new();
-    loop {
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-        let n = usize::from_str_radix(line.trim(), 16).unwrap();
-        let mut data = vec![0u8; n + 2];
-        reader.read_exact(&mut data).unwrap();
-        if n == 0 {
-            break;
-        }
-        rest.push_str(&String::from_utf8_lossy(&data[..n]));
-    }
-    assert_eq!(rest, "second after 3 body bytes\n");
+    let rest: Vec<u8> =
+        std::iter::from_fn(|| Some(read_chunk(&mut reader)).filter(|c| !c.is_empty()))
+            .flatten()
+            .collect();
+    assert_eq!(rest, b"second after 3 body bytes\n");
 }

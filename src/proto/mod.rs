@@ -131,11 +131,6 @@ impl ServerConn {
         }
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// The current request's head (ranges into the input given with [`Event::Request`]).
     pub fn head(&self) -> &Head {
         &self.head
@@ -176,11 +171,6 @@ impl ServerConn {
     /// Decoded body bytes so far.
     pub fn body_read(&self) -> u64 {
         self.body_read
-    }
-
-    /// Whether a head has started to arrive (bytes were scanned) without completing.
-    pub fn in_head(&self) -> bool {
-        self.read == Read::Head
     }
 
     /// The response to the current request.
