@@ -113,6 +113,10 @@ settings! {
         doc: "listen(2) backlog: connections the kernel queues before they are accepted." },
     WorkerConnections => Setting { name: "worker_connections", flag: "worker-connections", short: None, kind: int(1, 1_000_000, "connections"), default: "1000",
         doc: "Open connections per worker; beyond it new connections get 503 and are closed." },
+    BodyBuffer => Setting { name: "body_buffer", flag: "body-buffer", short: None, kind: int(0, 64 << 20, "bytes"), default: "65536",
+        doc: "A request body up to this size (as sent, chunk framing included) is read by the event loop before the app is called, so a slow uploader holds no thread; a larger body (or one behind `Expect: 100-continue`) is streamed to the app as it arrives. 0 = always streamed." },
+    ResponseBuffer => Setting { name: "response_buffer", flag: "response-buffer", short: None, kind: int(0, 1 << 30, "bytes"), default: "1048576",
+        doc: "Response bytes a connection may hold unsent: the app's thread is free once its response fits, and the event loop sends the rest as the client reads it. Past it the app's write waits for the client (at most `timeout`)." },
     Timeout => Setting { name: "timeout", flag: "timeout", short: Some('t'), kind: int(0, 86_400, "seconds"), default: "30",
         doc: "A worker silent this long is killed and replaced; also the longest a client may stall a request's body or response. 0 = off." },
     RequestTimeout => Setting { name: "request_timeout", flag: "request-timeout", short: None, kind: int(0, 86_400, "seconds"), default: "0",
@@ -193,6 +197,10 @@ pub struct Config {
     pub backlog: i32,
     /// `worker_connections` per worker.
     pub worker_connections: usize,
+    /// `body_buffer` in bytes: bodies up to it are read before the app runs (0 = never).
+    pub body_buffer: usize,
+    /// `response_buffer` in bytes: unsent response bytes a connection may hold.
+    pub response_buffer: usize,
     /// `timeout`: heartbeat timeout and client stall limit; `None` = off.
     pub timeout: Option<Duration>,
     /// `request_timeout`: longest time one request may run in the app; `None` = off.
@@ -704,6 +712,8 @@ impl Config {
             threads: r.int(Key::Threads) as usize,
             backlog: r.int(Key::Backlog) as i32,
             worker_connections: r.int(Key::WorkerConnections) as usize,
+            body_buffer: r.int(Key::BodyBuffer) as usize,
+            response_buffer: r.int(Key::ResponseBuffer) as usize,
             timeout: r.optional_seconds(Key::Timeout),
             request_timeout: r.optional_seconds(Key::RequestTimeout),
             graceful_timeout: r.seconds(Key::GracefulTimeout),

@@ -1,8 +1,8 @@
 //! ferricorn: a pre-fork HTTP/1.1 application server for Linux, in the mould of gunicorn.
 //!
 //! A master process ([`master`]) binds the listeners ([`listeners`]), forks worker processes
-//! ([`worker`], reporting to the master with [`report`] messages) that serve connections with
-//! a pool of threads: the driver ([`connection`]) does the I/O around the sans-I/O HTTP/1.1
+//! ([`worker`], reporting to the master with [`report`] messages, counting on the
+//! [`scoreboard`]) that serve connections with a pool of threads ([`pool`]): the driver ([`connection`]) does the I/O around the sans-I/O HTTP/1.1
 //! state machine ([`proto`], on the vocabulary of [`http`]), trusting proxies as
 //! [`forwarded`] says. Applications are `cdylib` plugins loaded through the gateway ABI
 //! ([`gateway`]). Settings live in [`config`] (gunicorn's names it does not have in
@@ -27,9 +27,11 @@ pub mod http;
 pub mod listeners;
 pub mod logging;
 pub mod master;
+pub mod pool;
 pub mod process;
 pub mod proto;
 pub mod report;
+pub mod scoreboard;
 pub mod systemd;
 pub mod upgrade;
 pub mod worker;

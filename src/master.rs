@@ -12,6 +12,7 @@ use crate::listeners::{self, Listener};
 use crate::logging;
 use crate::process;
 use crate::report::Report;
+use crate::scoreboard::Scoreboard;
 use crate::systemd;
 use crate::upgrade;
 use crate::worker;
@@ -109,6 +110,8 @@ struct Worker {
     last_seen: Instant,
     /// Why it could not boot, as it reported.
     boot_error: Option<String>,
+    /// Its slot on the scoreboard, if it got one.
+    slot: Option<usize>,
 }
 
 /// Where a worker is in its life, as the master sees it. Every transition is one of the
@@ -206,6 +209,8 @@ struct Master {
     /// A reload is under way: READY=1 is due once the new generation serves in full.
     reload_pending: bool,
     watchdog: Option<systemd::Watchdog>,
+    /// The workers' shared counters (`None` if it could not be mapped: no balancing).
+    scoreboard: Option<Scoreboard>,
 }
 
 /// Where the master's listening sockets came from.
@@ -270,6 +275,15 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
         notified_ready: false,
         reload_pending: false,
         watchdog: systemd::Watchdog::from_env(),
+        scoreboard: match Scoreboard::new(0) {
+            Ok(board) => Some(board),
+            Err(e) => {
+                logging::warning(format_args!(
+                    "cannot map the scoreboard ({e}): connections are not spread by load"
+                ));
+                None
+            }
+        },
     };
     let code = master.event_loop();
     master.cleanup();
@@ -485,6 +499,11 @@ impl Master {
             let Some(worker) = self.workers.remove(&pid) else {
                 continue;
             };
+            if let (Some(board), Some(index)) = (&self.scoreboard, worker.slot) {
+                if let Some(slot) = board.slot(index) {
+                    slot.release();
+                }
+            }
             match (code, signal) {
                 (Some(0), _) => logging::info(format_args!("Worker (pid:{pid}) exited")),
                 (Some(code), _) => {
@@ -610,13 +629,18 @@ impl Master {
                 return;
             }
         };
+        let slot = self.scoreboard.as_ref().and_then(|board| {
+            board.free_slot(|i| self.workers.values().any(|w| w.slot == Some(i)))
+        });
+        let place = slot.and_then(|i| self.scoreboard.as_ref()?.place(i));
         // SAFETY: the master is single-threaded (it never starts a thread), so the child is a
         // complete copy in which any code may run.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 drop(report_read);
                 self.signals.forget_in_child();
-                let code = worker::run(&self.config, &self.listeners, report_write, self.pid);
+                let code =
+                    worker::run(&self.config, &self.listeners, report_write, self.pid, place);
                 std::process::exit(code);
             }
             Ok(ForkResult::Parent { child }) => {
@@ -631,6 +655,7 @@ impl Master {
                         started: now,
                         last_seen: now,
                         boot_error: None,
+                        slot,
                     },
                 );
             }

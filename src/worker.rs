@@ -1,24 +1,35 @@
 //! A worker process (SPEC §1): loads the app, then a pool of `threads` threads serves the
-//! shared listeners around one epoll set. Listeners are registered with EPOLLEXCLUSIVE (one
-//! waiter woken per new connection across all workers) and connections with EPOLLONESHOT (one
-//! thread at a time per connection). A connection goes back to the set between requests and
-//! while its head is incomplete, so idle and slow clients never hold a thread.
+//! shared listeners around one epoll set, leader/followers style ([`crate::pool`]): one
+//! thread waits in epoll at a time and serves what it got, and sleeping threads are woken only
+//! when the awake ones are blocked in the app. Listeners are registered with EPOLLEXCLUSIVE
+//! (one waiting worker woken per new connection across all workers); connections once, at
+//! accept, edge-triggered for input and output, and served by one thread at a time (an
+//! owner per connection: an event for a connection another thread is serving is left to that
+//! thread, which looks again before it lets go). A connection is in the set between
+//! requests, while its head or a body up to body_buffer arrives, and while a response up to
+//! response_buffer is sent, so slow and idle clients never hold a thread.
 //!
-//! The worker's main thread runs the timers (keepalive, header_timeout, lingering), the
-//! heartbeat to the master, signals, and the graceful stop.
+//! Connections are spread by load through the scoreboard ([`crate::scoreboard`]): a worker
+//! holding more connections than another moves itself to the back of the listeners' queue
+//! of waiting workers after it accepts.
+//!
+//! The worker's main thread runs the timers (keepalive, header_timeout, timeout, lingering),
+//! the heartbeat to the master, signals, and the graceful stop.
 
 use crate::config::Config;
-use crate::connection::{self, Conn, Context, LocalName, Next, Scratch};
+use crate::connection::{self, Conn, Context, LocalName, Next, Readiness, Scratch};
 use crate::gateway;
 use crate::http::Limits;
 use crate::listeners::{self, Listener};
 use crate::logging;
+use crate::pool::{Pool, Ready, Work};
 use crate::process;
 use crate::report::Report;
+use crate::scoreboard::Place;
 use ferricorn_sdk::abi;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -28,9 +39,16 @@ pub const BOOT_ERROR: i32 = 3;
 /// Token bit marking a listener in epoll data.
 const LISTENER: u64 = 1 << 63;
 
-/// Above this many open connections, a worker that accepted moves itself to the back of the
-/// listener's queue of waiting workers (see [`yield_listener`]).
-const BALANCE_ABOVE: usize = 256;
+/// A worker that accepted moves itself to the back of the listener's queue of waiting workers
+/// (see [`yield_listener`]) when it holds more connections than the least loaded other
+/// worker plus this many, or plus an eighth of that worker's, whichever is more.
+const BALANCE_SLACK: u32 = 2;
+/// Events taken per epoll_wait by the leading thread.
+const BATCH: usize = 64;
+/// Pending-event bits of a connection's cell (see [`Cell`]).
+const PENDING_READ: u8 = 1;
+const PENDING_WRITE: u8 = 2;
+const PENDING_HANGUP: u8 = 4;
 /// Connections accepted per listener event. One, as nginx does by default (multi_accept
 /// off): the listener is level-triggered, so epoll reports it again while connections wait,
 /// and an accept4(2) that finds the queue empty is not cheap (the kernel allocates and frees
@@ -51,15 +69,24 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 
 struct Slot {
     generation: u32,
-    registered: bool,
     conn: Option<Conn>,
+    /// The registration includes EPOLLOUT (added once a response first waited for room).
+    watch_output: bool,
+}
+
+/// A connection's place: the connection behind its lock (held by the thread serving it, the
+/// owner), and the events that arrived for it, which the owner serves before it lets go.
+struct Cell {
+    slot: Mutex<Slot>,
+    /// PENDING_* bits of events not served yet.
+    pending: AtomicU8,
 }
 
 struct Shared {
     ctx: Context,
     epoll: Epoll,
     listeners: Vec<(RawFd, bool)>,
-    slots: Box<[Mutex<Slot>]>,
+    cells: Box<[Cell]>,
     free: Mutex<Vec<usize>>,
     open: AtomicUsize,
     /// Accepting is paused (descriptor or memory exhaustion) until this many milliseconds
@@ -70,12 +97,6 @@ struct Shared {
     /// Threads inside [`accept_ready`]: a stopping worker exits only when none is, so that
     /// a connection accepted just before the listeners closed is served, not reset.
     accepting: AtomicUsize,
-    /// One serving thread (`threads: 1`): connections are registered once, edge-triggered,
-    /// and the thread takes several events per epoll_wait. With more threads, connections
-    /// are one-shot (re-armed after each wait) so that only one thread handles a
-    /// connection's event, and each epoll_wait takes one event, so no thread holds events
-    /// another idle thread could serve.
-    edge_triggered: bool,
 }
 
 /// The epoll registration of listener number `index`: one waiting worker woken per event.
@@ -127,12 +148,14 @@ fn jittered_max_requests(config: &Config) -> u64 {
 
 /// Runs a worker in a freshly forked child; returns its exit status (0 after a graceful stop,
 /// [`BOOT_ERROR`] if the app could not be loaded). `report` is the write end of the pipe to
-/// the master; `master` is the master's pid (the worker stops if it changes).
+/// the master; `master` is the master's pid (the worker stops if it changes); `place` is the
+/// worker's slot on the master's scoreboard, if it has one.
 pub fn run(
     config: &Config,
     listeners: &[Listener],
     report_fd: OwnedFd,
     master: nix::unistd::Pid,
+    place: Option<Place>,
 ) -> i32 {
     logging::info(format_args!(
         "Booting worker with pid: {}",
@@ -161,7 +184,12 @@ pub fn run(
         Ok(app) => app,
         Err(e) => return boot_failed(&report_fd, &e),
     };
-    let shared = match build(config, listeners, app) {
+    if let Some(place) = &place {
+        place
+            .mine()
+            .claim(std::process::id(), config.threads as u32);
+    }
+    let shared = match build(config, listeners, app, place) {
         Ok(shared) => Arc::new(shared),
         Err(e) => return boot_failed(&report_fd, &e),
     };
@@ -178,10 +206,20 @@ pub fn run(
             return BOOT_ERROR;
         }
     }
+    if config.threads > 1 {
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ferricorn-monitor".into())
+            .spawn(move || shared.ctx.pool.monitor());
+        if let Err(e) = spawned {
+            logging::error(format_args!("Worker cannot start a thread: {e}"));
+            return BOOT_ERROR;
+        }
+    }
     supervise(&shared, config, &signals, &report_fd, master);
     let now = Instant::now();
     let in_app = (0..config.threads)
-        .filter(|&i| shared.ctx.busy_for(i, now).is_some())
+        .filter(|&i| shared.ctx.pool.busy_for(i, now).is_some())
         .count();
     if in_app == 0 {
         // The ABI promises shutdown only after the last handle call returned.
@@ -202,7 +240,12 @@ fn boot_failed(report_fd: &OwnedFd, message: &str) -> i32 {
     BOOT_ERROR
 }
 
-fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<Shared, String> {
+fn build(
+    config: &Config,
+    listeners: &[Listener],
+    app: gateway::App,
+    place: Option<Place>,
+) -> Result<Shared, String> {
     let epoll =
         Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("epoll_create: {e}"))?;
     for (i, listener) in listeners.iter().enumerate() {
@@ -211,6 +254,7 @@ fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<S
             .map_err(|e| format!("epoll_ctl {}: {e}", listener.url()))?;
     }
     let capacity = config.worker_connections;
+    let epoch = Instant::now();
     let mut request_flags = abi::FC_REQ_MULTIPROCESS;
     if config.threads > 1 {
         request_flags |= abi::FC_REQ_MULTITHREAD;
@@ -243,20 +287,24 @@ fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<S
         request_flags,
         access_format: config.access_log_format.clone(),
         retiring: AtomicBool::new(false),
-        busy: (0..config.threads).map(|_| AtomicU64::new(0)).collect(),
-        epoch: Instant::now(),
+        pool: Pool::new(config.threads, epoch),
+        body_buffer: config.body_buffer,
+        response_buffer: config.response_buffer,
+        place,
+        epoch,
     };
     Ok(Shared {
         ctx,
         epoll,
         listeners: listeners.iter().map(|l| (l.raw_fd(), l.is_tcp)).collect(),
-        slots: (0..capacity)
-            .map(|_| {
-                Mutex::new(Slot {
+        cells: (0..capacity)
+            .map(|_| Cell {
+                slot: Mutex::new(Slot {
                     generation: 0,
-                    registered: false,
                     conn: None,
-                })
+                    watch_output: false,
+                }),
+                pending: AtomicU8::new(0),
             })
             .collect(),
         free: Mutex::new((0..capacity).rev().collect()),
@@ -264,67 +312,97 @@ fn build(config: &Config, listeners: &[Listener], app: gateway::App) -> Result<S
         accept_paused_until: AtomicU64::new(0),
         exhausted: AtomicBool::new(false),
         accepting: AtomicUsize::new(0),
-        edge_triggered: config.threads == 1,
     })
 }
 
-/// A serving thread: wait for ready listeners or connections (one at a time, or up to 32
-/// with a single thread), handle them, repeat.
+/// A serving thread: takes the next queued event, or leads (waits in epoll for a batch of
+/// events, queues all but the first and serves that), or sleeps as a follower; repeats.
 fn serve_loop(shared: &Shared, thread: usize) {
     let mut scratch = Scratch::new(thread);
-    let mut events = [EpollEvent::empty(); 32];
-    let batch = if shared.edge_triggered {
-        events.len()
-    } else {
-        1
-    };
+    let mut events = [EpollEvent::empty(); BATCH];
+    let pool = &shared.ctx.pool;
     loop {
-        let n = match shared
-            .epoll
-            .wait(&mut events[..batch], EpollTimeout::from(500u16))
-        {
-            Ok(n) => n,
-            Err(_) => continue,
-        };
-        scratch.tick();
-        if n == 0 && !shared.ctx.stopping.load(Ordering::Acquire) {
-            // EPOLLEXCLUSIVE wakes one waiter per new connection; if that waiter's process
-            // died or stopped before accepting, nobody else is woken for it. An idle thread
-            // looks at the accept queues itself now and then, so nothing waits long.
-            for listener in 0..shared.listeners.len() {
-                accept_ready(shared, listener, ACCEPT_DRAIN);
+        match pool.next() {
+            Work::Serve(ready) => {
+                scratch.tick();
+                dispatch(shared, ready, &mut scratch);
             }
-        }
-        for event in &events[..n] {
-            let data = event.data();
-            if data & LISTENER != 0 {
-                let listener = (data & !LISTENER) as usize;
-                accept_ready(shared, listener, ACCEPT_PER_EVENT);
-                yield_listener(shared, listener);
-            } else {
-                let hangup = event.events().intersects(
-                    EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR,
-                );
-                connection_ready(
-                    shared,
-                    (data & 0xffff_ffff) as usize,
-                    (data >> 32) as u32,
-                    hangup,
-                    &mut scratch,
-                );
+            Work::Lead => {
+                let n = shared
+                    .epoll
+                    .wait(&mut events, EpollTimeout::from(500u16))
+                    .unwrap_or(0);
+                let first = pool.led(events[..n].iter().map(|e| Ready {
+                    token: e.data(),
+                    events: e.events().bits(),
+                }));
+                scratch.tick();
+                match first {
+                    Some(ready) => dispatch(shared, ready, &mut scratch),
+                    None => idle_poll(shared),
+                }
             }
+            Work::Nothing => {}
         }
     }
 }
 
+/// EPOLLEXCLUSIVE wakes one waiter per new connection; if that waiter's process died or
+/// stopped before accepting, nobody else is woken for it. A leader whose wait ended without
+/// events looks at the accept queues itself, so nothing waits long.
+fn idle_poll(shared: &Shared) {
+    if shared.ctx.stopping.load(Ordering::Acquire) {
+        return;
+    }
+    for listener in 0..shared.listeners.len() {
+        accept_ready(shared, listener, ACCEPT_DRAIN);
+    }
+}
+
+/// Serves one event: a listener's (accept) or a connection's.
+fn dispatch(shared: &Shared, ready: Ready, scratch: &mut Scratch) {
+    if ready.token & LISTENER != 0 {
+        let listener = (ready.token & !LISTENER) as usize;
+        // With a blocking app, the leader waits in epoll (where the listener is reported)
+        // only when the queued events are served, which may take long: take what waits then,
+        // as long as this worker does not hold more than its share.
+        let most = match shared.ctx.pool.slow() {
+            true => ACCEPT_DRAIN,
+            false => ACCEPT_PER_EVENT,
+        };
+        accept_ready(shared, listener, most);
+        yield_listener(shared, listener);
+        return;
+    }
+    let flags = EpollFlags::from_bits_truncate(ready.events);
+    let mut bits = 0;
+    if flags.contains(EpollFlags::EPOLLIN) {
+        bits |= PENDING_READ;
+    }
+    if flags.contains(EpollFlags::EPOLLOUT) {
+        bits |= PENDING_WRITE;
+    }
+    if flags.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
+        bits |= PENDING_HANGUP;
+    }
+    connection_ready(
+        shared,
+        (ready.token & 0xffff_ffff) as usize,
+        (ready.token >> 32) as u32,
+        bits,
+        scratch,
+    );
+}
+
 /// EPOLLEXCLUSIVE wakes the first worker in the listener's wait queue that has a thread
-/// waiting, so with threads to spare one worker would take nearly every connection (3000 idle
-/// connections all in one worker). Once it holds more than [`BALANCE_ABOVE`] connections, a
-/// worker that accepted re-registers the listener, which puts it at the back of the queue:
-/// the next connections go to the other workers first.
+/// waiting, so one worker would take nearly every connection (3000 idle connections all in
+/// one worker; with a blocking app, one worker's threads all busy while another's idle).
+/// Once it holds more connections than the least loaded other worker (on the scoreboard)
+/// plus a slack, a worker that accepted re-registers the listener, which puts it at the
+/// back of the queue: the next connections go to the other workers first.
 fn yield_listener(shared: &Shared, listener: usize) {
     let stopping = || shared.ctx.stopping.load(Ordering::Acquire);
-    if shared.open.load(Ordering::Acquire) <= BALANCE_ABOVE || stopping() || accept_paused(shared) {
+    if !overloaded(shared) || stopping() || accept_paused(shared) {
         return;
     }
     let Some(&(raw, _)) = shared.listeners.get(listener) else {
@@ -340,6 +418,21 @@ fn yield_listener(shared: &Shared, listener: usize) {
             let _ = shared.epoll.delete(fd);
         }
     }
+}
+
+/// This worker holds more connections than the least loaded other worker plus a slack
+/// ([`BALANCE_SLACK`], or an eighth of that worker's connections).
+fn overloaded(shared: &Shared) -> bool {
+    let Some(place) = &shared.ctx.place else {
+        return false;
+    };
+    let others = place.others();
+    if others.workers == 0 {
+        return false;
+    }
+    let fewest = others.fewest_connections;
+    let mine = shared.open.load(Ordering::Acquire) as u32;
+    mine > fewest.saturating_add(BALANCE_SLACK.max(fewest / 8))
 }
 
 /// Milliseconds since the context's epoch (the clock of `accept_paused_until`).
@@ -406,7 +499,10 @@ fn accept_some(shared: &Shared, listener: usize, most: usize) {
     if accept_paused(shared) {
         return;
     }
-    for _ in 0..most {
+    for n in 0..most {
+        if n > 0 && overloaded(shared) {
+            return;
+        }
         let (client, remote) = match listeners::accept_client(fd) {
             Ok(accepted) => accepted,
             Err(nix::errno::Errno::EAGAIN) => return,
@@ -439,77 +535,138 @@ fn accept_some(shared: &Shared, listener: usize, most: usize) {
             continue;
         };
         let conn = Conn::new(client, listener, remote, is_tcp, &shared.ctx);
-        shared.open.fetch_add(1, Ordering::AcqRel);
-        let mut slot = lock(&shared.slots[index]);
+        count_open(shared, 1);
+        let cell = &shared.cells[index];
+        let mut slot = lock(&cell.slot);
         slot.generation = slot.generation.wrapping_add(1);
-        slot.registered = false;
         slot.conn = Some(conn);
+        slot.watch_output = false;
+        cell.pending.store(0, Ordering::Release);
         // Wait for the request in epoll, as nginx does: on loopback and fast links the request
         // usually arrives after the accept, so reading at once mostly costs an EAGAIN.
-        arm(shared, index, &mut slot);
+        register(shared, index, &mut slot);
     }
 }
 
+/// Adds `delta` (±1) to the open connections, here and on the scoreboard.
+fn count_open(shared: &Shared, delta: isize) {
+    let open = if delta > 0 {
+        shared.open.fetch_add(1, Ordering::AcqRel) + 1
+    } else {
+        shared.open.fetch_sub(1, Ordering::AcqRel) - 1
+    };
+    if let Some(place) = &shared.ctx.place {
+        place
+            .mine()
+            .connections
+            .store(open as u32, Ordering::Relaxed);
+    }
+}
+
+/// An event for connection `index` of `generation` (`bits`: PENDING_*): the calling thread
+/// serves it if no other thread owns the connection; otherwise the owner does, as it looks at
+/// the pending bits again after each drive, before and after it lets go.
 fn connection_ready(
     shared: &Shared,
     index: usize,
     generation: u32,
-    hangup: bool,
+    bits: u8,
     scratch: &mut Scratch,
 ) {
-    let Some(slot) = shared.slots.get(index) else {
+    let Some(cell) = shared.cells.get(index) else {
         return;
     };
-    let mut slot = lock(slot);
-    if slot.generation != generation || slot.conn.is_none() {
-        return;
+    cell.pending.fetch_or(bits, Ordering::SeqCst);
+    loop {
+        let mut slot = match cell.slot.try_lock() {
+            Ok(slot) => slot,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            // The owner sees the bits once it is done.
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        let bits = cell.pending.swap(0, Ordering::SeqCst);
+        if bits == 0 {
+            return;
+        }
+        if slot.generation != generation || slot.conn.is_none() {
+            return;
+        }
+        let ready = Readiness {
+            readable: bits & PENDING_READ != 0,
+            writable: bits & PENDING_WRITE != 0,
+            hangup: bits & PENDING_HANGUP != 0,
+        };
+        serve_slot(shared, index, &mut slot, ready, scratch);
+        drop(slot);
+        if cell.pending.load(Ordering::SeqCst) == 0 {
+            return;
+        }
     }
-    serve_slot(shared, index, &mut slot, hangup, scratch);
 }
 
-/// Drives the slot's connection (`hangup`: see [`connection::drive`]), then re-arms or
-/// closes it.
-fn serve_slot(shared: &Shared, index: usize, slot: &mut Slot, hangup: bool, scratch: &mut Scratch) {
+/// Drives the slot's connection, then leaves it registered (edge-triggered: the next input,
+/// output room or hangup reports it again) or closes it.
+fn serve_slot(
+    shared: &Shared,
+    index: usize,
+    slot: &mut Slot,
+    ready: Readiness,
+    scratch: &mut Scratch,
+) {
     let Some(conn) = slot.conn.as_mut() else {
         return;
     };
-    match connection::drive(&shared.ctx, conn, scratch, hangup) {
-        Next::Wait => arm(shared, index, slot),
+    match connection::drive(&shared.ctx, conn, scratch, ready) {
+        Next::Wait if conn.sending() && !slot.watch_output => {
+            // The first response that waits for room: from now on epoll reports room too.
+            // Modifying the registration looks at readiness again, so room that came since
+            // the write's EAGAIN is reported, not lost.
+            slot.watch_output = true;
+            if watch(shared, conn.fd.as_fd(), index, slot.generation, true).is_err() {
+                close(shared, index, slot);
+            }
+        }
+        Next::Wait => {}
         Next::Close => close(shared, index, slot),
     }
 }
 
-fn arm(shared: &Shared, index: usize, slot: &mut Slot) {
-    let Some(conn) = slot.conn.as_ref() else {
-        return;
-    };
-    if slot.registered && shared.edge_triggered {
-        // Still registered: the next edge (new bytes, hangup) wakes the thread again.
-        return;
+/// Registers (or with `output`, re-registers) a connection in the epoll set, edge-triggered:
+/// input and hangup, and with `output` room for output too (nginx registers both at once;
+/// output is left out until needed, since epoll would report every new connection as
+/// writable at once, an event per connection for nothing).
+fn watch(
+    shared: &Shared,
+    fd: BorrowedFd<'_>,
+    index: usize,
+    generation: u32,
+    output: bool,
+) -> nix::Result<()> {
+    let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+    if output {
+        flags |= EpollFlags::EPOLLOUT;
     }
-    let mode = if shared.edge_triggered {
-        EpollFlags::EPOLLET
-    } else {
-        EpollFlags::EPOLLONESHOT
-    };
-    let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | mode;
-    let mut event = EpollEvent::new(flags, token(index, slot.generation));
-    let fd: BorrowedFd<'_> = conn.fd.as_fd();
-    let result = if slot.registered {
+    let mut event = EpollEvent::new(flags, token(index, generation));
+    if output {
         shared.epoll.modify(fd, &mut event)
     } else {
         shared.epoll.add(fd, event)
+    }
+}
+
+/// Registers a new connection, once for its whole life (see [`watch`]).
+fn register(shared: &Shared, index: usize, slot: &mut Slot) {
+    let Some(conn) = slot.conn.as_ref() else {
+        return;
     };
-    match result {
-        Ok(()) => slot.registered = true,
-        Err(_) => close(shared, index, slot),
+    if watch(shared, conn.fd.as_fd(), index, slot.generation, false).is_err() {
+        close(shared, index, slot);
     }
 }
 
 fn close(shared: &Shared, index: usize, slot: &mut Slot) {
     if slot.conn.take().is_some() {
-        slot.registered = false;
-        shared.open.fetch_sub(1, Ordering::AcqRel);
+        count_open(shared, -1);
         lock(&shared.free).push(index);
     }
 }
@@ -517,8 +674,8 @@ fn close(shared: &Shared, index: usize, slot: &mut Slot) {
 /// Closes connections whose deadline passed (those not being served right now).
 fn sweep(shared: &Shared) {
     let now = Instant::now();
-    for (index, slot) in shared.slots.iter().enumerate() {
-        let Ok(mut slot) = slot.try_lock() else {
+    for (index, cell) in shared.cells.iter().enumerate() {
+        let Ok(mut slot) = cell.slot.try_lock() else {
             continue;
         };
         let expired = match slot.conn.as_mut() {
@@ -527,6 +684,16 @@ fn sweep(shared: &Shared) {
         };
         if expired {
             close(shared, index, &mut slot);
+        }
+        let generation = slot.generation;
+        drop(slot);
+        // An event that arrived while this thread held the connection is a serving
+        // thread's to handle (this one does no I/O beyond timers).
+        if cell.pending.load(Ordering::SeqCst) != 0 {
+            shared.ctx.pool.push(Ready {
+                token: token(index, generation),
+                events: 0,
+            });
         }
     }
 }
@@ -538,7 +705,7 @@ fn stuck_threads(shared: &Shared, config: &Config) -> usize {
     };
     let now = Instant::now();
     (0..config.threads)
-        .filter(|&i| shared.ctx.busy_for(i, now).is_some_and(|d| d > limit))
+        .filter(|&i| shared.ctx.pool.busy_for(i, now).is_some_and(|d| d > limit))
         .count()
 }
 

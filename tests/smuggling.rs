@@ -400,7 +400,9 @@ fn streamed_writes_are_coalesced_and_head_gets_the_true_length() {
 
 #[test]
 fn flush_sends_what_was_written_before_the_app_returns() {
-    let server = Server::start("chaos", "workers: 1\n", &[]);
+    // body_buffer 0: the app is called at once, not after the body arrived (a full-duplex
+    // exchange, which waiting for the body would deadlock until timeout).
+    let server = Server::start("chaos", "workers: 1\nbody_buffer: 0\n", &[]);
     let mut stream = server.connect();
     // The app writes "first", flushes, then waits for the body: the client sends the body
     // only once it has read "first", so without flush neither side would move.

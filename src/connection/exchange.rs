@@ -3,7 +3,7 @@
 //! the connection's buffered input, then the socket; response bytes the machine frames are
 //! written to the socket when it says so.
 
-use super::{read_into, wait_ready, with_date, write_all, Context, MAX_DRAIN, READ_CHUNK};
+use super::{read_into, wait_ready, with_date, Backlog, Context, MAX_DRAIN, READ_CHUNK};
 use crate::logging;
 use crate::logging::LogLevel;
 use crate::proto::response::ResponseError;
@@ -39,6 +39,10 @@ pub(super) struct Exchange<'a> {
     pub(super) read_socket: bool,
     /// TCP_NODELAY was set for a response sent while the app runs.
     streaming: bool,
+    /// Response bytes the socket did not take yet (the connection's).
+    backlog: &'a mut Backlog,
+    /// Close the connection after this response to shed load ([`Context::shed_load`]).
+    pub(super) shed: bool,
 }
 
 fn guard(f: impl FnOnce() -> i32) -> i32 {
@@ -174,6 +178,21 @@ unsafe extern "C" fn cb_log(_ctx: *mut c_void, level: i32, message: FcStr) {
     });
 }
 
+/// Writes as much of `data` as the socket takes now: the byte count (0 when it is full).
+/// Errors: writev(2)'s other than EAGAIN.
+fn write_some(fd: BorrowedFd<'_>, data: &[u8]) -> nix::Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        match nix::sys::uio::writev(fd, &[IoSlice::new(&data[done..])]) {
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 impl<'a> Exchange<'a> {
     pub(super) fn new(
         ctx: &'a Context,
@@ -181,6 +200,7 @@ impl<'a> Exchange<'a> {
         proto: &'a mut ServerConn,
         pre: &'a [u8],
         stage: &'a mut Vec<u8>,
+        backlog: &'a mut Backlog,
     ) -> Exchange<'a> {
         Exchange {
             ctx,
@@ -196,6 +216,8 @@ impl<'a> Exchange<'a> {
             broken: false,
             read_socket: false,
             streaming: false,
+            backlog,
+            shed: false,
         }
     }
 
@@ -336,15 +358,15 @@ impl<'a> Exchange<'a> {
 
     // ----- response -----
 
-    /// Sends the bytes the machine framed so far; a send while the app still runs is a
-    /// streamed response, whose pieces must not wait for ACKs (Nagle's algorithm).
+    /// Sends the bytes the machine framed so far, without waiting: what the socket does not
+    /// take joins the connection's backlog, which the event loop sends after the app
+    /// returned. Only a backlog over `response_buffer` makes the app wait for the client (at
+    /// most stall_timeout per stall). A send while the app still runs is a streamed
+    /// response, whose pieces must not wait for ACKs (Nagle's algorithm).
     fn send(&mut self) -> Result<(), i32> {
         let out = std::mem::take(&mut self.proto.response().buffers.out);
-        if !out.is_empty()
-            && !self.broken
-            && !write_all(self.fd, &mut [IoSlice::new(&out)], self.ctx.stall_timeout)
-        {
-            self.broken = true;
+        if !out.is_empty() && !self.broken {
+            self.broken = !self.push_out(&out);
         }
         let response = self.proto.response();
         response.buffers.out = out;
@@ -354,6 +376,37 @@ impl<'a> Exchange<'a> {
         } else {
             Ok(())
         }
+    }
+
+    /// Writes `out` after the backlog (see [`send`](Self::send)); false when the client is
+    /// gone or stalled past stall_timeout.
+    fn push_out(&mut self, out: &[u8]) -> bool {
+        let mut rest = out;
+        if self.backlog.is_empty() {
+            match write_some(self.fd, out) {
+                Ok(n) => rest = &out[n..],
+                Err(_) => return false,
+            }
+        }
+        if !rest.is_empty() {
+            self.backlog.push(rest);
+        }
+        while self.backlog.len() > self.ctx.response_buffer {
+            match self.backlog.send(self.fd) {
+                Ok(true) => break,
+                Ok(false) => {
+                    if !wait_ready(
+                        self.fd,
+                        nix::poll::PollFlags::POLLOUT,
+                        self.ctx.stall_timeout,
+                    ) {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     /// [`send`](Self::send) during the app call: sets TCP_NODELAY first (fails harmlessly on
@@ -435,8 +488,8 @@ impl<'a> Exchange<'a> {
         let app = self.ctx.app.name();
         let response = self.proto.response();
         with_date(now, |date| response.set_date(date));
-        // The worker may have begun to stop while the app ran.
-        response.allow_keep_alive &= !self.ctx.stopping.load(Ordering::Acquire);
+        // The worker may have begun to stop while the app ran, or be overloaded.
+        response.allow_keep_alive &= !self.ctx.stopping.load(Ordering::Acquire) && !self.shed;
         match self.failure {
             Some(failure) => {
                 response.fail(failure);

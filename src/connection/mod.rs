@@ -14,9 +14,11 @@ use crate::gateway::App;
 use crate::http::{self, Framing, Head, Limits, Reject};
 use crate::logging;
 use crate::logging::LogLevel;
+use crate::pool::Pool;
 use crate::proto::proxy::{self, Mode as ProxyMode};
 use crate::proto::response::ResponseBuffers;
-use crate::proto::{Event, Outcome, ServerConn};
+use crate::proto::{Buffered, Event, Outcome, ServerConn};
+use crate::scoreboard::Place;
 use exchange::Exchange;
 use ferricorn_sdk::abi::{FcField, FcRequest, FcStr};
 use std::cell::RefCell;
@@ -38,6 +40,11 @@ const READ_CHUNK: usize = 16 * 1024;
 /// fits; it doubles as needed, up to what the head limits allow. Idle connections thus cost
 /// about 2 KiB each, not READ_CHUNK.
 const FIRST_BUFFER: usize = 2048;
+/// An app call at least this long marks a blocking app, whose worker may shed a kept-alive
+/// connection when it is overloaded (see [`Context::shed_load`]).
+const SHED_AFTER: Duration = Duration::from_millis(1);
+/// A backlog's buffer larger than this is freed once sent (idle connections hold none).
+const KEEP_BACKLOG: usize = 64 * 1024;
 
 /// The listener a connection arrived on, as the request's SERVER_NAME and SERVER_PORT.
 #[derive(Clone, Debug)]
@@ -81,19 +88,41 @@ pub struct Context {
     pub access_format: AccessFormat,
     /// Set when this worker asked the master for a replacement (max_requests reached).
     pub retiring: AtomicBool,
-    /// Per serving thread: when its current app call started, in milliseconds since
-    /// `epoch` plus one; 0 while the thread is not in the app (for request_timeout).
-    pub busy: Vec<AtomicU64>,
-    /// The origin of `busy` times.
+    /// The worker's serving threads: which are in the app, since when.
+    pub pool: Pool,
+    /// `body_buffer` in bytes: a body up to it is read before the app runs.
+    pub body_buffer: usize,
+    /// `response_buffer` in bytes: unsent response bytes a connection may hold.
+    pub response_buffer: usize,
+    /// This worker's slot on the scoreboard (`None`: no scoreboard, no balancing).
+    pub place: Option<Place>,
+    /// The origin of the worker's millisecond clocks.
     pub epoch: Instant,
 }
 
 impl Context {
-    /// How long thread `i` has been in the app, if it is.
-    pub fn busy_for(&self, i: usize, now: Instant) -> Option<Duration> {
-        let started = self.busy.get(i)?.load(Ordering::Acquire);
-        (started > 0)
-            .then(|| now.saturating_duration_since(self.epoch + Duration::from_millis(started - 1)))
+    /// Whether to close a kept-alive connection after the response being finished, so that
+    /// its client reconnects to a less loaded worker: the app call just made took `call`
+    /// (at least [`SHED_AFTER`]: a blocking app), every other thread of this worker is in
+    /// the app, this worker holds more connections than threads, and another worker has a
+    /// thread outside the app and at least two connections fewer.
+    pub fn shed_load(&self, call: Duration) -> bool {
+        if call < SHED_AFTER {
+            return false;
+        }
+        let Some(place) = &self.place else {
+            return false;
+        };
+        let threads = self.pool.threads();
+        if self.pool.in_app() + 1 < threads {
+            return false;
+        }
+        let mine = place.mine().connections.load(Ordering::Relaxed);
+        if mine as usize <= threads {
+            return false;
+        }
+        let others = place.others();
+        others.spare_thread && others.fewest_connections.saturating_add(2) <= mine
     }
 }
 
@@ -104,8 +133,74 @@ pub enum Phase {
     Idle,
     /// Part of a request head has arrived (the header_timeout deadline applies).
     Head,
+    /// A request head is in; its body (up to body_buffer) is still arriving (the timeout
+    /// deadline applies, from the last bytes received).
+    Body,
+    /// The app returned; the rest of its response waits for the client to read it (the
+    /// timeout deadline applies, from the last bytes sent).
+    Send,
     /// An error response was sent; reading and discarding until EOF or the deadline.
     Linger,
+}
+
+/// Response bytes the client has not taken yet: the app's writes land here when the socket
+/// is full, and the event loop sends them (SPEC §4, `response_buffer`).
+#[derive(Debug, Default)]
+pub struct Backlog {
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
+impl Backlog {
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.bytes.len() - self.sent
+    }
+
+    /// Nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.sent == self.bytes.len()
+    }
+
+    /// Appends `data` after what waits.
+    fn push(&mut self, data: &[u8]) {
+        if self.sent > 0 && self.sent * 2 >= self.bytes.len() {
+            self.bytes.drain(..self.sent);
+            self.sent = 0;
+        }
+        self.bytes.extend_from_slice(data);
+    }
+
+    /// Writes what the socket takes without waiting. Ok(true) once nothing waits; Ok(false)
+    /// when the socket is full (epoll reports when it is not). Errors: write(2)'s.
+    fn send(&mut self, fd: BorrowedFd<'_>) -> nix::Result<bool> {
+        while !self.is_empty() {
+            match nix::unistd::write(fd, &self.bytes[self.sent..]) {
+                Ok(n) => self.sent += n,
+                Err(nix::errno::Errno::EAGAIN) => return Ok(false),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.sent = 0;
+        self.bytes.clear();
+        if self.bytes.capacity() > KEEP_BACKLOG {
+            self.bytes = Vec::new();
+        }
+        Ok(true)
+    }
+}
+
+/// What epoll reported for a connection (several reports may be merged).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// EPOLLIN: input (or its end) is there.
+    pub readable: bool,
+    /// EPOLLOUT: the socket takes output again.
+    pub writable: bool,
+    /// EPOLLRDHUP, EPOLLHUP or EPOLLERR: the socket is read until it says so, even after a
+    /// short read.
+    pub hangup: bool,
 }
 
 /// A client connection owned by a worker.
@@ -136,6 +231,12 @@ pub struct Conn {
     buf: Vec<u8>,
     /// Body bytes the app's thread read from the socket after `buf` ran out.
     stage: Vec<u8>,
+    /// Response bytes the client has not taken yet.
+    out: Backlog,
+    /// What to do with the connection once `out` is sent (phase [`Phase::Send`]).
+    after: Option<Served>,
+    /// The machine found a request head at the start of `buf`; its body is awaited.
+    request_ready: bool,
     /// The protocol state.
     proto: ServerConn,
     lingered: usize,
@@ -186,11 +287,21 @@ impl Conn {
             deadline: Instant::now() + ctx.header_timeout,
             buf: Vec::new(),
             stage: Vec::new(),
+            out: Backlog::default(),
+            after: None,
+            request_ready: false,
             proto: ServerConn::new(ctx.limits),
             lingered: 0,
             nodelay_pending: is_tcp,
             drained: false,
         }
+    }
+}
+
+impl Conn {
+    /// A response waits for the client to make room (phase [`Phase::Send`]).
+    pub fn sending(&self) -> bool {
+        self.phase == Phase::Send
     }
 }
 
@@ -405,13 +516,20 @@ fn linger(conn: &mut Conn) -> Next {
     }
 }
 
-/// Serves everything the connection has ready: parses heads, serves requests (pipelined ones
-/// too), reads more when a head is incomplete. Returns when it would block or must close.
-/// `hangup`: epoll reported EPOLLRDHUP/EPOLLHUP/EPOLLERR, so the socket is read until it
-/// says so (end of input) even after a short read.
-pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, hangup: bool) -> Next {
-    if conn.phase == Phase::Linger {
-        return linger(conn);
+/// Serves everything the connection has ready: sends what its last response left, parses
+/// heads, waits for bodies up to body_buffer, serves requests (pipelined ones too), reads
+/// more when a head or body is incomplete. Returns when it would block or must close.
+pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readiness) -> Next {
+    match conn.phase {
+        Phase::Linger => return linger(conn),
+        Phase::Send => {
+            if let Some(next) = send_backlog(ctx, conn, scratch.now) {
+                return next;
+            }
+        }
+        // A writable edge with nothing to send.
+        _ if !ready.readable && !ready.hangup => return Next::Wait,
+        _ => {}
     }
     conn.drained = false;
     loop {
@@ -421,30 +539,30 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, hangup: bool
             }
         }
         if !conn.buf.is_empty() && !conn.proxy_pending {
-            match conn.proto.next_event(&conn.buf, READ_CHUNK) {
-                Event::Request => match serve(ctx, conn, scratch) {
-                    Served::KeepAlive => {
-                        if conn.nodelay_pending {
-                            // Keep-alive responses must not wait for the client's ACK of the
-                            // previous one (Nagle's algorithm): disable it, as nginx does.
-                            conn.nodelay_pending = false;
-                            let _ = nix::sys::socket::setsockopt(
-                                &conn.fd,
-                                nix::sys::socket::sockopt::TcpNoDelay,
-                                &true,
-                            );
-                        }
-                        continue;
-                    }
-                    // Half-close and drain rather than close(2): closing with unread input
-                    // sends RST, which can destroy the response before the client reads it.
-                    Served::Close => return start_linger(conn),
-                    Served::CloseAsked { promised } => return close_asked(conn, promised),
-                },
-                Event::Reject(reject) => return fail(ctx, conn, reject),
-                Event::NeedData(_) => {}
-                // Between exchanges the machine reads heads; anything else means it is done.
-                _ => return start_linger(conn),
+            if !conn.request_ready {
+                match conn.proto.next_event(&conn.buf, READ_CHUNK) {
+                    Event::Request => conn.request_ready = true,
+                    Event::Reject(reject) => return fail(ctx, conn, reject),
+                    Event::NeedData(_) => {}
+                    // Between exchanges the machine reads heads; anything else means it is done.
+                    _ => return start_linger(conn),
+                }
+            }
+            if conn.request_ready && body_ready(ctx, conn, scratch.now) {
+                conn.request_ready = false;
+                let served = serve(ctx, conn, scratch);
+                if !conn.out.is_empty() {
+                    // The socket is full: the event loop sends the rest when the client reads
+                    // (the writer's EAGAIN means an EPOLLOUT edge follows).
+                    conn.after = Some(served);
+                    conn.phase = Phase::Send;
+                    conn.deadline = scratch.now + ctx.stall_timeout;
+                    return Next::Wait;
+                }
+                match after_response(conn, served) {
+                    Some(next) => return next,
+                    None => continue,
+                }
             }
         }
         if conn.drained {
@@ -453,16 +571,85 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, hangup: bool
         match read_into(conn.fd.as_fd(), &mut conn.buf) {
             Ok((0, _)) => return Next::Close,
             Ok((_, short)) => {
-                conn.drained = short && !hangup;
-                if conn.phase == Phase::Idle {
-                    conn.phase = Phase::Head;
-                    conn.deadline = scratch.now + ctx.header_timeout;
+                conn.drained = short && !ready.hangup;
+                match conn.phase {
+                    Phase::Idle => {
+                        conn.phase = Phase::Head;
+                        conn.deadline = scratch.now + ctx.header_timeout;
+                    }
+                    Phase::Body => conn.deadline = scratch.now + ctx.stall_timeout,
+                    _ => {}
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Next::Wait,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return Next::Close,
         }
+    }
+}
+
+/// Phase [`Phase::Send`]: sends what waits. `Some` when the driver returns that (the socket is
+/// still full, or the connection ends); `None` when all was sent and the connection goes on.
+fn send_backlog(ctx: &Context, conn: &mut Conn, now: Instant) -> Option<Next> {
+    let before = conn.out.len();
+    match conn.out.send(conn.fd.as_fd()) {
+        Ok(true) => {}
+        Ok(false) => {
+            if conn.out.len() < before {
+                conn.deadline = now + ctx.stall_timeout;
+            }
+            return Some(Next::Wait);
+        }
+        Err(_) => return Some(Next::Close),
+    }
+    (conn.phase, conn.deadline) = match conn.buf.is_empty() {
+        true => (Phase::Idle, now + ctx.keepalive.unwrap_or_default()),
+        false => (Phase::Head, now + ctx.header_timeout),
+    };
+    let served = conn.after.take().unwrap_or(Served::Close);
+    after_response(conn, served)
+}
+
+/// What follows a response that was sent in full: `None` to go on with the next request.
+fn after_response(conn: &mut Conn, served: Served) -> Option<Next> {
+    match served {
+        Served::KeepAlive => {
+            if conn.nodelay_pending {
+                // Keep-alive responses must not wait for the client's ACK of the previous one
+                // (Nagle's algorithm): disable it, as nginx does.
+                conn.nodelay_pending = false;
+                let _ = nix::sys::socket::setsockopt(
+                    &conn.fd,
+                    nix::sys::socket::sockopt::TcpNoDelay,
+                    &true,
+                );
+            }
+            None
+        }
+        // Half-close and drain rather than close(2): closing with unread input sends RST,
+        // which can destroy the response before the client reads it.
+        Served::Close => Some(start_linger(conn)),
+        Served::CloseAsked { promised } => Some(close_asked(conn, promised)),
+    }
+}
+
+/// Whether the request whose head is at the start of the buffer can be served now: its body
+/// is buffered, or too large to wait for (`body_buffer`). If not, the connection waits in
+/// phase [`Phase::Body`].
+fn body_ready(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
+    let head_len = conn.proto.head().len;
+    match conn
+        .proto
+        .body_buffered(&conn.buf[head_len..], ctx.body_buffer)
+    {
+        Buffered::Partial => {
+            if conn.phase != Phase::Body {
+                conn.phase = Phase::Body;
+                conn.deadline = now + ctx.stall_timeout;
+            }
+            false
+        }
+        Buffered::Complete | Buffered::Stream => true,
     }
 }
 
@@ -492,7 +679,8 @@ fn proxy_header(ctx: &Context, conn: &mut Conn) -> Result<(), Reject> {
 }
 
 /// Called by the worker's timer for a connection that is not being served: true if it must be
-/// closed now (idle past keepalive, lingering done, or head past header_timeout after a 408).
+/// closed now (idle past keepalive, lingering done, a client not reading its response for
+/// timeout, or head past header_timeout or body stalled past timeout, after a 408).
 /// An idle connection whose client has sent its next request (bytes wait in the socket, not
 /// read yet: the worker was paused or busy) is not idle: it moves to the head phase and is
 /// served, never closed unanswered.
@@ -505,10 +693,13 @@ pub fn expired(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
         conn.deadline = now + ctx.header_timeout;
         return false;
     }
-    if conn.phase == Phase::Head {
+    if matches!(conn.phase, Phase::Head | Phase::Body) {
         let reject = Reject {
             status: 408,
-            why: "request head not received within header_timeout",
+            why: match conn.phase {
+                Phase::Head => "request head not received within header_timeout",
+                _ => "request body stalled past timeout",
+            },
         };
         debug_reject(conn, reject);
         // Best effort and non-blocking: the timer thread must not wait on a slow client.
@@ -525,6 +716,7 @@ fn has_input(fd: BorrowedFd<'_>) -> bool {
     matches!(nix::sys::socket::recv(fd.as_raw_fd(), &mut probe, flags), Ok(n) if n > 0)
 }
 
+#[derive(Clone, Copy, Debug)]
 enum Served {
     KeepAlive,
     /// The server ends the connection (or the exchange left input unread): lingering close.
@@ -540,6 +732,9 @@ enum Served {
 /// Counts a request and asks for a replacement once max_requests is reached.
 fn count_request(ctx: &Context) {
     let count = ctx.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Some(place) = &ctx.place {
+        place.mine().requests.fetch_add(1, Ordering::Relaxed);
+    }
     if ctx.max_requests > 0
         && count >= ctx.max_requests
         && !ctx.retiring.swap(true, Ordering::AcqRel)
@@ -565,6 +760,7 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         trusted,
         buf,
         stage,
+        out,
         proto,
         ..
     } = conn;
@@ -648,7 +844,7 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     with_date(scratch.now, |date| proto.response().set_date(date));
     proto.response().allow_keep_alive =
         ctx.keepalive.is_some() && !ctx.stopping.load(Ordering::Acquire);
-    let mut exchange = Exchange::new(ctx, fd.as_fd(), proto, &buf_all[head.len..], stage);
+    let mut exchange = Exchange::new(ctx, fd.as_fd(), proto, &buf_all[head.len..], stage, out);
     let responder = exchange.responder();
     // The clock is read once per wakeup (scratch.now) and once after the app returns; access
     // logging wants this request's own start.
@@ -657,19 +853,20 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     } else {
         scratch.now
     };
-    let busy = ctx.busy.get(scratch.thread);
-    if let Some(busy) = busy {
-        busy.store(
-            started.duration_since(ctx.epoch).as_millis() as u64 + 1,
-            Ordering::Release,
-        );
+    let slot = ctx.place.as_ref().map(|p| p.mine());
+    ctx.pool.enter_app(scratch.thread, started);
+    if let Some(slot) = slot {
+        slot.busy.fetch_add(1, Ordering::Relaxed);
     }
     let status = ctx.app.handle(&request, &responder);
-    if let Some(busy) = busy {
-        busy.store(0, Ordering::Release);
-    }
     let finished = Instant::now();
+    let took = finished.saturating_duration_since(started);
+    ctx.pool.leave_app(scratch.thread, took);
+    if let Some(slot) = slot {
+        slot.busy.fetch_sub(1, Ordering::Relaxed);
+    }
     scratch.now = finished;
+    exchange.shed = ctx.shed_load(took);
     let outcome = exchange.finish(status, finished);
     if let (Some(status), Some(why)) = (exchange.failure, exchange.body_error) {
         debug_rejected(remote_addr, remote_port, Reject { status, why });

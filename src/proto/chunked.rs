@@ -136,6 +136,11 @@ impl ChunkedDecoder {
         Ok((i, found))
     }
 
+    /// The last chunk and the trailer section were read.
+    pub fn done(&self) -> bool {
+        self.state == State::Done
+    }
+
     /// The trailer section's fields, once [`Decoded::Done`] was returned. Errors: 400 for
     /// malformed field syntax.
     pub fn trailers(&self) -> Result<Vec<Trailer>, Reject> {

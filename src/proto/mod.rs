@@ -72,6 +72,19 @@ enum Continue {
     Sent,
 }
 
+/// Whether a request's body is in the input yet ([`ServerConn::body_buffered`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buffered {
+    /// The whole body (or a framing error the machine will report) is in the input, or
+    /// there is no body: the app can run without waiting for the client.
+    Complete,
+    /// More of the body is on its way and fits the budget: read on before calling the app.
+    Partial,
+    /// The body is larger than the budget, or the client waits for `100 Continue`: the app
+    /// runs now and reads the body as it arrives.
+    Stream,
+}
+
 /// The keep-alive decision after an exchange.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -112,6 +125,9 @@ pub struct ServerConn {
     trailers: Vec<Trailer>,
     expect: Continue,
     response: Response,
+    /// [`body_buffered`](ServerConn::body_buffered)'s look-ahead through a chunked body: a
+    /// copy of the decoder and the input bytes it has seen.
+    probe: Option<(ChunkedDecoder, usize)>,
 }
 
 impl ServerConn {
@@ -128,6 +144,7 @@ impl ServerConn {
             trailers: Vec::new(),
             expect: Continue::NotExpected,
             response: Response::default(),
+            probe: None,
         }
     }
 
@@ -226,6 +243,7 @@ impl ServerConn {
         };
         self.body_read = 0;
         self.trailers.clear();
+        self.probe = None;
         self.read = if self.body.is_some() {
             Read::Body
         } else {
@@ -299,6 +317,49 @@ impl ServerConn {
             self.body = None;
         }
         event
+    }
+
+    /// Whether the current request's body is all in `input` (the input after its head, as
+    /// [`Event::Request`] left it), without consuming anything: a Content-Length body once
+    /// its bytes are there, a chunked one once its last chunk and trailers are (looked ahead
+    /// with a copy of the decoder, each byte once however the input grows). `budget` is the
+    /// most input bytes to wait for (`body_buffer`).
+    pub fn body_buffered(&mut self, input: &[u8], budget: usize) -> Buffered {
+        if self.read != Read::Body {
+            return Buffered::Complete;
+        }
+        if self.expect == Continue::Expected {
+            return Buffered::Stream;
+        }
+        match &self.body {
+            None => Buffered::Complete,
+            Some(Body::Length(n)) if *n <= input.len() as u64 => Buffered::Complete,
+            Some(Body::Length(n)) if *n > budget as u64 => Buffered::Stream,
+            Some(Body::Length(_)) => Buffered::Partial,
+            Some(Body::Chunked(decoder)) => {
+                let (probe, seen) = self
+                    .probe
+                    .get_or_insert_with(|| (ChunkedDecoder::clone(decoder), 0));
+                while *seen < input.len() {
+                    match probe.decode(&input[*seen..], usize::MAX, &self.limits) {
+                        // The machine finds the same error when the app reads.
+                        Err(_) | Ok((_, Decoded::Done)) => return Buffered::Complete,
+                        Ok((0, _)) => break,
+                        Ok((used, _)) => *seen += used,
+                    }
+                    if *seen > budget {
+                        return Buffered::Stream;
+                    }
+                }
+                if probe.done() {
+                    Buffered::Complete
+                } else if *seen >= budget {
+                    Buffered::Stream
+                } else {
+                    Buffered::Partial
+                }
+            }
+        }
     }
 
     /// Called before the app first reads the body: queues `100 Continue` in the response's

@@ -4,6 +4,8 @@
 //! `/overflow?length=N&bytes=M`: declares `Content-Length: N`, then writes M bytes.
 //! `/flush`: writes `first`, flushes, reads the request body (so the client sees the first
 //! part before it sends the body), then writes `second` (with `write!`, through `io::Write`).
+//! `/read-time`: reads the whole request body and answers `N bytes in M ms` (how long the
+//! app waited for the body).
 //! `/response?case=C` breaks the `start_response` rules on purpose (see [`response_case`]).
 //! With `app.config: {fail_init: "true"}` its init fails with a message; with
 //! `{fail_init_marker: PATH}` only the first init ever succeeds (it creates PATH; every later
@@ -103,6 +105,12 @@ impl App for Chaos {
                 Ok(())
             }
             "/pid" => text(res, &format!("{}\n", std::process::id())),
+            "/read-time" => {
+                let started = std::time::Instant::now();
+                let body = req.body_to_vec(64 << 20)?;
+                let ms = started.elapsed().as_millis();
+                text(res, &format!("{} bytes in {ms} ms\n", body.len()))
+            }
             "/env" => {
                 let name = req.query("name").unwrap_or("");
                 text(
