@@ -11,18 +11,22 @@
 //! - a thread about to call an app whose calls take [`SLOW_CALL`] or more on average (a
 //!   blocking app: a database, a remote call) counts itself as blocked and wakes a follower
 //!   to take the next event or the lead, so the app gets as many threads as it has requests;
-//! - a monitor thread looks every [`TICK`] at the threads inside the app: one in the same
-//!   call for [`BLOCKED_AFTER`] ms or more counts as blocked, and when every awake thread is
-//!   blocked while events wait or nobody leads, a follower is woken. This catches an app
-//!   that blocks now and then.
+//! - a monitor thread looks every [`TICK`] to [`MAX_TICK`] at the threads inside the app: one
+//!   in the same call for [`BLOCKED_AFTER`] ms or more, and asleep in the kernel, counts as
+//!   blocked, and when every awake thread is blocked while events wait or nobody leads, a
+//!   follower is woken. This catches an app that blocks now and then.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// How often the monitor looks at the threads while any is in the app.
+/// How often the monitor looks at the threads right after it found one blocked; the interval
+/// doubles after each look that finds none, up to [`MAX_TICK`] (Go's sysmon backs off the
+/// same way), so a busy worker whose app does not block pays about 125 wakeups a second.
 pub const TICK: Duration = Duration::from_millis(1);
+/// The longest interval between the monitor's looks while app calls are made.
+pub const MAX_TICK: Duration = Duration::from_millis(8);
 /// A thread in one app call for this long (milliseconds, as `busy` counts them) is blocked.
 pub const BLOCKED_AFTER: u64 = 2;
 /// Longest a follower sleeps before it looks for work on its own.
@@ -65,6 +69,8 @@ struct Seat {
     busy: AtomicU64,
     /// The thread counts as blocked (it is in the app and not among the running threads).
     blocked: AtomicBool,
+    /// The thread's kernel id (gettid(2)), once it started; 0 before.
+    tid: AtomicU32,
 }
 
 /// The shared state of a worker's serving threads.
@@ -97,8 +103,8 @@ pub struct Pool {
 pub const SLOW_CALL: Duration = Duration::from_micros(200);
 /// See [`SLOW_CALL`] (in 1/1024ths).
 const SLOW_SHARE: u64 = 256;
-/// Ticks without an app call after which the monitor sleeps until the next call.
-const MONITOR_IDLE_TICKS: u32 = 100;
+/// Looks without an app call after which the monitor sleeps until the next call.
+const MONITOR_IDLE_TICKS: u32 = 25;
 
 impl Pool {
     /// A pool of `threads` threads, timing app calls from `epoch`.
@@ -117,6 +123,16 @@ impl Pool {
             monitor_lock: Mutex::new(()),
             monitor_wake: Condvar::new(),
             epoch,
+        }
+    }
+
+    /// Called by serving thread `thread` when it starts: records its kernel id, so that the
+    /// monitor can tell a thread blocked in the app from one that was preempted there.
+    pub fn started(&self, thread: usize) {
+        if let Some(seat) = self.seats.get(thread) {
+            // SAFETY: gettid(2) has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            seat.tid.store(tid as u32, Ordering::Relaxed);
         }
     }
 
@@ -260,22 +276,33 @@ impl Pool {
     }
 
     /// One look of the monitor at `now`: threads in one app call for [`BLOCKED_AFTER`] ms
-    /// or more count as blocked; then, if none runs, a follower is handed the work.
-    fn check(&self, now: Instant) {
+    /// or more count as blocked, unless the kernel says they are runnable (preempted, not
+    /// blocked: another thread would only compete with them for the CPU); then, if none
+    /// runs, a follower is handed the work.
+    /// Returns whether a thread had been in one call that long (blocked or preempted).
+    fn check(&self, now: Instant) -> bool {
         let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64 + 1;
+        let mut long = false;
         for (i, seat) in self.seats.iter().enumerate() {
             let started = seat.busy.load(Ordering::Acquire);
-            if started > 0 && now_ms.saturating_sub(started) >= BLOCKED_AFTER {
+            if started == 0 || now_ms.saturating_sub(started) < BLOCKED_AFTER {
+                continue;
+            }
+            long = true;
+            if !seat.blocked.load(Ordering::Relaxed) && !runnable(seat.tid.load(Ordering::Relaxed))
+            {
                 self.block(i);
             }
         }
         self.hand_off();
+        long
     }
 
     /// The monitor thread's loop (never returns): see the module's description.
     pub fn monitor(&self) {
         let mut idle_ticks = 0;
         let mut last_calls = 0;
+        let mut interval = TICK;
         loop {
             if idle_ticks >= MONITOR_IDLE_TICKS {
                 let guard = lock(&self.monitor_lock);
@@ -285,8 +312,9 @@ impl Pool {
                 }
                 self.monitor_asleep.store(false, Ordering::SeqCst);
                 idle_ticks = 0;
+                interval = TICK;
             }
-            std::thread::sleep(TICK);
+            std::thread::sleep(interval);
             let calls = self.calls.load(Ordering::Relaxed);
             if calls == last_calls && self.in_app.load(Ordering::SeqCst) == 0 {
                 idle_ticks += 1;
@@ -294,9 +322,28 @@ impl Pool {
                 idle_ticks = 0;
             }
             last_calls = calls;
-            self.check(Instant::now());
+            interval = match self.check(Instant::now()) {
+                true => TICK,
+                false => (interval * 2).min(MAX_TICK),
+            };
         }
     }
+}
+
+/// Whether thread `tid` of this process is running or runnable (state `R` in
+/// `/proc/self/task/TID/stat`, proc(5)); false if unknown.
+fn runnable(tid: u32) -> bool {
+    if tid == 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read(format!("/proc/self/task/{tid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold any byte.
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    stat.get(close + 2) == Some(&b'R')
 }
 
 #[cfg(test)]
@@ -349,6 +396,23 @@ mod tests {
         pool.enter_app(0, epoch);
         assert_eq!(pool.running.load(Ordering::SeqCst), 0);
         pool.leave_app(0, Duration::from_millis(3));
+    }
+
+    #[test]
+    fn a_running_thread_is_runnable_and_a_sleeping_one_is_not() {
+        // SAFETY: gettid(2) has no preconditions.
+        let me = unsafe { libc::gettid() } as u32;
+        assert!(runnable(me));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sleeper = std::thread::spawn(move || {
+            // SAFETY: as above.
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        let tid = rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!runnable(tid));
+        sleeper.join().unwrap();
     }
 
     #[test]

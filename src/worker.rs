@@ -321,6 +321,7 @@ fn serve_loop(shared: &Shared, thread: usize) {
     let mut scratch = Scratch::new(thread);
     let mut events = [EpollEvent::empty(); BATCH];
     let pool = &shared.ctx.pool;
+    pool.started(thread);
     loop {
         match pool.next() {
             Work::Serve(ready) => {
