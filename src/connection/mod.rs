@@ -3,8 +3,11 @@
 //! the gateway call with the responder callbacks, writev(2) of the bytes the machine frames,
 //! timers, error responses and lingering close (SPEC §4).
 //!
-//! A connection is driven by whichever worker thread epoll wakes for it (EPOLLONESHOT, so one
-//! at a time). [`drive`] runs until the connection would block, then the worker re-arms it.
+//! A connection is driven by one worker thread at a time (its owner; see `worker`). [`drive`]
+//! runs until the connection would block (it stays registered, edge-triggered) or must close.
+//! Only the app's call holds a thread: a body up to `body_buffer` is read before it
+//! ([`Phase::Body`]), and a response the socket did not take is sent after it
+//! ([`Phase::Send`], up to `response_buffer`).
 
 mod exchange;
 
