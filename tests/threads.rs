@@ -253,3 +253,31 @@ fn a_burst_against_a_blocking_app_spreads_over_the_workers() {
         "one worker holds {most} of 32 connections: {per_worker:?}"
     );
 }
+
+#[test]
+fn a_request_pipelined_behind_a_waiting_response_is_served_after_it() {
+    // A 20 MB response the client reads only later, then a second request sent behind it
+    // on the same connection: the event loop finishes the first, then serves the second.
+    let server = Server::start(
+        "chaos",
+        "workers: 1\nthreads: 1\nresponse_buffer: 33554432\n",
+        &[],
+    );
+    let mut stream = connect(&server, Duration::from_secs(10));
+    stream
+        .write_all(b"GET /big?bytes=20000000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stream
+        .write_all(b"GET /pid HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // Meanwhile the only thread is free.
+    assert_eq!(fresh_get(&server, "/pid").status, 200);
+    let mut reader = BufReader::new(stream);
+    let big = read_response(&mut reader).unwrap();
+    assert_eq!(big.body.len(), 20_000_000);
+    assert!(big.body.iter().all(|&b| b == b'b'));
+    let pid = read_response(&mut reader).unwrap();
+    assert_eq!(pid.status, 200);
+    assert!(pid.text().trim().parse::<u32>().is_ok(), "{}", pid.text());
+}

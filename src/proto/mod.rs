@@ -441,6 +441,44 @@ mod tests {
         }
     }
 
+    /// `body_buffered` for every prefix of the body of `request` (head included), with
+    /// `budget`: the answers in order, with repeats collapsed.
+    fn buffered_by_prefix(request: &[u8], budget: usize) -> Vec<Buffered> {
+        let mut conn = ServerConn::new(LIMITS);
+        let head_len = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(conn.next_event(&request[..head_len], 64), Event::Request);
+        let mut seen: Vec<Buffered> = Vec::new();
+        for end in head_len..=request.len() {
+            let answer = conn.body_buffered(&request[head_len..end], budget);
+            if seen.last() != Some(&answer) {
+                seen.push(answer);
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn a_body_is_buffered_once_it_is_all_there() {
+        use Buffered::*;
+        let length = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(buffered_by_prefix(length, 64), [Partial, Complete]);
+        // Larger than the budget: streamed at once (unless it is all there already).
+        assert_eq!(buffered_by_prefix(length, 4), [Stream, Complete]);
+        let chunked = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n3\r\nabc\r\n0\r\nT: v\r\n\r\n";
+        // Complete only after the trailer section's last CRLF, however the input grew.
+        assert_eq!(buffered_by_prefix(chunked, 1024), [Partial, Complete]);
+        assert_eq!(buffered_by_prefix(chunked, 10), [Partial, Stream, Complete]);
+        // A framing error is left for the app's read to report: no waiting for more.
+        let bad = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        assert_eq!(buffered_by_prefix(bad, 1024), [Partial, Complete]);
+        // No body, or a client waiting for 100 Continue: served at once.
+        let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(buffered_by_prefix(get, 1024), [Complete]);
+        let expect =
+            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(buffered_by_prefix(expect, 1024), [Stream]);
+    }
+
     #[test]
     fn nothing_after_connection_close_is_served() {
         let stream = b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n";
