@@ -6,7 +6,7 @@
 //! or close), and [`check_responses`] verifies what a client would see.
 
 use super::response::ResponseBuffers;
-use super::{Event, Outcome, ServerConn, Unread};
+use super::{Buffered, Event, Outcome, ServerConn, Unread};
 use crate::http::{self, Framing, Limits, Reject, Trailer};
 
 /// What the simulated app does with one request.
@@ -84,10 +84,15 @@ fn pattern(offset: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The body the simulated driver waits for before it calls the app (its `body_buffer`).
+const BODY_BUFFER: usize = 1024;
+
 /// The input side: the connection's buffer and the pieces still to arrive.
 struct Wire<'p> {
     buf: Vec<u8>,
     pieces: std::slice::Iter<'p, &'p [u8]>,
+    /// Pieces taken while the app reads a body.
+    fills_in_body: usize,
 }
 
 impl Wire<'_> {
@@ -110,6 +115,7 @@ pub fn run(pieces: &[&[u8]], limits: Limits, app: &dyn Fn(usize) -> AppScript) -
     let mut wire = Wire {
         buf: Vec::new(),
         pieces: pieces.iter(),
+        fills_in_body: 0,
     };
     let mut t = Transcript {
         requests: Vec::new(),
@@ -155,6 +161,14 @@ fn serve(
     script: &AppScript,
     t: &mut Transcript,
 ) -> bool {
+    // As the driver: wait for a body up to BODY_BUFFER before the app runs.
+    let head_len = conn.head().len;
+    let buffered = loop {
+        match conn.body_buffered(&wire.buf[head_len..], BODY_BUFFER) {
+            Buffered::Partial if wire.fill() => {}
+            answer => break answer,
+        }
+    };
     let head = conn.take_head();
     let mut seen = SeenRequest {
         head: wire.buf[..head.len].to_vec(),
@@ -171,7 +185,14 @@ fn serve(
     if !conn.body_done() && limit > 0 {
         conn.want_body();
         let wanted = script.read_size.max(1);
-        match read_body(conn, wire, limit, wanted, &mut seen.body) {
+        wire.fills_in_body = 0;
+        let read = read_body(conn, wire, limit, wanted, &mut seen.body);
+        // A body said to be complete is read without waiting for the client.
+        assert!(
+            buffered != Buffered::Complete || wire.fills_in_body == 0,
+            "body_buffered said Complete, yet the body needed more input"
+        );
+        match read {
             Ok(()) => seen.trailers = conn.trailers().to_vec(),
             Err(Some(r)) => failure = Some(r),
             Err(None) => {
@@ -248,8 +269,11 @@ fn read_body(
             }
             Event::NeedData(used) => {
                 wire.buf.drain(..used);
-                if wire.buf.is_empty() && !wire.fill() {
-                    return Err(None);
+                if wire.buf.is_empty() {
+                    if !wire.fill() {
+                        return Err(None);
+                    }
+                    wire.fills_in_body += 1;
                 }
             }
             Event::Reject(r) => return Err(Some(r)),
