@@ -304,13 +304,9 @@ impl Master {
                 self.finish_stop();
                 return code;
             }
-            self.check_timeouts();
-            if self.stop_deadline.is_some() {
-                if self.workers.is_empty() {
-                    logging::info("Shutting down: Master");
-                    return 0;
-                }
-                continue;
+            if self.stop_deadline.is_some() && self.workers.is_empty() {
+                logging::info("Shutting down: Master");
+                return 0;
             }
             self.reconcile();
         }
@@ -417,7 +413,8 @@ impl Master {
         while !self.workers.is_empty() {
             self.wait();
             self.reap();
-            self.check_timeouts();
+            // Stopping: only the kills of workers past the deadline.
+            self.reconcile();
         }
     }
 
@@ -543,59 +540,27 @@ impl Master {
         }
     }
 
-    fn check_timeouts(&mut self) {
-        let now = Instant::now();
-        let stop_deadline = self.stop_deadline;
-        for (pid, worker) in self.workers.iter_mut() {
-            let past_retire = worker.state.deadline().is_some_and(|d| now >= d);
-            let past_stop = stop_deadline.is_some_and(|d| now >= d);
-            if past_retire || past_stop {
-                let _ = kill(*pid, Signal::SIGKILL);
-                if worker.state.deadline().is_none() {
-                    worker.state = worker.state.stopping(now);
-                }
-                continue;
-            }
-            let Some(timeout) = self.config.timeout else {
-                continue;
-            };
-            let silent_since = if worker.state.booted() {
-                worker.last_seen
-            } else {
-                worker.started.max(worker.last_seen)
-            };
-            if worker.state.deadline().is_none() && now.duration_since(silent_since) > timeout {
-                logging::critical(format_args!("WORKER TIMEOUT (pid:{pid})"));
-                let _ = kill(*pid, Signal::SIGKILL);
-                worker.state = worker.state.stopping(now);
-            }
-        }
-    }
-
-    /// Brings the actual workers in line with the desired ones: [`plan`] decides, this
-    /// applies its actions.
+    /// Brings the actual workers in line with the desired ones (or, while stopping, ends
+    /// those past their time): [`plan`] decides, this applies its actions.
     fn reconcile(&mut self) {
+        let now = Instant::now();
         let views: Vec<WorkerView> = self
             .workers
             .iter()
-            .map(|(pid, w)| WorkerView {
-                pid: *pid,
-                generation: w.generation,
-                ready: w.state.booted(),
-                retiring: w.state.deadline().is_some(),
-                leaving: w.state == WorkerState::Leaving,
-            })
+            .map(|(pid, w)| self.view(*pid, w, now))
             .collect();
         let wanted = Wanted {
             generation: self.generation,
             workers: self.desired,
-            may_spawn: Instant::now() >= self.next_spawn,
+            may_spawn: now >= self.next_spawn,
             reload_pending: self.reload_pending,
+            stopping: self.stop_deadline.is_some(),
         };
         for action in plan(&views, &wanted) {
             match action {
                 Action::Spawn => self.spawn(),
                 Action::Retire(pid) => self.retire(pid),
+                Action::Kill(pid, why) => self.kill(pid, why, now),
                 Action::ReloadComplete { ready } => {
                     self.reload_pending = false;
                     logging::info(format_args!(
@@ -607,6 +572,45 @@ impl Master {
                         self.generation
                     ));
                 }
+            }
+        }
+    }
+
+    /// How [`plan`] sees worker `pid` at `now`.
+    fn view(&self, pid: Pid, w: &Worker, now: Instant) -> WorkerView {
+        let deadline = w.state.deadline();
+        let overdue =
+            deadline.is_some_and(|d| now >= d) || self.stop_deadline.is_some_and(|d| now >= d);
+        // A booting worker has until `timeout` after its start to report.
+        let silent_since = match w.state.booted() {
+            true => w.last_seen,
+            false => w.started.max(w.last_seen),
+        };
+        let silent = deadline.is_none()
+            && self
+                .config
+                .timeout
+                .is_some_and(|t| now.duration_since(silent_since) > t);
+        WorkerView {
+            pid,
+            generation: w.generation,
+            ready: w.state.booted(),
+            retiring: deadline.is_some(),
+            leaving: w.state == WorkerState::Leaving,
+            overdue,
+            silent,
+        }
+    }
+
+    /// SIGKILL for a worker past its time ([`Kill`]); it then counts as stopping.
+    fn kill(&mut self, pid: Pid, why: Kill, now: Instant) {
+        if why == Kill::Silent {
+            logging::critical(format_args!("WORKER TIMEOUT (pid:{pid})"));
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+        if let Some(worker) = self.workers.get_mut(&pid) {
+            if worker.state.deadline().is_none() {
+                worker.state = worker.state.stopping(now);
             }
         }
     }
@@ -802,6 +806,10 @@ struct WorkerView {
     retiring: bool,
     /// It asked to be replaced (max_requests, request_timeout).
     leaving: bool,
+    /// Its graceful stop (or the master's) is past its deadline.
+    overdue: bool,
+    /// It has not reported for `timeout` (and is not stopping).
+    silent: bool,
 }
 
 /// What the master wants: `workers` workers of `generation`.
@@ -813,6 +821,17 @@ struct Wanted {
     may_spawn: bool,
     /// A reload waits to be announced complete.
     reload_pending: bool,
+    /// The master is stopping: no spawn, no retirement, only kills.
+    stopping: bool,
+}
+
+/// Why [`plan`] kills a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kill {
+    /// Still running past its graceful stop's deadline (graceful_timeout).
+    Overdue,
+    /// No heartbeat for `timeout` seconds (gunicorn's WORKER TIMEOUT).
+    Silent,
 }
 
 /// One step the master takes to match [`Wanted`].
@@ -822,6 +841,8 @@ enum Action {
     Spawn,
     /// Stop this worker gracefully (TERM, SIGKILL after graceful_timeout).
     Retire(Pid),
+    /// SIGKILL this worker now.
+    Kill(Pid, Kill),
     /// The new generation serves with this many ready workers, and no old worker is left
     /// beyond those still needed: tell systemd and the log.
     ReloadComplete {
@@ -830,13 +851,26 @@ enum Action {
     },
 }
 
-/// The reconcile rules, without system calls: spawn current-generation workers up to the
-/// count (when the backoff allows); retire the newest surplus current workers (TTOU); retire
-/// old-generation and leaving workers only as current ones are ready to take their place
-/// (reload, recycling: no connection is refused meanwhile).
+/// The reconcile rules, without system calls: kill workers past their graceful stop or
+/// silent past `timeout` (gunicorn's murder_workers); unless the master is stopping, spawn
+/// current-generation workers up to the count (when the backoff allows); retire the newest
+/// surplus current workers (TTOU); retire old-generation and leaving workers only as current
+/// ones are ready to take their place (reload, recycling: no connection is refused
+/// meanwhile).
 fn plan(workers: &[WorkerView], wanted: &Wanted) -> Vec<Action> {
-    let mut actions = Vec::new();
-    let active = workers.iter().filter(|w| !w.retiring);
+    let mut actions: Vec<Action> = workers
+        .iter()
+        .filter_map(|w| match (w.overdue, w.silent) {
+            (true, _) => Some(Action::Kill(w.pid, Kill::Overdue)),
+            (false, true) => Some(Action::Kill(w.pid, Kill::Silent)),
+            _ => None,
+        })
+        .collect();
+    if wanted.stopping {
+        return actions;
+    }
+    let killed = |w: &&WorkerView| w.overdue || w.silent;
+    let active = workers.iter().filter(|w| !w.retiring && !killed(w));
     let (current, old): (Vec<&WorkerView>, Vec<&WorkerView>) =
         active.partition(|w| w.generation == wanted.generation && !w.leaving);
     let ready = current.iter().filter(|w| w.ready).count();
@@ -993,6 +1027,8 @@ mod plan_tests {
             ready,
             retiring: false,
             leaving: false,
+            overdue: false,
+            silent: false,
         }
     }
 
@@ -1002,7 +1038,41 @@ mod plan_tests {
             workers,
             may_spawn: true,
             reload_pending: false,
+            stopping: false,
         }
+    }
+
+    #[test]
+    fn silent_and_overdue_workers_are_killed_and_replaced() {
+        let silent = WorkerView {
+            silent: true,
+            ..worker(10, 1, true)
+        };
+        let overdue = WorkerView {
+            retiring: true,
+            overdue: true,
+            ..worker(11, 1, true)
+        };
+        let actions = plan(&[silent, overdue, worker(12, 1, true)], &wanted(1, 2));
+        assert_eq!(
+            actions[..2],
+            [
+                Action::Kill(Pid::from_raw(10), Kill::Silent),
+                Action::Kill(Pid::from_raw(11), Kill::Overdue)
+            ]
+        );
+        // The silent one no longer counts: a replacement starts at once.
+        assert_eq!(spawns(&actions), 1);
+        // While the master stops, only the kills.
+        let stopping = Wanted {
+            stopping: true,
+            ..wanted(1, 3)
+        };
+        assert_eq!(
+            plan(&[silent, worker(12, 1, true)], &stopping),
+            vec![Action::Kill(Pid::from_raw(10), Kill::Silent)]
+        );
+        assert!(plan(&[worker(12, 1, true)], &stopping).is_empty());
     }
 
     fn retired(actions: &[Action]) -> Vec<i32> {
