@@ -131,6 +131,8 @@ settings! {
         doc: "Recycle a worker gracefully after this many requests; 0 = never." },
     MaxRequestsJitter => Setting { name: "max_requests_jitter", flag: "max-requests-jitter", short: None, kind: int(0, u32::MAX as u64, "requests"), default: "0",
         doc: "Adds rand(0..=jitter) to max_requests per worker, so workers do not recycle together." },
+    MaxWorkerRss => Setting { name: "max_worker_rss", flag: "max-worker-rss", short: None, kind: int(0, 1 << 20, "MiB"), default: "0",
+        doc: "Recycle a worker whose resident memory stays above this (two readings a second apart), the way max_requests does: a replacement first, then a graceful stop (granian's --workers-max-rss, uWSGI's reload-on-rss). 0 = off." },
     LimitRequestLine => Setting { name: "limit_request_line", flag: "limit-request-line", short: None, kind: int(0, 8190, "bytes"), default: "4094",
         doc: "Longest request-line (without CRLF); longer gets 414. 0 = the maximum, 8190." },
     LimitRequestFields => Setting { name: "limit_request_fields", flag: "limit-request-fields", short: None, kind: int(0, 32768, "fields"), default: "100",
@@ -215,6 +217,8 @@ pub struct Config {
     pub max_requests: u64,
     /// `max_requests_jitter`.
     pub max_requests_jitter: u64,
+    /// `max_worker_rss` in bytes; `None` = off.
+    pub max_worker_rss: Option<u64>,
     /// `limit_request_line` in bytes (0 already resolved to 8190).
     pub limit_request_line: usize,
     /// `limit_request_fields` (0 already resolved to 32768).
@@ -721,6 +725,7 @@ impl Config {
             header_timeout: r.seconds(Key::HeaderTimeout),
             max_requests: r.int(Key::MaxRequests),
             max_requests_jitter: r.int(Key::MaxRequestsJitter),
+            max_worker_rss: Some(r.int(Key::MaxWorkerRss) << 20).filter(|&n| n > 0),
             limit_request_line: r.or(Key::LimitRequestLine, 8190),
             limit_request_fields: r.or(Key::LimitRequestFields, 32768),
             limit_request_field_size: r.or(Key::LimitRequestFieldSize, 8190),

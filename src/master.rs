@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 
 /// How long the event loop sleeps at most between checks.
 const TICK: Duration = Duration::from_millis(250);
+/// How often the workers' resident memory is read for max_worker_rss.
+const RSS_CHECK: Duration = Duration::from_secs(1);
 /// Deadline for workers to exit after a quick stop (INT/QUIT) before SIGKILL.
 const QUICK_STOP: Duration = Duration::from_secs(2);
 /// Longest a trial load of the app (probe child) may take.
@@ -112,6 +114,8 @@ struct Worker {
     boot_error: Option<String>,
     /// Its slot on the scoreboard, if it got one.
     slot: Option<usize>,
+    /// Consecutive RSS readings above max_worker_rss.
+    rss_over: u8,
 }
 
 /// Where a worker is in its life, as the master sees it. Every transition is one of the
@@ -211,6 +215,8 @@ struct Master {
     watchdog: Option<systemd::Watchdog>,
     /// The workers' shared counters (`None` if it could not be mapped: no balancing).
     scoreboard: Option<Scoreboard>,
+    /// When the workers' RSS was last read (max_worker_rss).
+    last_rss_check: Instant,
 }
 
 /// Where the master's listening sockets came from.
@@ -275,6 +281,7 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
         notified_ready: false,
         reload_pending: false,
         watchdog: systemd::Watchdog::from_env(),
+        last_rss_check: Instant::now(),
         scoreboard: match Scoreboard::new(0) {
             Ok(board) => Some(board),
             Err(e) => {
@@ -308,6 +315,7 @@ impl Master {
                 logging::info("Shutting down: Master");
                 return 0;
             }
+            self.check_rss();
             self.reconcile();
         }
     }
@@ -576,6 +584,40 @@ impl Master {
         }
     }
 
+    /// max_worker_rss: once a second, reads each serving worker's resident memory; one
+    /// above the limit at two readings in a row leaves (a replacement first, then a graceful
+    /// stop, as after max_requests).
+    fn check_rss(&mut self) {
+        let Some(limit) = self.config.max_worker_rss else {
+            return;
+        };
+        if self.last_rss_check.elapsed() < RSS_CHECK {
+            return;
+        }
+        self.last_rss_check = Instant::now();
+        for (pid, worker) in self.workers.iter_mut() {
+            if worker.state != WorkerState::Ready {
+                continue;
+            }
+            let Some(rss) = process::resident_bytes(*pid) else {
+                continue;
+            };
+            if rss <= limit {
+                worker.rss_over = 0;
+                continue;
+            }
+            worker.rss_over += 1;
+            if worker.rss_over >= 2 {
+                logging::info(format_args!(
+                    "Worker (pid:{pid}) uses {} MiB, above max_worker_rss ({} MiB): replacing it",
+                    rss >> 20,
+                    limit >> 20
+                ));
+                worker.state = worker.state.asked_replacement();
+            }
+        }
+    }
+
     /// How [`plan`] sees worker `pid` at `now`.
     fn view(&self, pid: Pid, w: &Worker, now: Instant) -> WorkerView {
         let deadline = w.state.deadline();
@@ -660,6 +702,7 @@ impl Master {
                         last_seen: now,
                         boot_error: None,
                         slot,
+                        rss_over: 0,
                     },
                 );
             }

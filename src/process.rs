@@ -135,3 +135,13 @@ fn argv_area() -> Option<(usize, usize)> {
     let end = fields.get(49 - 3)?.parse().ok()?;
     (start != 0 && end > start).then_some((start, end))
 }
+
+/// The resident memory of process `pid` in bytes, from `/proc/PID/statm` (its second field,
+/// in pages; proc(5)); `None` if the process is gone or the file unreadable.
+pub fn resident_bytes(pid: nix::unistd::Pid) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}

@@ -229,6 +229,28 @@ fn max_requests_recycles_workers_without_failed_requests() {
 }
 
 #[test]
+fn max_worker_rss_recycles_a_leaking_worker_without_failed_requests() {
+    let server = Server::start("chaos", "workers: 1\nmax_worker_rss: 48\n", &[]);
+    let first = booted_pids(&server.log_text())[0];
+    // A worker of a few MiB stays: readings below the limit change nothing.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(booted_pids(&server.log_text()), vec![first]);
+    assert_eq!(server.get("/leak?mb=64").status, 200);
+    // Under load, until the leaking worker has been replaced and has exited.
+    let replaced = || common::exited(&server.log_text(), first);
+    let failures = load_while(server.port, 4, "/pid", replaced, 0);
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    let log = server.log_text();
+    assert!(replaced(), "{log}");
+    assert!(
+        log.contains(&format!("Worker (pid:{first}) uses 6"))
+            && log.contains("above max_worker_rss (48 MiB): replacing it"),
+        "{log}"
+    );
+    assert_eq!(booted_pids(&log).len(), 2, "one replacement: {log}");
+}
+
+#[test]
 fn request_timeout_replaces_the_worker_and_others_are_served() {
     let server = Server::start(
         "chaos",

@@ -4,6 +4,7 @@
 //! `/overflow?length=N&bytes=M`: declares `Content-Length: N`, then writes M bytes.
 //! `/flush`: writes `first`, flushes, reads the request body (so the client sees the first
 //! part before it sends the body), then writes `second` (with `write!`, through `io::Write`).
+//! `/leak?mb=N`: allocates N MiB, writes to every page and never frees it (for max_worker_rss).
 //! `/read-time`: reads the whole request body and answers `N bytes in M ms` (how long the
 //! app waited for the body).
 //! `/response?case=C` breaks the `start_response` rules on purpose (see [`response_case`]).
@@ -105,6 +106,11 @@ impl App for Chaos {
                 Ok(())
             }
             "/pid" => text(res, &format!("{}\n", std::process::id())),
+            "/leak" => {
+                let mb = number(req, "mb", 16) as usize;
+                let leaked = vec![1u8; mb << 20].leak();
+                text(res, &format!("leaked {} MiB\n", leaked.len() >> 20))
+            }
             "/read-time" => {
                 let started = std::time::Instant::now();
                 let body = req.body_to_vec(64 << 20)?;
