@@ -281,3 +281,32 @@ fn a_request_pipelined_behind_a_waiting_response_is_served_after_it() {
     assert_eq!(pid.status, 200);
     assert!(pid.text().trim().parse::<u32>().is_ok(), "{}", pid.text());
 }
+
+#[test]
+fn a_request_that_blocks_now_and_then_does_not_hold_up_the_others() {
+    // An app whose calls are fast, but one of them sleeps 3 s: the thread that took it is
+    // seen to block (asleep in the kernel, in one call for 2 ms) and a sleeping thread takes
+    // over the event loop, so the other requests are served meanwhile.
+    let server = Server::start("chaos", "workers: 1\nthreads: 2\n", &[]);
+    for _ in 0..20 {
+        assert_eq!(fresh_get(&server, "/pid").status, 200);
+    }
+    let port = server.port;
+    let sleeper = std::thread::spawn(move || {
+        let mut client = common::Client::new(port);
+        client.get("/sleep?ms=3000").map(|r| r.status)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..10 {
+        let mut stream = connect(&server, Duration::from_secs(2));
+        write!(
+            stream,
+            "GET /pid HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let response = read_response(&mut BufReader::new(stream))
+            .expect("served within 2 s while another request sleeps in the app");
+        assert_eq!(response.status, 200);
+    }
+    assert_eq!(sleeper.join().unwrap(), Ok(200));
+}
