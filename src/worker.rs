@@ -501,7 +501,9 @@ fn accept_some(shared: &Shared, listener: usize, most: usize) {
         return;
     }
     for n in 0..most {
-        if n > 0 && overloaded(shared) {
+        // Past the first, only this worker's share; a stopping worker takes all that wait
+        // (it serves them during its graceful stop, and its listeners close next).
+        if n > 0 && !shared.ctx.stopping.load(Ordering::Acquire) && overloaded(shared) {
             return;
         }
         let (client, remote) = match listeners::accept_client(fd) {

@@ -381,15 +381,18 @@ impl<'a> Exchange<'a> {
     /// Writes `out` after the backlog (see [`send`](Self::send)); false when the client is
     /// gone or stalled past stall_timeout.
     fn push_out(&mut self, out: &[u8]) -> bool {
-        let mut rest = out;
         if self.backlog.is_empty() {
             match write_some(self.fd, out) {
-                Ok(n) => rest = &out[n..],
+                Ok(n) if n < out.len() => self.backlog.push(&out[n..]),
+                Ok(_) => {}
                 Err(_) => return false,
             }
-        }
-        if !rest.is_empty() {
-            self.backlog.push(rest);
+        } else {
+            // Earlier bytes still wait: send what the socket takes now, in order.
+            self.backlog.push(out);
+            if self.backlog.send(self.fd).is_err() {
+                return false;
+            }
         }
         while self.backlog.len() > self.ctx.response_buffer {
             match self.backlog.send(self.fd) {
