@@ -143,6 +143,8 @@ settings! {
         doc: "Largest request body; larger gets 413. 0 = unlimited." },
     LimitRequestHead => Setting { name: "limit_request_head", flag: "limit-request-head", short: None, kind: int(256, 16 << 20, "bytes"), default: "65536",
         doc: "Most bytes of a request head (request-line and field lines with their CRLFs) and of a trailer section; more gets 431." },
+    MetricsBind => Setting { name: "metrics_bind", flag: "metrics-bind", short: None, kind: Kind::Text, default: "null",
+        doc: "Serve Prometheus metrics at `GET /metrics` on this address (`HOST:PORT` or `unix:PATH`), from the master process, never from a worker; unset = off. Bound at startup (a reload does not move it)." },
     Pidfile => Setting { name: "pidfile", flag: "pid", short: Some('p'), kind: Kind::Text, default: "null",
         doc: "File the master writes its PID to (removed at exit)." },
     User => Setting { name: "user", flag: "user", short: Some('u'), kind: Kind::Account { group: false }, default: "null",
@@ -232,6 +234,8 @@ pub struct Config {
     pub limit_request_head: usize,
     /// `pidfile`.
     pub pidfile: Option<PathBuf>,
+    /// `metrics_bind`: where the master serves `GET /metrics`; `None` = off.
+    pub metrics_bind: Option<Address>,
     /// `user`: uid the workers switch to; `None` = unchanged.
     pub user: Option<u32>,
     /// `group`: gid the workers switch to; `None` = unchanged.
@@ -732,6 +736,10 @@ impl Config {
             limit_request_body: Some(r.int(Key::LimitRequestBody)).filter(|&n| n > 0),
             limit_request_head: r.int(Key::LimitRequestHead) as usize,
             pidfile: r.text(Key::Pidfile).map(PathBuf::from),
+            metrics_bind: r
+                .text(Key::MetricsBind)
+                .map(|t| Address::parse(&t))
+                .transpose()?,
             user,
             group,
             umask: r.text(Key::Umask).and_then(|t| parse_umask(&t)),

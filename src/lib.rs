@@ -8,7 +8,7 @@
 //! ([`gateway`]). Settings live in [`config`] (gunicorn's names it does not have in
 //! [`gunicorn`]); logs in [`logging`] and [`access_log`]; the command line in [`cli`];
 //! privileges, environment and process titles in [`process`]; the systemd protocol in
-//! [`systemd`]; the USR2 binary upgrade in [`upgrade`].
+//! [`systemd`]; the USR2 binary upgrade in [`upgrade`]; Prometheus metrics in [`metrics`].
 
 #![warn(
     missing_docs,
@@ -27,6 +27,7 @@ pub mod http;
 pub mod listeners;
 pub mod logging;
 pub mod master;
+pub mod metrics;
 pub mod pool;
 pub mod process;
 pub mod proto;

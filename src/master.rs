@@ -10,9 +10,10 @@ use crate::config::{self, Config, Overrides};
 use crate::gateway;
 use crate::listeners::{self, Listener};
 use crate::logging;
+use crate::metrics::{self, Restart};
 use crate::process;
 use crate::report::Report;
-use crate::scoreboard::Scoreboard;
+use crate::scoreboard::{Counters, Scoreboard};
 use crate::systemd;
 use crate::upgrade;
 use crate::worker;
@@ -116,6 +117,8 @@ struct Worker {
     slot: Option<usize>,
     /// Consecutive RSS readings above max_worker_rss.
     rss_over: u8,
+    /// Why it is being replaced, once that is known (counted when it exits).
+    replaced: Option<Restart>,
 }
 
 /// Where a worker is in its life, as the master sees it. Every transition is one of the
@@ -217,6 +220,16 @@ struct Master {
     scoreboard: Option<Scoreboard>,
     /// When the workers' RSS was last read (max_worker_rss).
     last_rss_check: Instant,
+    /// `metrics_bind`'s server, if set and bound.
+    metrics: Option<metrics::Server>,
+    /// When binding `metrics_bind` was last tried.
+    last_metrics_bind: Instant,
+    /// The request counters of the workers that exited (so no count goes backwards).
+    retired: Box<Counters>,
+    /// Workers replaced, by [`Restart::ALL`] order.
+    restarts: [u64; 5],
+    /// Reloads that succeeded, and that failed.
+    reloads: (u64, u64),
 }
 
 /// Where the master's listening sockets came from.
@@ -261,6 +274,10 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
         config.threads
     ));
     let config_pidfile = config.pidfile.clone();
+    let metrics = config
+        .metrics_bind
+        .as_ref()
+        .and_then(|a| bind_metrics(a, true));
     let mut master = Master {
         desired: config.workers,
         config,
@@ -282,6 +299,11 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
         reload_pending: false,
         watchdog: systemd::Watchdog::from_env(),
         last_rss_check: Instant::now(),
+        metrics,
+        last_metrics_bind: Instant::now(),
+        retired: Counters::zeroed(),
+        restarts: [0; 5],
+        reloads: (0, 0),
         scoreboard: match Scoreboard::new(0) {
             Ok(board) => Some(board),
             Err(e) => {
@@ -306,6 +328,7 @@ impl Master {
             }
             self.handle_signals();
             self.read_reports();
+            self.serve_metrics();
             if let Some(code) = self.reap() {
                 self.stop(Signal::SIGTERM, self.config.graceful_timeout);
                 self.finish_stop();
@@ -329,6 +352,14 @@ impl Master {
                 .filter_map(|w| w.report.as_ref())
                 .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
         );
+        if let Some(server) = &self.metrics {
+            fds.extend(
+                server
+                    .poll_fds()
+                    .into_iter()
+                    .map(|(fd, flags)| PollFd::new(fd, flags)),
+            );
+        }
         let _ = nix::poll::poll(
             &mut fds,
             PollTimeout::try_from(TICK.as_millis() as i32).unwrap_or(PollTimeout::MAX),
@@ -472,6 +503,7 @@ impl Master {
                     ));
                 } else if report == Report::ReplaceMe && worker.state == WorkerState::Ready {
                     worker.state = worker.state.asked_replacement();
+                    worker.replaced = Some(Restart::MaxRequests);
                     logging::info(format_args!(
                         "Worker (pid:{pid}) asked to be replaced; starting a new worker first"
                     ));
@@ -506,8 +538,17 @@ impl Master {
             };
             if let (Some(board), Some(index)) = (&self.scoreboard, worker.slot) {
                 if let Some(slot) = board.slot(index) {
+                    self.retired.add(&slot.counters);
                     slot.release();
                 }
+            }
+            let crashed = worker.state.booted()
+                && worker.state.deadline().is_none()
+                && self.stop_deadline.is_none();
+            let reason = worker.replaced.or(crashed.then_some(Restart::Crash));
+            if let Some(reason) = reason {
+                let i = Restart::ALL.iter().position(|&r| r == reason).unwrap_or(0);
+                self.restarts[i] += 1;
             }
             match (code, signal) {
                 (Some(0), _) => logging::info(format_args!("Worker (pid:{pid}) exited")),
@@ -584,6 +625,61 @@ impl Master {
         }
     }
 
+    /// Moves the scrapes of `metrics_bind` on, without waiting; binds it if that failed
+    /// before (once a second: a master started by USR2 gets the port once the old one
+    /// exits).
+    fn serve_metrics(&mut self) {
+        if self.metrics.is_none() && self.last_metrics_bind.elapsed() >= RSS_CHECK {
+            self.last_metrics_bind = Instant::now();
+            self.metrics = self
+                .config
+                .metrics_bind
+                .as_ref()
+                .and_then(|a| bind_metrics(a, false));
+        }
+        let Some(mut server) = self.metrics.take() else {
+            return;
+        };
+        server.serve(&mut || metrics::render(self.snapshot()));
+        self.metrics = Some(server);
+    }
+
+    /// The metrics now: the live workers' slots plus the retired totals, and the master's
+    /// own counts.
+    fn snapshot(&self) -> metrics::Snapshot {
+        let counters = Counters::zeroed();
+        counters.add(&self.retired);
+        let (mut connections, mut threads_busy) = (0, 0);
+        if let Some(board) = &self.scoreboard {
+            for slot in self.workers.values().filter_map(|w| board.slot(w.slot?)) {
+                if slot.in_use() {
+                    counters.add(&slot.counters);
+                    connections += u64::from(slot.connections.load(Ordering::Relaxed));
+                    threads_busy += u64::from(slot.busy.load(Ordering::Relaxed));
+                }
+            }
+        }
+        metrics::Snapshot {
+            counters,
+            connections,
+            threads_busy,
+            workers: self.workers.len() as u64,
+            restarts: self.restarts,
+            reloads: self.reloads,
+            listen_queue: self
+                .listeners
+                .iter()
+                .filter(|l| l.is_tcp)
+                .filter_map(|l| Some((l.url(), metrics::listen_queue(l.fd.as_fd())?)))
+                .collect(),
+            worker_rss: self
+                .workers
+                .keys()
+                .filter_map(|pid| Some((pid.to_string(), process::resident_bytes(*pid)?)))
+                .collect(),
+        }
+    }
+
     /// max_worker_rss: once a second, reads each serving worker's resident memory; one
     /// above the limit at two readings in a row leaves (a replacement first, then a graceful
     /// stop, as after max_requests).
@@ -614,6 +710,7 @@ impl Master {
                     limit >> 20
                 ));
                 worker.state = worker.state.asked_replacement();
+                worker.replaced = Some(Restart::Rss);
             }
         }
     }
@@ -651,6 +748,9 @@ impl Master {
         }
         let _ = kill(pid, Signal::SIGKILL);
         if let Some(worker) = self.workers.get_mut(&pid) {
+            if why == Kill::Silent {
+                worker.replaced = Some(Restart::Timeout);
+            }
             if worker.state.deadline().is_none() {
                 worker.state = worker.state.stopping(now);
             }
@@ -658,7 +758,11 @@ impl Master {
     }
 
     fn retire(&mut self, pid: Pid) {
+        let generation = self.generation;
         if let Some(worker) = self.workers.get_mut(&pid) {
+            if worker.generation != generation && worker.replaced.is_none() {
+                worker.replaced = Some(Restart::Reload);
+            }
             let _ = kill(pid, Signal::SIGTERM);
             worker.state = worker
                 .state
@@ -684,6 +788,8 @@ impl Master {
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 drop(report_read);
+                // The metrics listener and scrapes are the master's alone.
+                drop(self.metrics.take());
                 self.signals.forget_in_child();
                 let code =
                     worker::run(&self.config, &self.listeners, report_write, self.pid, place);
@@ -703,6 +809,7 @@ impl Master {
                         boot_error: None,
                         slot,
                         rss_over: 0,
+                        replaced: None,
                     },
                 );
             }
@@ -718,7 +825,12 @@ impl Master {
     fn reload(&mut self) {
         logging::info("Handling signal: hup");
         systemd::reloading();
-        if let Err(e) = self.try_reload() {
+        let result = self.try_reload();
+        match &result {
+            Ok(()) => self.reloads.0 += 1,
+            Err(_) => self.reloads.1 += 1,
+        }
+        if let Err(e) = result {
             logging::error(format_args!(
                 "Reload failed, keeping the current workers: {e}"
             ));
@@ -935,6 +1047,24 @@ fn plan(workers: &[WorkerView], wanted: &Wanted) -> Vec<Action> {
         actions.push(Action::ReloadComplete { ready });
     }
     actions
+}
+
+/// Binds `metrics_bind` at `address`; on failure logs why (if `first`, the first attempt)
+/// and returns `None`: the master serves on and tries again each second.
+fn bind_metrics(address: &listeners::Address, first: bool) -> Option<metrics::Server> {
+    match listeners::bind_listener(address, 64, false) {
+        Ok(listener) => {
+            let server = metrics::Server::new(listener);
+            logging::info(format_args!("Metrics at: {}/metrics", server.url()));
+            Some(server)
+        }
+        Err(e) => {
+            if first {
+                logging::error(format_args!("metrics_bind: {e}; trying again each second"));
+            }
+            None
+        }
+    }
 }
 
 fn describe(code: Option<i32>, signal: Option<Signal>) -> String {

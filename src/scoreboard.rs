@@ -15,8 +15,114 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// workers without a new mapping (a worker beyond the last slot runs without one).
 pub const MIN_SLOTS: usize = 256;
 
+/// Request methods counted apart; any other is counted as `OTHER`.
+pub const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER",
+];
+/// Status codes counted apart; any other is counted as `other`.
+pub const STATUSES: [u16; 33] = [
+    100, 101, 200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408,
+    409, 410, 413, 414, 415, 422, 429, 431, 500, 501, 502, 503, 504, 505,
+];
+/// Statuses the server answers itself (refused requests) counted apart; others as `other`.
+pub const REJECTS: [u16; 9] = [400, 408, 413, 414, 431, 501, 503, 505, 500];
+/// Upper bounds (seconds) of the request-duration histogram's buckets, +Inf after them
+/// (Prometheus's default buckets).
+pub const DURATION_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Counters in [`WorkerSlot::requests`]: one per method and status (and `other`).
+pub const REQUEST_COUNTERS: usize = METHODS.len() * (STATUSES.len() + 1);
+
+/// The index of `method` in [`METHODS`] (`OTHER` for the rest).
+pub fn method_index(method: &[u8]) -> usize {
+    METHODS[..METHODS.len() - 1]
+        .iter()
+        .position(|m| m.as_bytes() == method)
+        .unwrap_or(METHODS.len() - 1)
+}
+
+/// The index of `status` in [`STATUSES`] ([`STATUSES`]`.len()` for the rest).
+pub fn status_index(status: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|&s| s == status)
+        .unwrap_or(STATUSES.len())
+}
+
+/// The index of `status` in [`REJECTS`] (its length for the rest).
+pub fn reject_index(status: u16) -> usize {
+    REJECTS
+        .iter()
+        .position(|&s| s == status)
+        .unwrap_or(REJECTS.len())
+}
+
+/// The request counters, duration histogram and refusals of one worker (or, in the master,
+/// of the workers that exited).
+#[derive(Debug)]
+#[repr(C)]
+pub struct Counters {
+    /// Requests answered, by `method_index * (STATUSES.len() + 1) + status_index`.
+    pub requests: [AtomicU64; REQUEST_COUNTERS],
+    /// Requests by duration: bucket i counts those within DURATION_BUCKETS[i] (not
+    /// cumulative); the last one those above them all.
+    pub duration_buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    /// Sum of request durations, in microseconds.
+    pub duration_us: AtomicU64,
+    /// Requests the server refused itself, by [`reject_index`].
+    pub rejected: [AtomicU64; REJECTS.len() + 1],
+}
+
+impl Counters {
+    /// Counts one request answered with `status` after `elapsed`.
+    pub fn request(&self, method: &[u8], status: u16, elapsed: std::time::Duration) {
+        let index = method_index(method) * (STATUSES.len() + 1) + status_index(status);
+        self.requests[index].fetch_add(1, Ordering::Relaxed);
+        let seconds = elapsed.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.duration_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.duration_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one request refused by the server with `status`.
+    pub fn reject(&self, status: u16) {
+        self.rejected[reject_index(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn all(&self) -> impl Iterator<Item = &AtomicU64> {
+        self.requests
+            .iter()
+            .chain(self.duration_buckets.iter())
+            .chain(std::iter::once(&self.duration_us))
+            .chain(self.rejected.iter())
+    }
+
+    /// Zeroes every counter.
+    fn clear(&self) {
+        self.all().for_each(|c| c.store(0, Ordering::Relaxed));
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&self, other: &Counters) {
+        for (mine, theirs) in self.all().zip(other.all()) {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
+    /// Zeroed counters, in ordinary memory (the master's totals, a scrape's sums).
+    pub fn zeroed() -> Box<Counters> {
+        // SAFETY: Counters is atomics only, for which all-zero bytes are valid values.
+        unsafe { Box::new(std::mem::zeroed()) }
+    }
+}
+
 /// One worker's slot. All fields are counters or gauges; 0 everywhere means a free slot.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[repr(C, align(128))]
 pub struct WorkerSlot {
     /// The worker's pid; 0 when the slot is free.
@@ -29,6 +135,8 @@ pub struct WorkerSlot {
     pub busy: AtomicU32,
     /// Requests the worker has served (counter).
     pub requests: AtomicU64,
+    /// Requests by method, status and duration, and refusals.
+    pub counters: Counters,
 }
 
 impl WorkerSlot {
@@ -38,6 +146,7 @@ impl WorkerSlot {
         self.connections.store(0, Ordering::Relaxed);
         self.busy.store(0, Ordering::Relaxed);
         self.requests.store(0, Ordering::Relaxed);
+        self.counters.clear();
         self.pid.store(pid, Ordering::Release);
     }
 

@@ -534,6 +534,7 @@ fn accept_some(shared: &Shared, listener: usize, most: usize) {
         }
         let Some(index) = lock(&shared.free).pop() else {
             connection::refuse_overload(client.as_fd());
+            shared.ctx.count_rejected(503);
             logging::debug("worker_connections reached: answered 503");
             continue;
         };

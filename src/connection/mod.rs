@@ -104,6 +104,13 @@ pub struct Context {
 }
 
 impl Context {
+    /// Counts a request the server refused itself with `status`, on the scoreboard.
+    pub fn count_rejected(&self, status: u16) {
+        if let Some(place) = &self.place {
+            place.mine().counters.reject(status);
+        }
+    }
+
     /// Whether to close a kept-alive connection after the response being finished, so that
     /// its client reconnects to a less loaded worker: the app call just made took `call`
     /// (at least [`SHED_AFTER`]: a blocking app), every other thread of this worker is in
@@ -467,6 +474,7 @@ pub fn refuse_overload(fd: BorrowedFd<'_>) {
 /// able to read the response before the connection goes away).
 fn fail(ctx: &Context, conn: &mut Conn, reject: Reject) -> Next {
     debug_reject(conn, reject);
+    ctx.count_rejected(reject.status);
     send_error(conn.fd.as_fd(), reject.status, "", ctx.stall_timeout);
     start_linger(conn)
 }
@@ -705,6 +713,7 @@ pub fn expired(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
             },
         };
         debug_reject(conn, reject);
+        ctx.count_rejected(408);
         // Best effort and non-blocking: the timer thread must not wait on a slow client.
         let bytes = with_date(now, |date| http::error_response(408, date, ""));
         let _ = nix::sys::uio::writev(conn.fd.as_fd(), &[IoSlice::new(&bytes)]);
@@ -873,6 +882,14 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     let outcome = exchange.finish(status, finished);
     if let (Some(status), Some(why)) = (exchange.failure, exchange.body_error) {
         debug_rejected(remote_addr, remote_port, Reject { status, why });
+        ctx.count_rejected(status);
+    }
+    if let Some(place) = &ctx.place {
+        let status = exchange.proto.response().sent_status();
+        place
+            .mine()
+            .counters
+            .request(&buf_all[head.method.clone()], status, took);
     }
     if logging::access_enabled() {
         let facts = RequestFacts {

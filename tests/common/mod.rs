@@ -196,7 +196,7 @@ impl Server {
         let log = dir.join("error.log");
         let config_path = dir.join("ferricorn.yaml");
         let mut yaml = String::new();
-        if !config.contains("bind:") {
+        if !config.lines().any(|l| l.starts_with("bind:")) {
             yaml.push_str("bind: [\"127.0.0.1:0\"]\n");
         }
         yaml.push_str(&format!("errorlog: {}\n", log.display()));

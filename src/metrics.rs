@@ -1,0 +1,405 @@
+//! Metrics (`metrics_bind`): the Prometheus (OpenMetrics) text exposition of the scoreboard's
+//! counters, summed over the live workers and the totals of those that exited (so no count
+//! goes backwards), and of the master's own counts (restarts, reloads), encoded with
+//! prometheus-client; and the small non-blocking HTTP server the master's event loop runs
+//! for `GET /metrics`, so that a scrape never reaches an app's worker and never blocks the
+//! master (bounded reads, a deadline per connection, a bounded number of connections).
+
+use crate::listeners::Listener;
+use crate::scoreboard::{Counters, DURATION_BUCKETS, METHODS, REJECTS, STATUSES};
+use nix::poll::PollFlags;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Why a worker was replaced (`ferricorn_worker_restarts_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// It died without being asked to.
+    Crash,
+    /// Killed after `timeout` seconds without a heartbeat.
+    Timeout,
+    /// It asked for a replacement (max_requests, request_timeout).
+    MaxRequests,
+    /// Its resident memory passed max_worker_rss.
+    Rss,
+    /// A reload (HUP) replaced its generation.
+    Reload,
+}
+
+impl Restart {
+    /// Every reason, in label order.
+    pub const ALL: [Restart; 5] = [
+        Restart::Crash,
+        Restart::Timeout,
+        Restart::MaxRequests,
+        Restart::Rss,
+        Restart::Reload,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Restart::Crash => "crash",
+            Restart::Timeout => "timeout",
+            Restart::MaxRequests => "max_requests",
+            Restart::Rss => "rss",
+            Restart::Reload => "reload",
+        }
+    }
+}
+
+/// What one scrape shows: sums at the moment of the scrape.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Request counters of all workers, past and present.
+    pub counters: Box<Counters>,
+    /// Open connections (all workers).
+    pub connections: u64,
+    /// Threads inside the app (all workers).
+    pub threads_busy: u64,
+    /// Live workers.
+    pub workers: u64,
+    /// Restarts by [`Restart::ALL`] order.
+    pub restarts: [u64; 5],
+    /// Reloads that succeeded and that failed.
+    pub reloads: (u64, u64),
+    /// Accept queue length per TCP listener (its URL).
+    pub listen_queue: Vec<(String, u64)>,
+    /// Resident memory per worker pid, in bytes.
+    pub worker_rss: Vec<(String, u64)>,
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    values: &[(Vec<(&'static str, String)>, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in values {
+        let family = metric.encode_family(labels)?;
+        ConstCounter::new(*value).encode(family)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    values: &[(Vec<(&'static str, String)>, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in values {
+        let value = i64::try_from(*value).unwrap_or(i64::MAX);
+        if labels.is_empty() {
+            ConstGauge::new(value).encode(metric)?;
+            return Ok(());
+        }
+        ConstGauge::new(value).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Snapshot {
+    fn requests(&self) -> Vec<(Vec<(&'static str, String)>, u64)> {
+        let per_method = STATUSES.len() + 1;
+        let mut out = Vec::new();
+        for (i, c) in self.counters.requests.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            let status = STATUSES
+                .get(i % per_method)
+                .map_or("other".to_string(), |s| s.to_string());
+            let method = METHODS[i / per_method].to_string();
+            out.push((vec![("status", status), ("method", method)], n));
+        }
+        out
+    }
+
+    fn rejected(&self) -> Vec<(Vec<(&'static str, String)>, u64)> {
+        self.counters
+            .rejected
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let status = REJECTS
+                    .get(i)
+                    .map_or("other".to_string(), |s| s.to_string());
+                (vec![("status", status)], c.load(Ordering::Relaxed))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    fn histogram(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        // Per-bucket counts: the encoder makes them cumulative.
+        let mut count = 0;
+        let mut buckets = Vec::with_capacity(DURATION_BUCKETS.len() + 1);
+        for (i, c) in self.counters.duration_buckets.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            count += n;
+            let bound = DURATION_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            buckets.push((bound, n));
+        }
+        let sum = self.counters.duration_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let mut metric = encoder.encode_descriptor(
+            "ferricorn_request_duration_seconds",
+            "Time from a request's head to the end of the app's call, in seconds.",
+            None,
+            MetricType::Histogram,
+        )?;
+        metric
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let none = Vec::new;
+        counter(
+            &mut encoder,
+            "ferricorn_requests",
+            "Requests answered, by status and method, over all workers past and present.",
+            &self.requests(),
+        )?;
+        self.histogram(&mut encoder)?;
+        gauge(
+            &mut encoder,
+            "ferricorn_connections",
+            "Open client connections.",
+            &[(none(), self.connections)],
+        )?;
+        gauge(
+            &mut encoder,
+            "ferricorn_threads_busy",
+            "Worker threads inside the app.",
+            &[(none(), self.threads_busy)],
+        )?;
+        gauge(
+            &mut encoder,
+            "ferricorn_workers",
+            "Live worker processes.",
+            &[(none(), self.workers)],
+        )?;
+        let restarts: Vec<_> = Restart::ALL
+            .iter()
+            .zip(self.restarts)
+            .map(|(r, n)| (vec![("reason", r.label().to_string())], n))
+            .collect();
+        counter(
+            &mut encoder,
+            "ferricorn_worker_restarts",
+            "Workers replaced, by reason.",
+            &restarts,
+        )?;
+        counter(
+            &mut encoder,
+            "ferricorn_reloads",
+            "Reloads (HUP), by result.",
+            &[
+                (vec![("result", "success".to_string())], self.reloads.0),
+                (vec![("result", "failure".to_string())], self.reloads.1),
+            ],
+        )?;
+        counter(
+            &mut encoder,
+            "ferricorn_rejected",
+            "Requests the server answered itself with an error status.",
+            &self.rejected(),
+        )?;
+        let queues: Vec<_> = self
+            .listen_queue
+            .iter()
+            .map(|(l, n)| (vec![("listener", l.clone())], *n))
+            .collect();
+        gauge(
+            &mut encoder,
+            "ferricorn_listen_queue",
+            "Connections waiting in a TCP listener's accept queue (TCP_INFO).",
+            &queues,
+        )?;
+        let rss: Vec<_> = self
+            .worker_rss
+            .iter()
+            .map(|(pid, n)| (vec![("pid", pid.clone())], *n))
+            .collect();
+        gauge(
+            &mut encoder,
+            "ferricorn_worker_rss_bytes",
+            "Resident memory of each worker, in bytes.",
+            &rss,
+        )
+    }
+}
+
+/// `snapshot` in the Prometheus text exposition format.
+pub fn render(snapshot: Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+    text
+}
+
+/// The accept queue length of TCP listener `fd` (TCP_INFO's `tcpi_unacked` on a listening
+/// socket, tcp(7)); `None` if the call fails.
+pub fn listen_queue(fd: BorrowedFd<'_>) -> Option<u64> {
+    // SAFETY: tcp_info is plain data, for which zeroes are valid.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which is that large.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(u64::from(info.tcpi_unacked))
+}
+
+/// Most scrape connections open at once; more wait in the listener's queue.
+const MAX_CONNS: usize = 16;
+/// Longest a scrape connection may take to send its request and read the answer.
+const DEADLINE: Duration = Duration::from_secs(5);
+/// Largest request head read.
+const MAX_HEAD: usize = 8192;
+
+#[derive(Debug)]
+struct Scrape {
+    fd: OwnedFd,
+    head: Vec<u8>,
+    out: Vec<u8>,
+    sent: usize,
+    deadline: Instant,
+}
+
+/// The master's `metrics_bind` server: a listener and the scrapes in progress.
+#[derive(Debug)]
+pub struct Server {
+    listener: Listener,
+    scrapes: Vec<Scrape>,
+}
+
+impl Server {
+    /// A server on `listener` (bound by the master at startup).
+    pub fn new(listener: Listener) -> Server {
+        Server {
+            listener,
+            scrapes: Vec::new(),
+        }
+    }
+
+    /// The listener's URL, for the log.
+    pub fn url(&self) -> String {
+        self.listener.url()
+    }
+
+    /// What to poll: the listener (while there is room) and each scrape (input until its
+    /// request arrived, then output).
+    pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
+        let mut fds = Vec::new();
+        if self.scrapes.len() < MAX_CONNS {
+            fds.push((self.listener.fd.as_fd(), PollFlags::POLLIN));
+        }
+        for s in &self.scrapes {
+            let want = if s.out.is_empty() {
+                PollFlags::POLLIN
+            } else {
+                PollFlags::POLLOUT
+            };
+            fds.push((s.fd.as_fd(), want));
+        }
+        fds
+    }
+
+    /// Accepts, reads and answers without waiting; `render` makes the metrics text when a
+    /// `GET /metrics` is complete. Connections past their deadline are closed.
+    pub fn serve(&mut self, render: &mut dyn FnMut() -> String) {
+        while self.scrapes.len() < MAX_CONNS {
+            match crate::listeners::accept_client(self.listener.raw_fd()) {
+                Ok((fd, _)) => self.scrapes.push(Scrape {
+                    fd,
+                    head: Vec::new(),
+                    out: Vec::new(),
+                    sent: 0,
+                    deadline: Instant::now() + DEADLINE,
+                }),
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        self.scrapes
+            .retain_mut(|s| now < s.deadline && step(s, render));
+    }
+}
+
+/// Moves one scrape on; false once it is done (answered or broken).
+fn step(s: &mut Scrape, render: &mut dyn FnMut() -> String) -> bool {
+    if s.out.is_empty() {
+        let mut buf = [0u8; 2048];
+        loop {
+            match nix::unistd::read(&s.fd, &mut buf) {
+                Ok(0) => return false,
+                Ok(n) => s.head.extend_from_slice(&buf[..n]),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return false,
+            }
+            if s.head.len() > MAX_HEAD {
+                return false;
+            }
+        }
+        if !s.head.windows(4).any(|w| w == b"\r\n\r\n") {
+            return true;
+        }
+        s.out = answer(&s.head, render);
+    }
+    while s.sent < s.out.len() {
+        match nix::unistd::write(&s.fd, &s.out[s.sent..]) {
+            Ok(n) => s.sent += n,
+            Err(nix::errno::Errno::EAGAIN) => return true,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// The response to the request head `head`: the metrics for `GET /metrics`, else 404.
+fn answer(head: &[u8], render: &mut dyn FnMut() -> String) -> Vec<u8> {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, target) = (parts.next(), parts.next());
+    let path = target.map(|t| t.split(|&b| b == b'?').next().unwrap_or_default());
+    let (status, kind, body) = match (method, path) {
+        (Some(b"GET"), Some(b"/metrics")) => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(),
+        ),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "not found: try GET /metrics\n".into(),
+        ),
+    };
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}

@@ -1,0 +1,162 @@
+//! `metrics_bind` (issue #15): Prometheus metrics served by the master, summed over the
+//! workers past and present.
+
+mod common;
+
+use common::{booted_pids, read_response, wait_for, Server};
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// The metrics port from the master's `Metrics at:` line.
+fn metrics_port(server: &Server) -> u16 {
+    wait_for("the Metrics at: line", Duration::from_secs(20), || {
+        let log = server.log_text();
+        let line = log.lines().find(|l| l.contains("Metrics at: http://"))?;
+        let after = line.split("Metrics at: http://").nth(1)?;
+        let host_port = after.split('/').next()?;
+        host_port.rsplit(':').next()?.parse().ok()
+    })
+}
+
+/// GET `path` on the metrics port: (status, body).
+fn scrape_path(port: u16, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
+    let response = read_response(&mut BufReader::new(stream)).expect("a metrics response");
+    (response.status, response.text())
+}
+
+fn scrape(port: u16) -> String {
+    let (status, body) = scrape_path(port, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The value of the sample `series` (name and labels as printed), 0 if absent.
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+const PID_OK: &str = "ferricorn_requests_total{status=\"200\",method=\"GET\"}";
+
+fn get_pids(server: &Server, n: usize) {
+    for _ in 0..n {
+        assert_eq!(server.get("/pid").status, 200);
+    }
+}
+
+#[test]
+fn counters_equal_the_requests_across_workers_even_after_one_is_killed() {
+    let server = Server::start(
+        "chaos",
+        "bind: [\"127.0.0.1:0\"]\nworkers: 2\nmetrics_bind: 127.0.0.1:0\n",
+        &[],
+    );
+    let port = metrics_port(&server);
+    wait_for("both workers", Duration::from_secs(20), || {
+        (booted_pids(&server.log_text()).len() == 2).then_some(())
+    });
+    get_pids(&server, 50);
+    let text = scrape(port);
+    assert_eq!(sample(&text, PID_OK), 50, "{text}");
+    assert_eq!(sample(&text, "ferricorn_workers"), 2, "{text}");
+    assert!(
+        text.contains("ferricorn_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("ferricorn_listen_queue{listener="), "{text}");
+    assert!(text.contains("ferricorn_worker_rss_bytes{pid="), "{text}");
+    // Kill a worker that served some of them: its counts are kept.
+    let victim = booted_pids(&server.log_text())[0];
+    // SAFETY: kill(2) on a worker of the server this test started.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    wait_for("a replacement", Duration::from_secs(20), || {
+        (booted_pids(&server.log_text()).len() == 3).then_some(())
+    });
+    get_pids(&server, 30);
+    let text = scrape(port);
+    assert_eq!(sample(&text, PID_OK), 80, "{text}");
+    assert_eq!(
+        sample(&text, "ferricorn_worker_restarts_total{reason=\"crash\"}"),
+        1,
+        "{text}"
+    );
+    // A refused request is counted as the server's own answer.
+    let mut stream = server.connect();
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(
+        read_response(&mut BufReader::new(stream)).unwrap().status,
+        400
+    );
+    let text = scrape(port);
+    assert_eq!(
+        sample(&text, "ferricorn_rejected_total{status=\"400\"}"),
+        1,
+        "{text}"
+    );
+    assert_eq!(scrape_path(port, "/other").0, 404);
+}
+
+#[test]
+fn scrapes_answer_during_a_reload_and_count_it() {
+    let server = Server::start(
+        "chaos",
+        "bind: [\"127.0.0.1:0\"]\nworkers: 2\nmetrics_bind: 127.0.0.1:0\n",
+        &[],
+    );
+    let port = metrics_port(&server);
+    get_pids(&server, 10);
+    let first = booted_pids(&server.log_text());
+    server.signal(libc::SIGHUP);
+    // Scrape until the old workers have exited: every scrape answers, no count goes back.
+    let mut last = 0;
+    let mut scrapes = 0;
+    wait_for("the reload to finish", Duration::from_secs(30), || {
+        let text = scrape(port);
+        let served = sample(&text, PID_OK);
+        assert!(served >= last, "{served} after {last}");
+        last = served;
+        scrapes += 1;
+        let log = server.log_text();
+        first
+            .iter()
+            .all(|&pid| common::exited(&log, pid))
+            .then_some(())
+    });
+    assert!(scrapes > 0);
+    get_pids(&server, 5);
+    let text = scrape(port);
+    assert_eq!(sample(&text, PID_OK), 15, "{text}");
+    assert_eq!(
+        sample(&text, "ferricorn_reloads_total{result=\"success\"}"),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "ferricorn_worker_restarts_total{reason=\"reload\"}"),
+        2,
+        "{text}"
+    );
+}
+
+#[test]
+fn a_slow_scrape_client_does_not_stop_the_master() {
+    let server = Server::start(
+        "chaos",
+        "bind: [\"127.0.0.1:0\"]\nworkers: 1\nmetrics_bind: 127.0.0.1:0\n",
+        &[],
+    );
+    let port = metrics_port(&server);
+    // Half a request, never finished: the master goes on (another scrape is answered,
+    // and the server keeps serving).
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled.write_all(b"GET /metr").unwrap();
+    assert!(scrape(port).contains("ferricorn_workers 1"));
+    assert_eq!(server.get("/pid").status, 200);
+}
