@@ -144,7 +144,8 @@ fn gunicorn_settings_are_recognised_and_the_readme_table_is_current() {
             "gthread",
             "the thread pool is the only worker type",
         ),
-        ("statsd_host", "localhost:8125", "does not have yet"),
+        ("statsd_host", "localhost:8125", "set `metrics_bind`"),
+        ("control_socket", "/run/g.ctl", "does not have yet"),
         ("wsgi_app", "app:app", "here it is `app.path`"),
     ] {
         let file = dir.join(format!("{key}.yaml"));
