@@ -100,6 +100,11 @@ fn overrides(matches: &ArgMatches, cli: &Cli) -> Result<Overrides, String> {
 
 /// Runs ferricorn with the process arguments; returns the exit status.
 pub fn main() -> i32 {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "ctl") {
+        // `ferricorn ctl ...`: the control-socket client (its own arguments).
+        return crate::control::ctl_main(args[1..].to_vec());
+    }
     let matches = command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

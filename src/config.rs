@@ -145,6 +145,10 @@ settings! {
         doc: "Most bytes of a request head (request-line and field lines with their CRLFs) and of a trailer section; more gets 431." },
     MetricsBind => Setting { name: "metrics_bind", flag: "metrics-bind", short: None, kind: Kind::Text, default: "null",
         doc: "Serve Prometheus metrics at `GET /metrics` on this address (`HOST:PORT` or `unix:PATH`), from the master process, never from a worker; unset = off. Bound at startup (a reload does not move it)." },
+    ControlSocket => Setting { name: "control_socket", flag: "control-socket", short: None, kind: Kind::Text, default: "null",
+        doc: "Unix socket path where the master takes `ferricorn ctl` commands (gunicorn's control socket and command names); unset = off. Bound at startup." },
+    ControlSocketMode => Setting { name: "control_socket_mode", flag: "control-socket-mode", short: None, kind: Kind::Umask, default: "\"600\"",
+        doc: "File mode of `control_socket`, in octal (gunicorn's `control_socket_mode`): who may steer the server." },
     Pidfile => Setting { name: "pidfile", flag: "pid", short: Some('p'), kind: Kind::Text, default: "null",
         doc: "File the master writes its PID to (removed at exit)." },
     User => Setting { name: "user", flag: "user", short: Some('u'), kind: Kind::Account { group: false }, default: "null",
@@ -236,6 +240,10 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
     /// `metrics_bind`: where the master serves `GET /metrics`; `None` = off.
     pub metrics_bind: Option<Address>,
+    /// `control_socket`: the master's command socket; `None` = off.
+    pub control_socket: Option<PathBuf>,
+    /// `control_socket_mode`: its file mode bits.
+    pub control_socket_mode: u32,
     /// `user`: uid the workers switch to; `None` = unchanged.
     pub user: Option<u32>,
     /// `group`: gid the workers switch to; `None` = unchanged.
@@ -736,6 +744,11 @@ impl Config {
             limit_request_body: Some(r.int(Key::LimitRequestBody)).filter(|&n| n > 0),
             limit_request_head: r.int(Key::LimitRequestHead) as usize,
             pidfile: r.text(Key::Pidfile).map(PathBuf::from),
+            control_socket: r.text(Key::ControlSocket).map(PathBuf::from),
+            control_socket_mode: r
+                .text(Key::ControlSocketMode)
+                .and_then(|t| parse_umask(&t))
+                .unwrap_or(0o600),
             metrics_bind: r
                 .text(Key::MetricsBind)
                 .map(|t| Address::parse(&t))

@@ -156,9 +156,9 @@ pub const GUNICORN_SETTINGS: &[(&str, Option<Instead>)] = &[
     ("dirty_post_fork", Some(DIRTY)),
     ("dirty_worker_init", Some(DIRTY)),
     ("dirty_worker_exit", Some(DIRTY)),
-    ("control_socket", Some(NotYet("a control socket with gunicorn's commands is planned; signals do the same today (see \"Signals\")"))),
-    ("control_socket_mode", Some(NotYet("see `control_socket`"))),
-    ("control_socket_disable", Some(NotYet("see `control_socket`"))),
+    ("control_socket", None),
+    ("control_socket_mode", None),
+    ("control_socket_disable", Some(NotNeeded("the control socket is off unless `control_socket` is set"))),
 ];
 
 /// For a key ferricorn does not have: if it is a gunicorn setting, why it is not here and

@@ -8,7 +8,7 @@
 //! ([`gateway`]). Settings live in [`config`] (gunicorn's names it does not have in
 //! [`gunicorn`]); logs in [`logging`] and [`access_log`]; the command line in [`cli`];
 //! privileges, environment and process titles in [`process`]; the systemd protocol in
-//! [`systemd`]; the USR2 binary upgrade in [`upgrade`]; Prometheus metrics in [`metrics`].
+//! [`systemd`]; the USR2 binary upgrade in [`upgrade`]; Prometheus metrics in [`metrics`]; the control socket in [`control`].
 
 #![warn(
     missing_docs,
@@ -20,6 +20,7 @@ pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod forwarded;
 pub mod gateway;
 pub mod gunicorn;

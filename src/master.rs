@@ -7,6 +7,7 @@
 //! A reload bumps the generation; old workers are retired one by one as new ones report ready.
 
 use crate::config::{self, Config, Overrides};
+use crate::control::{self, Command, Stop};
 use crate::gateway;
 use crate::listeners::{self, Listener};
 use crate::logging;
@@ -221,7 +222,11 @@ struct Master {
     /// When the workers' RSS was last read (max_worker_rss).
     last_rss_check: Instant,
     /// `metrics_bind`'s server, if set and bound.
-    metrics: Option<metrics::Server>,
+    metrics: Option<control::Server>,
+    /// `control_socket`'s server, if set.
+    control: Option<control::Server>,
+    /// When the master started (for `show stats`).
+    started: Instant,
     /// When binding `metrics_bind` was last tried.
     last_metrics_bind: Instant,
     /// The request counters of the workers that exited (so no count goes backwards).
@@ -278,6 +283,16 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
         .metrics_bind
         .as_ref()
         .and_then(|a| bind_metrics(a, true));
+    let control = match &config.control_socket {
+        None => None,
+        Some(path) => match bind_control(path, config.control_socket_mode) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                logging::critical(format_args!("control_socket: {e}"));
+                return 1;
+            }
+        },
+    };
     let mut master = Master {
         desired: config.workers,
         config,
@@ -300,6 +315,8 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
         watchdog: systemd::Watchdog::from_env(),
         last_rss_check: Instant::now(),
         metrics,
+        control,
+        started: Instant::now(),
         last_metrics_bind: Instant::now(),
         retired: Counters::zeroed(),
         restarts: [0; 5],
@@ -329,6 +346,7 @@ impl Master {
             self.handle_signals();
             self.read_reports();
             self.serve_metrics();
+            self.serve_control();
             if let Some(code) = self.reap() {
                 self.stop(Signal::SIGTERM, self.config.graceful_timeout);
                 self.finish_stop();
@@ -352,7 +370,7 @@ impl Master {
                 .filter_map(|w| w.report.as_ref())
                 .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
         );
-        if let Some(server) = &self.metrics {
+        for server in self.metrics.iter().chain(self.control.iter()) {
             fds.extend(
                 server
                     .poll_fds()
@@ -640,8 +658,153 @@ impl Master {
         let Some(mut server) = self.metrics.take() else {
             return;
         };
-        server.serve(&mut || metrics::render(self.snapshot()));
+        server.serve(metrics::head_complete, &mut |head| {
+            metrics::answer(head, &mut || metrics::render(self.snapshot()))
+        });
         self.metrics = Some(server);
+    }
+
+    /// Moves the control socket's commands on, without waiting.
+    fn serve_control(&mut self) {
+        let Some(mut server) = self.control.take() else {
+            return;
+        };
+        server.serve(control::line_complete, &mut |line| self.command(line));
+        self.control = Some(server);
+    }
+
+    /// Runs one control-socket command line; the JSON answer.
+    fn command(&mut self, line: &[u8]) -> Vec<u8> {
+        let line = String::from_utf8_lossy(line);
+        let command = match control::parse(&line) {
+            Ok(c) => c,
+            Err(e) => return control::error(&e),
+        };
+        let shows = matches!(
+            command,
+            Command::ShowWorkers
+                | Command::ShowStats
+                | Command::ShowListeners
+                | Command::ShowConfig
+        );
+        if self.stop_deadline.is_some() && !shows {
+            return control::error("the server is stopping");
+        }
+        if !shows {
+            logging::info(format_args!("Control socket: {}", line.trim()));
+        }
+        match command {
+            Command::ShowWorkers => control::ok(self.workers_json()),
+            Command::ShowStats => control::ok(self.stats_json()),
+            Command::ShowListeners => control::ok(self.listeners_json()),
+            Command::ShowConfig => control::ok(serde_json::Value::String(self.config.to_yaml())),
+            Command::WorkerAdd(n) => {
+                self.desired += n;
+                control::ok(serde_json::json!({ "workers": self.desired }))
+            }
+            Command::WorkerRemove(n) => {
+                self.desired = self.desired.saturating_sub(n).max(1);
+                control::ok(serde_json::json!({ "workers": self.desired }))
+            }
+            Command::WorkerKill(pid) => {
+                let pid = Pid::from_raw(pid);
+                if !self.workers.contains_key(&pid) {
+                    return control::error(&format!("no worker with pid {pid}"));
+                }
+                self.retire(pid);
+                control::ok(serde_json::json!({ "stopping": pid.as_raw() }))
+            }
+            Command::Reload => {
+                let before = self.reloads;
+                self.reload();
+                match self.reloads.0 > before.0 {
+                    true => control::ok(serde_json::json!({ "generation": self.generation })),
+                    false => control::error(
+                        "reload failed: the current workers keep serving (see the error log)",
+                    ),
+                }
+            }
+            Command::Reopen => {
+                logging::reopen(&self.config.log_targets());
+                self.signal_all(Signal::SIGUSR1);
+                control::ok(serde_json::json!("reopened"))
+            }
+            Command::Shutdown(how) => {
+                match how {
+                    Stop::Graceful => self.stop(Signal::SIGTERM, self.config.graceful_timeout),
+                    Stop::Quick => self.stop(Signal::SIGQUIT, QUICK_STOP),
+                }
+                control::ok(serde_json::json!("stopping"))
+            }
+        }
+    }
+
+    fn workers_json(&self) -> serde_json::Value {
+        let now = Instant::now();
+        let board = self.scoreboard.as_ref();
+        let rows: Vec<serde_json::Value> = self
+            .workers
+            .iter()
+            .map(|(pid, w)| {
+                let slot = board.and_then(|b| b.slot(w.slot?)).filter(|s| s.in_use());
+                let load = |f: fn(&crate::scoreboard::WorkerSlot) -> u64| slot.map_or(0, f);
+                serde_json::json!({
+                    "pid": pid.as_raw(),
+                    "generation": w.generation,
+                    "state": state_name(w.state),
+                    "age_seconds": now.duration_since(w.started).as_secs(),
+                    "requests": load(|s| s.requests.load(Ordering::Relaxed)),
+                    "threads_busy": load(|s| u64::from(s.busy.load(Ordering::Relaxed))),
+                    "threads": load(|s| u64::from(s.threads.load(Ordering::Relaxed))),
+                    "connections": load(|s| u64::from(s.connections.load(Ordering::Relaxed))),
+                    "rss_bytes": process::resident_bytes(*pid).unwrap_or(0),
+                    "heartbeat_seconds_ago": now.duration_since(w.last_seen).as_secs_f64(),
+                })
+            })
+            .collect();
+        serde_json::Value::Array(rows)
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        let snapshot = self.snapshot();
+        let requests: u64 = snapshot
+            .counters
+            .requests
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        let restarts: serde_json::Map<String, serde_json::Value> = Restart::ALL
+            .iter()
+            .zip(snapshot.restarts)
+            .map(|(r, n)| (r.label().to_string(), n.into()))
+            .collect();
+        serde_json::json!({
+            "pid": self.pid.as_raw(),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "generation": self.generation,
+            "workers": snapshot.workers,
+            "workers_wanted": self.desired,
+            "requests": requests,
+            "connections": snapshot.connections,
+            "threads_busy": snapshot.threads_busy,
+            "restarts": restarts,
+            "reloads": { "success": snapshot.reloads.0, "failure": snapshot.reloads.1 },
+        })
+    }
+
+    fn listeners_json(&self) -> serde_json::Value {
+        let rows: Vec<serde_json::Value> = self
+            .listeners
+            .iter()
+            .map(|l| {
+                let queue = l
+                    .is_tcp
+                    .then(|| metrics::listen_queue(l.fd.as_fd()))
+                    .flatten();
+                serde_json::json!({ "url": l.url(), "fd": l.raw_fd(), "listen_queue": queue })
+            })
+            .collect();
+        serde_json::Value::Array(rows)
     }
 
     /// The metrics now: the live workers' slots plus the retired totals, and the master's
@@ -788,8 +951,9 @@ impl Master {
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 drop(report_read);
-                // The metrics listener and scrapes are the master's alone.
+                // The metrics and control listeners are the master's alone.
                 drop(self.metrics.take());
+                drop(self.control.take());
                 self.signals.forget_in_child();
                 let code =
                     worker::run(&self.config, &self.listeners, report_write, self.pid, place);
@@ -947,7 +1111,32 @@ impl Master {
         for listener in &self.listeners {
             listeners::unlink(listener);
         }
+        if let Some(server) = &self.control {
+            listeners::unlink(server.listener());
+        }
     }
+}
+
+/// `show workers`' name for a state.
+fn state_name(state: WorkerState) -> &'static str {
+    match state {
+        WorkerState::Booting => "booting",
+        WorkerState::Ready => "ready",
+        WorkerState::Leaving => "leaving",
+        WorkerState::Stopping { .. } => "stopping",
+    }
+}
+
+/// Binds `control_socket` at `path` with file mode `mode`. Errors name the path.
+fn bind_control(path: &std::path::Path, mode: u32) -> Result<control::Server, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let address = listeners::Address::Unix(path.to_path_buf());
+    let listener = listeners::bind_listener(&address, 16, false)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+    let server = control::Server::new(listener);
+    logging::info(format_args!("Control socket at: {}", server.url()));
+    Ok(server)
 }
 
 /// A worker as [`plan`] sees it.
@@ -1051,10 +1240,10 @@ fn plan(workers: &[WorkerView], wanted: &Wanted) -> Vec<Action> {
 
 /// Binds `metrics_bind` at `address`; on failure logs why (if `first`, the first attempt)
 /// and returns `None`: the master serves on and tries again each second.
-fn bind_metrics(address: &listeners::Address, first: bool) -> Option<metrics::Server> {
+fn bind_metrics(address: &listeners::Address, first: bool) -> Option<control::Server> {
     match listeners::bind_listener(address, 64, false) {
         Ok(listener) => {
-            let server = metrics::Server::new(listener);
+            let server = control::Server::new(listener);
             logging::info(format_args!("Metrics at: {}/metrics", server.url()));
             Some(server)
         }

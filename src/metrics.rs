@@ -1,22 +1,18 @@
 //! Metrics (`metrics_bind`): the Prometheus (OpenMetrics) text exposition of the scoreboard's
 //! counters, summed over the live workers and the totals of those that exited (so no count
 //! goes backwards), and of the master's own counts (restarts, reloads), encoded with
-//! prometheus-client; and the small non-blocking HTTP server the master's event loop runs
-//! for `GET /metrics`, so that a scrape never reaches an app's worker and never blocks the
-//! master (bounded reads, a deadline per connection, a bounded number of connections).
+//! prometheus-client; and the answer to `GET /metrics`, which the master's event loop
+//! serves through [`crate::control::Server`] (never an app's worker, never blocking).
 
-use crate::listeners::Listener;
 use crate::scoreboard::{Counters, DURATION_BUCKETS, METHODS, REJECTS, STATUSES};
-use nix::poll::PollFlags;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 /// Why a worker was replaced (`ferricorn_worker_restarts_total{reason}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,116 +267,13 @@ pub fn listen_queue(fd: BorrowedFd<'_>) -> Option<u64> {
     (rc == 0).then_some(u64::from(info.tcpi_unacked))
 }
 
-/// Most scrape connections open at once; more wait in the listener's queue.
-const MAX_CONNS: usize = 16;
-/// Longest a scrape connection may take to send its request and read the answer.
-const DEADLINE: Duration = Duration::from_secs(5);
-/// Largest request head read.
-const MAX_HEAD: usize = 8192;
-
-#[derive(Debug)]
-struct Scrape {
-    fd: OwnedFd,
-    head: Vec<u8>,
-    out: Vec<u8>,
-    sent: usize,
-    deadline: Instant,
-}
-
-/// The master's `metrics_bind` server: a listener and the scrapes in progress.
-#[derive(Debug)]
-pub struct Server {
-    listener: Listener,
-    scrapes: Vec<Scrape>,
-}
-
-impl Server {
-    /// A server on `listener` (bound by the master at startup).
-    pub fn new(listener: Listener) -> Server {
-        Server {
-            listener,
-            scrapes: Vec::new(),
-        }
-    }
-
-    /// The listener's URL, for the log.
-    pub fn url(&self) -> String {
-        self.listener.url()
-    }
-
-    /// What to poll: the listener (while there is room) and each scrape (input until its
-    /// request arrived, then output).
-    pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
-        let mut fds = Vec::new();
-        if self.scrapes.len() < MAX_CONNS {
-            fds.push((self.listener.fd.as_fd(), PollFlags::POLLIN));
-        }
-        for s in &self.scrapes {
-            let want = if s.out.is_empty() {
-                PollFlags::POLLIN
-            } else {
-                PollFlags::POLLOUT
-            };
-            fds.push((s.fd.as_fd(), want));
-        }
-        fds
-    }
-
-    /// Accepts, reads and answers without waiting; `render` makes the metrics text when a
-    /// `GET /metrics` is complete. Connections past their deadline are closed.
-    pub fn serve(&mut self, render: &mut dyn FnMut() -> String) {
-        while self.scrapes.len() < MAX_CONNS {
-            match crate::listeners::accept_client(self.listener.raw_fd()) {
-                Ok((fd, _)) => self.scrapes.push(Scrape {
-                    fd,
-                    head: Vec::new(),
-                    out: Vec::new(),
-                    sent: 0,
-                    deadline: Instant::now() + DEADLINE,
-                }),
-                Err(_) => break,
-            }
-        }
-        let now = Instant::now();
-        self.scrapes
-            .retain_mut(|s| now < s.deadline && step(s, render));
-    }
-}
-
-/// Moves one scrape on; false once it is done (answered or broken).
-fn step(s: &mut Scrape, render: &mut dyn FnMut() -> String) -> bool {
-    if s.out.is_empty() {
-        let mut buf = [0u8; 2048];
-        loop {
-            match nix::unistd::read(&s.fd, &mut buf) {
-                Ok(0) => return false,
-                Ok(n) => s.head.extend_from_slice(&buf[..n]),
-                Err(nix::errno::Errno::EAGAIN) => break,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => return false,
-            }
-            if s.head.len() > MAX_HEAD {
-                return false;
-            }
-        }
-        if !s.head.windows(4).any(|w| w == b"\r\n\r\n") {
-            return true;
-        }
-        s.out = answer(&s.head, render);
-    }
-    while s.sent < s.out.len() {
-        match nix::unistd::write(&s.fd, &s.out[s.sent..]) {
-            Ok(n) => s.sent += n,
-            Err(nix::errno::Errno::EAGAIN) => return true,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return false,
-        }
-    }
-    false
+/// Whether `input` holds a complete HTTP request head.
+pub fn head_complete(input: &[u8]) -> bool {
+    input.windows(4).any(|w| w == b"\r\n\r\n")
 }
 
 /// The response to the request head `head`: the metrics for `GET /metrics`, else 404.
-fn answer(head: &[u8], render: &mut dyn FnMut() -> String) -> Vec<u8> {
+pub fn answer(head: &[u8], render: &mut dyn FnMut() -> String) -> Vec<u8> {
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
     let (method, target) = (parts.next(), parts.next());

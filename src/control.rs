@@ -1,0 +1,400 @@
+//! The master's control plane: `control_socket` (gunicorn's control socket and its command
+//! names, steered with `ferricorn ctl`) and the non-blocking [`Server`] that both it and
+//! `metrics_bind` run in the master's event loop: bounded reads, a deadline per connection
+//! and a bounded number of connections, so a slow or hostile client never blocks the master.
+//!
+//! The protocol on the control socket: one command line in, one JSON document out
+//! (`{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`), then the master
+//! closes the connection.
+
+use crate::listeners::Listener;
+use nix::poll::PollFlags;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Most connections served at once; more wait in the listener's queue.
+const MAX_CONNS: usize = 16;
+/// Longest a connection may take to send its request and read the answer.
+const DEADLINE: Duration = Duration::from_secs(5);
+/// Largest request read.
+const MAX_REQUEST: usize = 8192;
+
+#[derive(Debug)]
+struct Conn {
+    fd: OwnedFd,
+    input: Vec<u8>,
+    out: Vec<u8>,
+    sent: usize,
+    deadline: Instant,
+}
+
+/// A listener of the master's and the requests in progress on it.
+#[derive(Debug)]
+pub struct Server {
+    listener: Listener,
+    conns: Vec<Conn>,
+}
+
+impl Server {
+    /// A server on `listener`.
+    pub fn new(listener: Listener) -> Server {
+        Server {
+            listener,
+            conns: Vec::new(),
+        }
+    }
+
+    /// The listener's URL, for the log.
+    pub fn url(&self) -> String {
+        self.listener.url()
+    }
+
+    /// The listener.
+    pub fn listener(&self) -> &Listener {
+        &self.listener
+    }
+
+    /// What to poll: the listener (while there is room) and each connection (input until
+    /// its request is complete, then output).
+    pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
+        let mut fds = Vec::new();
+        if self.conns.len() < MAX_CONNS {
+            fds.push((self.listener.fd.as_fd(), PollFlags::POLLIN));
+        }
+        for c in &self.conns {
+            let want = match c.out.is_empty() {
+                true => PollFlags::POLLIN,
+                false => PollFlags::POLLOUT,
+            };
+            fds.push((c.fd.as_fd(), want));
+        }
+        fds
+    }
+
+    /// Accepts, reads and answers without waiting: once `complete(input)` says a request is
+    /// in, `answer(input)` makes the bytes to send; the connection closes once they are
+    /// sent, or at its deadline.
+    pub fn serve(&mut self, complete: fn(&[u8]) -> bool, answer: &mut dyn FnMut(&[u8]) -> Vec<u8>) {
+        while self.conns.len() < MAX_CONNS {
+            match crate::listeners::accept_client(self.listener.raw_fd()) {
+                Ok((fd, _)) => self.conns.push(Conn {
+                    fd,
+                    input: Vec::new(),
+                    out: Vec::new(),
+                    sent: 0,
+                    deadline: Instant::now() + DEADLINE,
+                }),
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        self.conns
+            .retain_mut(|c| now < c.deadline && step(c, complete, answer));
+    }
+}
+
+/// Moves one connection on; false once it is done (answered or broken).
+fn step(
+    c: &mut Conn,
+    complete: fn(&[u8]) -> bool,
+    answer: &mut dyn FnMut(&[u8]) -> Vec<u8>,
+) -> bool {
+    if c.out.is_empty() {
+        let mut buf = [0u8; 2048];
+        loop {
+            match nix::unistd::read(&c.fd, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => c.input.extend_from_slice(&buf[..n]),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return false,
+            }
+            if c.input.len() > MAX_REQUEST {
+                return false;
+            }
+        }
+        if !complete(&c.input) {
+            return true;
+        }
+        c.out = answer(&c.input);
+        if c.out.is_empty() {
+            return false;
+        }
+    }
+    while c.sent < c.out.len() {
+        match nix::unistd::write(&c.fd, &c.out[c.sent..]) {
+            Ok(n) => c.sent += n,
+            Err(nix::errno::Errno::EAGAIN) => return true,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Whether `input` holds a complete command line.
+pub fn line_complete(input: &[u8]) -> bool {
+    input.contains(&b'\n')
+}
+
+/// How `shutdown` stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// As TERM: in-flight requests finish within graceful_timeout.
+    Graceful,
+    /// As INT: at once.
+    Quick,
+}
+
+/// A control-socket command (gunicorn's `gunicornc` names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `show workers`: each worker's pid, generation, state, age, requests, busy threads,
+    /// connections, RSS and last heartbeat.
+    ShowWorkers,
+    /// `show stats`: totals over the server.
+    ShowStats,
+    /// `show listeners`: the listening sockets and their accept queues.
+    ShowListeners,
+    /// `show config`: the effective configuration (YAML).
+    ShowConfig,
+    /// `worker add [N]`: N more workers (as TTIN N times).
+    WorkerAdd(usize),
+    /// `worker remove [N]`: N fewer, at least one left (as TTOU).
+    WorkerRemove(usize),
+    /// `worker kill PID`: stop that worker gracefully (TERM); it is replaced.
+    WorkerKill(i32),
+    /// `reload`: as HUP.
+    Reload,
+    /// `reopen`: as USR1 (reopen the log files).
+    Reopen,
+    /// `shutdown [graceful|quick]`: as TERM or INT.
+    Shutdown(Stop),
+}
+
+/// Parses one command line. Errors: a one-line message naming what was not understood.
+pub fn parse(line: &str) -> Result<Command, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let count = |w: Option<&&str>| -> Result<usize, String> {
+        match w {
+            None => Ok(1),
+            Some(n) => n
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("`{n}` is not a positive count")),
+        }
+    };
+    match words.as_slice() {
+        ["show", "workers"] => Ok(Command::ShowWorkers),
+        ["show", "stats"] => Ok(Command::ShowStats),
+        ["show", "listeners"] => Ok(Command::ShowListeners),
+        ["show", "config"] => Ok(Command::ShowConfig),
+        ["worker", "add", rest @ ..] if rest.len() <= 1 => {
+            Ok(Command::WorkerAdd(count(rest.first())?))
+        }
+        ["worker", "remove", rest @ ..] if rest.len() <= 1 => {
+            Ok(Command::WorkerRemove(count(rest.first())?))
+        }
+        ["worker", "kill", pid] => pid
+            .parse()
+            .map(Command::WorkerKill)
+            .map_err(|_| format!("`{pid}` is not a pid")),
+        ["reload"] => Ok(Command::Reload),
+        ["reopen"] => Ok(Command::Reopen),
+        ["shutdown"] | ["shutdown", "graceful"] => Ok(Command::Shutdown(Stop::Graceful)),
+        ["shutdown", "quick"] => Ok(Command::Shutdown(Stop::Quick)),
+        _ => Err(format!(
+            "unknown command `{}`: try show workers|stats|listeners|config, worker add|remove [N], worker kill PID, reload, reopen, shutdown [graceful|quick]",
+            line.trim()
+        )),
+    }
+}
+
+/// The JSON answer for a command's `result`.
+pub fn ok(result: serde_json::Value) -> Vec<u8> {
+    let mut out = serde_json::json!({ "ok": true, "result": result }).to_string();
+    out.push('\n');
+    out.into_bytes()
+}
+
+/// The JSON answer for a refused command.
+pub fn error(message: &str) -> Vec<u8> {
+    let mut out = serde_json::json!({ "ok": false, "error": message }).to_string();
+    out.push('\n');
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gunicorns_command_names_parse() {
+        assert_eq!(parse("show workers\n"), Ok(Command::ShowWorkers));
+        assert_eq!(parse("worker add"), Ok(Command::WorkerAdd(1)));
+        assert_eq!(parse("worker remove 3"), Ok(Command::WorkerRemove(3)));
+        assert_eq!(parse("worker kill 42"), Ok(Command::WorkerKill(42)));
+        assert_eq!(parse("shutdown"), Ok(Command::Shutdown(Stop::Graceful)));
+        assert_eq!(parse("shutdown quick"), Ok(Command::Shutdown(Stop::Quick)));
+        assert!(parse("worker add zero").unwrap_err().contains("zero"));
+        assert!(parse("worker add 0").is_err());
+        assert!(parse("restart")
+            .unwrap_err()
+            .starts_with("unknown command `restart`"));
+    }
+}
+
+/// `ferricorn ctl`: sends one command to a running master's control socket and prints the
+/// answer.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "ferricorn ctl",
+    about = "Steer a running ferricorn through its control_socket"
+)]
+pub struct Ctl {
+    /// The master's `control_socket`.
+    #[arg(
+        short = 's',
+        long = "socket",
+        value_name = "PATH",
+        default_value = "ferricorn.ctl"
+    )]
+    pub socket: std::path::PathBuf,
+    /// Print the answer as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The command: show workers|stats|listeners|config, worker add|remove [N], worker kill
+    /// PID, reload, reopen, shutdown [graceful|quick].
+    #[arg(required = true, num_args = 1.., value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Runs `ferricorn ctl ARGS`; returns the exit status (0 done, 1 refused or unreachable,
+/// 2 bad arguments).
+pub fn ctl_main(args: Vec<std::ffi::OsString>) -> i32 {
+    use clap::Parser;
+    let ctl = match Ctl::try_parse_from(args) {
+        Ok(ctl) => ctl,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let line = ctl.command.join(" ");
+    let answer = match ask(&ctl.socket, &line) {
+        Ok(answer) => answer,
+        Err(e) => {
+            eprintln!("ferricorn ctl: {}: {e}", ctl.socket.display());
+            return 1;
+        }
+    };
+    let ok = answer["ok"].as_bool() == Some(true);
+    if ctl.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        );
+    } else if ok {
+        print!("{}", render(&line, &answer["result"]));
+    } else {
+        eprintln!(
+            "ferricorn ctl: {}",
+            answer["error"].as_str().unwrap_or("refused")
+        );
+    }
+    if ok {
+        0
+    } else {
+        1
+    }
+}
+
+/// Sends `line` to the socket at `path` and reads the JSON answer (10 s at most).
+fn ask(path: &std::path::Path, line: &str) -> Result<serde_json::Value, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| format!("unreadable answer ({e}): {text}"))
+}
+
+/// The human-readable form of a command's result.
+fn render(line: &str, result: &serde_json::Value) -> String {
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        serde_json::Value::Number(n) if n.is_f64() => format!("{:.1}", n.as_f64().unwrap_or(0.0)),
+        other => other.to_string(),
+    };
+    match (line.trim(), result) {
+        ("show config", serde_json::Value::String(yaml)) => yaml.clone(),
+        (_, serde_json::Value::Array(rows)) => table(rows, &cell),
+        (_, serde_json::Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::Object(inner) => {
+                    let parts: Vec<String> = inner
+                        .iter()
+                        .map(|(ik, iv)| format!("{ik}={}", cell(iv)))
+                        .collect();
+                    format!("{k}: {}\n", parts.join(" "))
+                }
+                _ => format!("{k}: {}\n", cell(v)),
+            })
+            .collect(),
+        (_, other) => format!("{}\n", cell(other)),
+    }
+}
+
+/// `rows` (objects with the same keys) as an aligned table with a header.
+fn table(rows: &[serde_json::Value], cell: &dyn Fn(&serde_json::Value) -> String) -> String {
+    let Some(serde_json::Value::Object(first)) = rows.first() else {
+        return String::new();
+    };
+    let keys: Vec<&String> = first.keys().collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| keys.iter().map(|k| cell(&r[k.as_str()])).collect())
+        .collect();
+    let widths: Vec<usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            cells
+                .iter()
+                .map(|r| r[i].len())
+                .chain([k.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |values: Vec<&str>| -> String {
+        let padded: Vec<String> = values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(
+        keys.iter()
+            .map(|k| k.to_uppercase())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    );
+    for row in &cells {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
