@@ -757,6 +757,8 @@ impl Master {
                     "threads_busy": load(|s| u64::from(s.busy.load(Ordering::Relaxed))),
                     "threads": load(|s| u64::from(s.threads.load(Ordering::Relaxed))),
                     "connections": load(|s| u64::from(s.connections.load(Ordering::Relaxed))),
+                    "bytes_in": load(|s| s.counters.bytes_in.load(Ordering::Relaxed)),
+                    "bytes_out": load(|s| s.counters.bytes_out.load(Ordering::Relaxed)),
                     "rss_bytes": process::resident_bytes(*pid).unwrap_or(0),
                     "heartbeat_seconds_ago": now.duration_since(w.last_seen).as_secs_f64(),
                 })
@@ -787,6 +789,8 @@ impl Master {
             "requests": requests,
             "connections": snapshot.connections,
             "threads_busy": snapshot.threads_busy,
+            "bytes_in": snapshot.counters.bytes_in.load(Ordering::Relaxed),
+            "bytes_out": snapshot.counters.bytes_out.load(Ordering::Relaxed),
             "restarts": restarts,
             "reloads": { "success": snapshot.reloads.0, "failure": snapshot.reloads.1 },
         })

@@ -80,8 +80,10 @@ fn counter(
 ) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, value) in values {
-        let family = metric.encode_family(labels)?;
-        ConstCounter::new(*value).encode(family)?;
+        if labels.is_empty() {
+            return ConstCounter::new(*value).encode(metric);
+        }
+        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
     }
     Ok(())
 }
@@ -169,6 +171,19 @@ impl Collector for Snapshot {
             &self.requests(),
         )?;
         self.histogram(&mut encoder)?;
+        let bytes = |c: &std::sync::atomic::AtomicU64| [(Vec::new(), c.load(Ordering::Relaxed))];
+        counter(
+            &mut encoder,
+            "ferricorn_received_bytes",
+            "Bytes received from clients.",
+            &bytes(&self.counters.bytes_in),
+        )?;
+        counter(
+            &mut encoder,
+            "ferricorn_sent_bytes",
+            "Bytes sent to clients (the server's own error answers aside).",
+            &bytes(&self.counters.bytes_out),
+        )?;
         gauge(
             &mut encoder,
             "ferricorn_connections",

@@ -72,6 +72,10 @@ pub struct Counters {
     pub duration_us: AtomicU64,
     /// Requests the server refused itself, by [`reject_index`].
     pub rejected: [AtomicU64; REJECTS.len() + 1],
+    /// Bytes received from clients.
+    pub bytes_in: AtomicU64,
+    /// Bytes sent to clients.
+    pub bytes_out: AtomicU64,
 }
 
 impl Counters {
@@ -100,6 +104,7 @@ impl Counters {
             .chain(self.duration_buckets.iter())
             .chain(std::iter::once(&self.duration_us))
             .chain(self.rejected.iter())
+            .chain([&self.bytes_in, &self.bytes_out])
     }
 
     /// Zeroes every counter.

@@ -230,7 +230,16 @@ fn max_requests_recycles_workers_without_failed_requests() {
 
 #[test]
 fn max_worker_rss_recycles_a_leaking_worker_without_failed_requests() {
-    let server = Server::start("chaos", "workers: 1\nmax_worker_rss: 48\n", &[]);
+    let dir = common::scratch_dir();
+    let socket = dir.join("ctl");
+    let server = Server::start(
+        "chaos",
+        &format!(
+            "workers: 1\nmax_worker_rss: 48\ncontrol_socket: {}\n",
+            socket.display()
+        ),
+        &[],
+    );
     let first = booted_pids(&server.log_text())[0];
     // A worker of a few MiB stays: readings below the limit change nothing.
     std::thread::sleep(Duration::from_millis(2500));
@@ -248,6 +257,15 @@ fn max_worker_rss_recycles_a_leaking_worker_without_failed_requests() {
         "{log}"
     );
     assert_eq!(booted_pids(&log).len(), 2, "one replacement: {log}");
+    // Counted with reason rss.
+    let out = std::process::Command::new(common::binary())
+        .args(["ctl", "-s"])
+        .arg(&socket)
+        .args(["show", "stats"])
+        .output()
+        .unwrap();
+    let stats = String::from_utf8_lossy(&out.stdout);
+    assert!(stats.contains(" rss=1 "), "{stats}");
 }
 
 #[test]

@@ -178,6 +178,16 @@ unsafe extern "C" fn cb_log(_ctx: *mut c_void, level: i32, message: FcStr) {
     });
 }
 
+impl Exchange<'_> {
+    /// [`Backlog::send`], counting the bytes sent.
+    fn send_backlog(&mut self) -> nix::Result<bool> {
+        let before = self.backlog.len();
+        let result = self.backlog.send(self.fd);
+        self.ctx.count_bytes(0, before - self.backlog.len());
+        result
+    }
+}
+
 /// Writes as much of `data` as the socket takes now: the byte count (0 when it is full).
 /// Errors: writev(2)'s other than EAGAIN.
 fn write_some(fd: BorrowedFd<'_>, data: &[u8]) -> nix::Result<usize> {
@@ -247,7 +257,10 @@ impl<'a> Exchange<'a> {
             self.read_socket = true;
             match read_into(self.fd, self.stage) {
                 Ok((0, _)) => return Err(abi::FC_ERR_IO),
-                Ok(_) => return Ok(()),
+                Ok((n, _)) => {
+                    self.ctx.count_bytes(n, 0);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if !wait_ready(
                         self.fd,
@@ -383,19 +396,23 @@ impl<'a> Exchange<'a> {
     fn push_out(&mut self, out: &[u8]) -> bool {
         if self.backlog.is_empty() {
             match write_some(self.fd, out) {
-                Ok(n) if n < out.len() => self.backlog.push(&out[n..]),
-                Ok(_) => {}
+                Ok(n) => {
+                    self.ctx.count_bytes(0, n);
+                    if n < out.len() {
+                        self.backlog.push(&out[n..]);
+                    }
+                }
                 Err(_) => return false,
             }
         } else {
             // Earlier bytes still wait: send what the socket takes now, in order.
             self.backlog.push(out);
-            if self.backlog.send(self.fd).is_err() {
+            if self.send_backlog().is_err() {
                 return false;
             }
         }
         while self.backlog.len() > self.ctx.response_buffer {
-            match self.backlog.send(self.fd) {
+            match self.send_backlog() {
                 Ok(true) => break,
                 Ok(false) => {
                     if !wait_ready(

@@ -104,6 +104,21 @@ pub struct Context {
 }
 
 impl Context {
+    /// Counts bytes received (`read`) and sent (`written`), on the scoreboard.
+    pub fn count_bytes(&self, read: usize, written: usize) {
+        if let Some(place) = &self.place {
+            let counters = &place.mine().counters;
+            if read > 0 {
+                counters.bytes_in.fetch_add(read as u64, Ordering::Relaxed);
+            }
+            if written > 0 {
+                counters
+                    .bytes_out
+                    .fetch_add(written as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Counts a request the server refused itself with `status`, on the scoreboard.
     pub fn count_rejected(&self, status: u16) {
         if let Some(place) = &self.place {
@@ -581,7 +596,8 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
         }
         match read_into(conn.fd.as_fd(), &mut conn.buf) {
             Ok((0, _)) => return Next::Close,
-            Ok((_, short)) => {
+            Ok((n, short)) => {
+                ctx.count_bytes(n, 0);
                 conn.drained = short && !ready.hangup;
                 match conn.phase {
                     Phase::Idle => {
@@ -603,7 +619,9 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
 /// still full, or the connection ends); `None` when all was sent and the connection goes on.
 fn send_backlog(ctx: &Context, conn: &mut Conn, now: Instant) -> Option<Next> {
     let before = conn.out.len();
-    match conn.out.send(conn.fd.as_fd()) {
+    let sent = conn.out.send(conn.fd.as_fd());
+    ctx.count_bytes(0, before - conn.out.len());
+    match sent {
         Ok(true) => {}
         Ok(false) => {
             if conn.out.len() < before {
