@@ -103,7 +103,8 @@ fn step(
         let mut buf = [0u8; 2048];
         loop {
             match nix::unistd::read(&c.fd, &mut buf) {
-                Ok(0) => break,
+                // The client is done sending: answer what came, if complete.
+                Ok(0) => return complete(&c.input) && answer_now(c, answer),
                 Ok(n) => c.input.extend_from_slice(&buf[..n]),
                 Err(nix::errno::Errno::EAGAIN) => break,
                 Err(nix::errno::Errno::EINTR) => {}
@@ -121,6 +122,17 @@ fn step(
             return false;
         }
     }
+    flush(c)
+}
+
+/// Answers a connection whose client already half-closed; false when done.
+fn answer_now(c: &mut Conn, answer: &mut dyn FnMut(&[u8]) -> Vec<u8>) -> bool {
+    c.out = answer(&c.input);
+    flush(c)
+}
+
+/// Sends what is left of the answer; false once all is sent (or the client is gone).
+fn flush(c: &mut Conn) -> bool {
     while c.sent < c.out.len() {
         match nix::unistd::write(&c.fd, &c.out[c.sent..]) {
             Ok(n) => c.sent += n,

@@ -159,4 +159,19 @@ fn a_slow_scrape_client_does_not_stop_the_master() {
     stalled.write_all(b"GET /metr").unwrap();
     assert!(scrape(port).contains("ferricorn_workers 1"));
     assert_eq!(server.get("/pid").status, 200);
+    // Half a request, then the end of input: closed at once (not polled until its deadline).
+    let mut gone = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    gone.write_all(b"GET /metr").unwrap();
+    gone.shutdown(std::net::Shutdown::Write).unwrap();
+    gone.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut gone, &mut rest).expect("closed within 2 s");
+    assert!(rest.is_empty());
+    // A whole request whose client half-closes at once is still answered.
+    let mut eager = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    eager.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    eager.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut eager, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
