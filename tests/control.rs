@@ -140,3 +140,22 @@ fn worker_commands_reload_reopen_and_shutdown() {
     assert!(status.success(), "{status:?}");
     assert!(!socket.exists(), "the socket file is removed at exit");
 }
+
+#[test]
+fn shutdown_quick_stops_at_once() {
+    let (mut server, socket) = start();
+    let port = server.port;
+    // A request still in the app does not hold up a quick stop.
+    let sleeper = std::thread::spawn(move || {
+        let mut client = common::Client::new(port);
+        client.get("/sleep?ms=20000").is_err()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ok(&socket, &["shutdown", "quick"]).trim(), "stopping");
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(sleeper.join().unwrap(), "the sleeping request was cut off");
+    // A stopping or stopped server takes no more commands.
+    let (code, _, err) = ctl(&socket, &["show", "stats"]);
+    assert_eq!(code, 1, "{err}");
+}
