@@ -8,6 +8,7 @@
 //! descriptor numbers held in atomics: reopening (USR1) swaps the file behind the number with
 //! dup2, without a lock on the logging path.
 
+use ferricorn_sdk::abi;
 use std::fmt::Display;
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
@@ -25,19 +26,21 @@ static ACCESS_REPORTED: AtomicU64 = AtomicU64::new(0);
 /// Write failures of the access log are reported at most this often (seconds).
 const REPORT_EVERY: u64 = 60;
 
-/// Log levels, as gunicorn's `loglevel` (ordered by severity).
+/// Log levels, as gunicorn's `loglevel` (ordered by severity); each value is its gateway ABI
+/// number (`FC_LOG_*`, the numbers a plugin logs with).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(i32)]
 pub enum LogLevel {
     /// Everything, including per-request rejections.
-    Debug = 0,
+    Debug = abi::FC_LOG_DEBUG,
     /// Normal operation: listeners, workers starting and stopping.
-    Info = 1,
+    Info = abi::FC_LOG_INFO,
     /// Something unexpected that ferricorn worked around.
-    Warning = 2,
+    Warning = abi::FC_LOG_WARNING,
     /// A failure.
-    Error = 3,
+    Error = abi::FC_LOG_ERROR,
     /// A failure that stops the server.
-    Critical = 4,
+    Critical = abi::FC_LOG_CRITICAL,
 }
 
 const LEVELS: [(&str, LogLevel); 5] = [
@@ -49,6 +52,15 @@ const LEVELS: [(&str, LogLevel); 5] = [
 ];
 
 impl LogLevel {
+    /// The level of a plugin's log call (`FC_LOG_*`); an unknown number is an error.
+    pub fn from_abi(level: i32) -> LogLevel {
+        LEVELS
+            .iter()
+            .map(|(_, l)| *l)
+            .find(|l| *l as i32 == level)
+            .unwrap_or(LogLevel::Error)
+    }
+
     /// Parses `debug`, `info`, `warning`, `error` or `critical` (case-insensitive).
     pub fn parse(text: &str) -> Option<LogLevel> {
         LEVELS
@@ -279,5 +291,22 @@ pub fn access_enabled() -> bool {
 pub fn access(line: &[u8]) {
     if !write_line(ACCESS_FD.load(Ordering::Acquire), line) {
         access_failed(std::io::Error::last_os_error());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogLevel;
+    use ferricorn_sdk::abi;
+
+    #[test]
+    fn abi_numbers_are_the_levels() {
+        assert_eq!(LogLevel::from_abi(abi::FC_LOG_DEBUG), LogLevel::Debug);
+        assert_eq!(LogLevel::from_abi(abi::FC_LOG_CRITICAL), LogLevel::Critical);
+        assert_eq!(LogLevel::from_abi(99), LogLevel::Error);
+        assert_eq!(
+            LogLevel::from_abi(ferricorn_sdk::Level::Warning as i32),
+            LogLevel::Warning
+        );
     }
 }

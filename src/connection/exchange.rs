@@ -165,13 +165,7 @@ unsafe extern "C" fn cb_trailers(
 /// call (the ABI's contract, `worker-apps/include/ferricorn.h`).
 unsafe extern "C" fn cb_log(_ctx: *mut c_void, level: i32, message: FcStr) {
     let _ = catch_unwind(|| {
-        let level = match level {
-            abi::FC_LOG_DEBUG => LogLevel::Debug,
-            abi::FC_LOG_INFO => LogLevel::Info,
-            abi::FC_LOG_WARNING => LogLevel::Warning,
-            abi::FC_LOG_CRITICAL => LogLevel::Critical,
-            _ => LogLevel::Error,
-        };
+        let level = LogLevel::from_abi(level);
         // SAFETY: the app passes a message valid for this call.
         let text = unsafe { message.as_bytes() }.unwrap_or_default();
         logging::log(level, String::from_utf8_lossy(text));

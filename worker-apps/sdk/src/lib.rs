@@ -41,19 +41,21 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// What a handler returns.
 pub type HandlerResult = Result<(), Error>;
 
-/// Severity for [`Response::log`], as the server's `loglevel` setting.
+/// Severity for [`Response::log`], as the server's `loglevel` setting; each value is its
+/// ABI number (`FC_LOG_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
 pub enum Level {
     /// Debug.
-    Debug,
+    Debug = abi::FC_LOG_DEBUG,
     /// Info.
-    Info,
+    Info = abi::FC_LOG_INFO,
     /// Warning.
-    Warning,
+    Warning = abi::FC_LOG_WARNING,
     /// Error.
-    Error,
+    Error = abi::FC_LOG_ERROR,
     /// Critical.
-    Critical,
+    Critical = abi::FC_LOG_CRITICAL,
 }
 
 /// A ferricorn application. One value is created per worker process by [`App::init`] and
@@ -415,13 +417,7 @@ impl<'a> Response<'a> {
 
     /// Writes `message` to the server's error log.
     pub fn log(&self, level: Level, message: &str) {
-        let level = match level {
-            Level::Debug => abi::FC_LOG_DEBUG,
-            Level::Info => abi::FC_LOG_INFO,
-            Level::Warning => abi::FC_LOG_WARNING,
-            Level::Error => abi::FC_LOG_ERROR,
-            Level::Critical => abi::FC_LOG_CRITICAL,
-        };
+        let level = level as i32;
         let r = self.responder;
         // SAFETY: ctx/log from the server; the message is borrowed for the call only.
         unsafe { (r.log)(r.ctx, level, FcStr::new(message.as_bytes())) }
