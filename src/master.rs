@@ -753,7 +753,7 @@ impl Master {
                     "generation": w.generation,
                     "state": state_name(w.state),
                     "age_seconds": now.duration_since(w.started).as_secs(),
-                    "requests": load(|s| s.requests.load(Ordering::Relaxed)),
+                    "requests": load(|s| s.counters.requests_total()),
                     "threads_busy": load(|s| u64::from(s.busy.load(Ordering::Relaxed))),
                     "threads": load(|s| u64::from(s.threads.load(Ordering::Relaxed))),
                     "connections": load(|s| u64::from(s.connections.load(Ordering::Relaxed))),
@@ -769,12 +769,7 @@ impl Master {
 
     fn stats_json(&self) -> serde_json::Value {
         let snapshot = self.snapshot();
-        let requests: u64 = snapshot
-            .counters
-            .requests
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum();
+        let requests = snapshot.counters.requests_total();
         let restarts: serde_json::Map<String, serde_json::Value> = Restart::ALL
             .iter()
             .zip(snapshot.restarts)

@@ -72,36 +72,28 @@ pub struct Snapshot {
     pub worker_rss: Vec<(String, u64)>,
 }
 
-fn counter(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    values: &[(Vec<(&'static str, String)>, u64)],
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, value) in values {
-        if labels.is_empty() {
-            return ConstCounter::new(*value).encode(metric);
-        }
-        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
-    }
-    Ok(())
-}
+/// Labelled values of one metric family.
+type Samples = [(Vec<(&'static str, String)>, u64)];
 
-fn gauge(
+/// Encodes one family of `kind` (counter or gauge): a sample per label set, or a single
+/// unlabelled sample.
+fn family(
     encoder: &mut DescriptorEncoder<'_>,
+    kind: MetricType,
     name: &str,
     help: &str,
-    values: &[(Vec<(&'static str, String)>, u64)],
+    values: &Samples,
 ) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    let sample = |value: u64, into: prometheus_client::encoding::MetricEncoder<'_>| match kind {
+        MetricType::Counter => ConstCounter::new(value).encode(into),
+        _ => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(into),
+    };
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
     for (labels, value) in values {
-        let value = i64::try_from(*value).unwrap_or(i64::MAX);
         if labels.is_empty() {
-            ConstGauge::new(value).encode(metric)?;
-            return Ok(());
+            return sample(*value, metric);
         }
-        ConstGauge::new(value).encode(metric.encode_family(labels)?)?;
+        sample(*value, metric.encode_family(labels)?)?;
     }
     Ok(())
 }
@@ -164,40 +156,46 @@ impl Snapshot {
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let none = Vec::new;
-        counter(
+        family(
             &mut encoder,
+            MetricType::Counter,
             "ferricorn_requests",
             "Requests answered, by status and method, over all workers past and present.",
             &self.requests(),
         )?;
         self.histogram(&mut encoder)?;
         let bytes = |c: &std::sync::atomic::AtomicU64| [(Vec::new(), c.load(Ordering::Relaxed))];
-        counter(
+        family(
             &mut encoder,
+            MetricType::Counter,
             "ferricorn_received_bytes",
             "Bytes received from clients.",
             &bytes(&self.counters.bytes_in),
         )?;
-        counter(
+        family(
             &mut encoder,
+            MetricType::Counter,
             "ferricorn_sent_bytes",
             "Bytes sent to clients (the server's own error answers aside).",
             &bytes(&self.counters.bytes_out),
         )?;
-        gauge(
+        family(
             &mut encoder,
+            MetricType::Gauge,
             "ferricorn_connections",
             "Open client connections.",
             &[(none(), self.connections)],
         )?;
-        gauge(
+        family(
             &mut encoder,
+            MetricType::Gauge,
             "ferricorn_threads_busy",
             "Worker threads inside the app.",
             &[(none(), self.threads_busy)],
         )?;
-        gauge(
+        family(
             &mut encoder,
+            MetricType::Gauge,
             "ferricorn_workers",
             "Live worker processes.",
             &[(none(), self.workers)],
@@ -207,14 +205,16 @@ impl Collector for Snapshot {
             .zip(self.restarts)
             .map(|(r, n)| (vec![("reason", r.label().to_string())], n))
             .collect();
-        counter(
+        family(
             &mut encoder,
+            MetricType::Counter,
             "ferricorn_worker_restarts",
             "Workers replaced, by reason.",
             &restarts,
         )?;
-        counter(
+        family(
             &mut encoder,
+            MetricType::Counter,
             "ferricorn_reloads",
             "Reloads (HUP), by result.",
             &[
@@ -222,8 +222,9 @@ impl Collector for Snapshot {
                 (vec![("result", "failure".to_string())], self.reloads.1),
             ],
         )?;
-        counter(
+        family(
             &mut encoder,
+            MetricType::Counter,
             "ferricorn_rejected",
             "Requests the server answered itself with an error status.",
             &self.rejected(),
@@ -233,8 +234,9 @@ impl Collector for Snapshot {
             .iter()
             .map(|(l, n)| (vec![("listener", l.clone())], *n))
             .collect();
-        gauge(
+        family(
             &mut encoder,
+            MetricType::Gauge,
             "ferricorn_listen_queue",
             "Connections waiting in a TCP listener's accept queue (TCP_INFO).",
             &queues,
@@ -244,8 +246,9 @@ impl Collector for Snapshot {
             .iter()
             .map(|(pid, n)| (vec![("pid", pid.clone())], *n))
             .collect();
-        gauge(
+        family(
             &mut encoder,
+            MetricType::Gauge,
             "ferricorn_worker_rss_bytes",
             "Resident memory of each worker, in bytes.",
             &rss,

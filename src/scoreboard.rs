@@ -79,6 +79,14 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Requests answered (the sum over methods and statuses).
+    pub fn requests_total(&self) -> u64 {
+        self.requests
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Counts one request answered with `status` after `elapsed`.
     pub fn request(&self, method: &[u8], status: u16, elapsed: std::time::Duration) {
         let index = method_index(method) * (STATUSES.len() + 1) + status_index(status);
@@ -138,8 +146,6 @@ pub struct WorkerSlot {
     pub connections: AtomicU32,
     /// Threads inside the app's `handle` now (gauge).
     pub busy: AtomicU32,
-    /// Requests the worker has served (counter).
-    pub requests: AtomicU64,
     /// Requests by method, status and duration, and refusals.
     pub counters: Counters,
 }
@@ -150,7 +156,6 @@ impl WorkerSlot {
         self.threads.store(threads, Ordering::Relaxed);
         self.connections.store(0, Ordering::Relaxed);
         self.busy.store(0, Ordering::Relaxed);
-        self.requests.store(0, Ordering::Relaxed);
         self.counters.clear();
         self.pid.store(pid, Ordering::Release);
     }

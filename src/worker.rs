@@ -597,7 +597,6 @@ fn connection_ready(
         }
         let ready = Readiness {
             readable: bits & PENDING_READ != 0,
-            writable: bits & PENDING_WRITE != 0,
             hangup: bits & PENDING_HANGUP != 0,
         };
         serve_slot(shared, index, &mut slot, ready, scratch);

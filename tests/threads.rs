@@ -310,3 +310,38 @@ fn a_request_that_blocks_now_and_then_does_not_hold_up_the_others() {
     }
     assert_eq!(sleeper.join().unwrap(), Ok(200));
 }
+
+#[test]
+fn a_body_stalled_past_timeout_gets_408_and_a_reader_stalled_past_it_is_closed() {
+    // timeout 2 s: the stall limit for a body the event loop waits for, and for a client
+    // that does not take its response.
+    let server = Server::start(
+        "chaos",
+        "workers: 1\nthreads: 1\ntimeout: 2\nresponse_buffer: 33554432\n",
+        &[],
+    );
+    let mut uploader = connect(&server, Duration::from_secs(10));
+    uploader
+        .write_all(b"POST /read-time HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly ten b")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let answer = read_response(&mut BufReader::new(uploader)).expect("an answer to the stall");
+    assert_eq!(answer.status, 408, "{}", answer.text());
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    // A client that stops reading a 20 MB response: closed once it stalls for `timeout`,
+    // so it can never read all of it.
+    let mut reader = connect(&server, Duration::from_secs(10));
+    reader
+        .write_all(b"GET /big?bytes=20000000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let mut got = Vec::new();
+    let _ = reader.read_to_end(&mut got);
+    assert!(
+        got.len() < 20_000_000,
+        "closed before the end: got {} bytes",
+        got.len()
+    );
+    // Meanwhile the server serves on.
+    assert_eq!(fresh_get(&server, "/pid").status, 200);
+}

@@ -3,14 +3,15 @@
 //! the connection's buffered input, then the socket; response bytes the machine frames are
 //! written to the socket when it says so.
 
-use super::{read_into, wait_ready, with_date, Backlog, Context, MAX_DRAIN, READ_CHUNK};
+use super::{
+    read_into, wait_ready, with_date, write_some, Backlog, Context, MAX_DRAIN, READ_CHUNK,
+};
 use crate::logging;
 use crate::logging::LogLevel;
 use crate::proto::response::ResponseError;
 use crate::proto::{Event, Outcome, ServerConn, Unread};
 use ferricorn_sdk::abi::{self, FcField, FcResponder, FcStr};
 use std::ffi::c_void;
-use std::io::IoSlice;
 use std::os::fd::BorrowedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -180,21 +181,6 @@ impl Exchange<'_> {
         self.ctx.count_bytes(0, before - self.backlog.len());
         result
     }
-}
-
-/// Writes as much of `data` as the socket takes now: the byte count (0 when it is full).
-/// Errors: writev(2)'s other than EAGAIN.
-fn write_some(fd: BorrowedFd<'_>, data: &[u8]) -> nix::Result<usize> {
-    let mut done = 0;
-    while done < data.len() {
-        match nix::sys::uio::writev(fd, &[IoSlice::new(&data[done..])]) {
-            Ok(n) => done += n,
-            Err(nix::errno::Errno::EAGAIN) => break,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 impl<'a> Exchange<'a> {

@@ -199,13 +199,9 @@ impl Backlog {
     /// Writes what the socket takes without waiting. Ok(true) once nothing waits; Ok(false)
     /// when the socket is full (epoll reports when it is not). Errors: write(2)'s.
     fn send(&mut self, fd: BorrowedFd<'_>) -> nix::Result<bool> {
-        while !self.is_empty() {
-            match nix::unistd::write(fd, &self.bytes[self.sent..]) {
-                Ok(n) => self.sent += n,
-                Err(nix::errno::Errno::EAGAIN) => return Ok(false),
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(e),
-            }
+        self.sent += write_some(fd, &self.bytes[self.sent..])?;
+        if !self.is_empty() {
+            return Ok(false);
         }
         self.sent = 0;
         self.bytes.clear();
@@ -216,13 +212,27 @@ impl Backlog {
     }
 }
 
+/// Writes as much of `data` as the socket takes now: the byte count (less than asked once
+/// it is full; epoll reports room again). Errors: writev(2)'s other than EAGAIN.
+fn write_some(fd: BorrowedFd<'_>, data: &[u8]) -> nix::Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        match nix::sys::uio::writev(fd, &[IoSlice::new(&data[done..])]) {
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 /// What epoll reported for a connection (several reports may be merged).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Readiness {
-    /// EPOLLIN: input (or its end) is there.
+    /// EPOLLIN: input (or its end) is there. (EPOLLOUT needs no flag: a connection waiting
+    /// to send tries whenever it is driven.)
     pub readable: bool,
-    /// EPOLLOUT: the socket takes output again.
-    pub writable: bool,
     /// EPOLLRDHUP, EPOLLHUP or EPOLLERR: the socket is read until it says so, even after a
     /// short read.
     pub hangup: bool,
@@ -762,9 +772,6 @@ enum Served {
 /// Counts a request and asks for a replacement once max_requests is reached.
 fn count_request(ctx: &Context) {
     let count = ctx.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    if let Some(place) = &ctx.place {
-        place.mine().requests.fetch_add(1, Ordering::Relaxed);
-    }
     if ctx.max_requests > 0
         && count >= ctx.max_requests
         && !ctx.retiring.swap(true, Ordering::AcqRel)
