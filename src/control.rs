@@ -18,6 +18,10 @@ const MAX_CONNS: usize = 16;
 const DEADLINE: Duration = Duration::from_secs(5);
 /// Largest request read.
 const MAX_REQUEST: usize = 8192;
+/// How long the listener is left alone after accept(2) found no descriptor or memory left
+/// (the workers' accept pause): the master's loop must not spin on a listener it cannot
+/// accept from.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 struct Conn {
@@ -33,6 +37,8 @@ struct Conn {
 pub struct Server {
     listener: Listener,
     conns: Vec<Conn>,
+    /// Accepting is paused until then (descriptor or memory exhaustion).
+    paused_until: Option<Instant>,
 }
 
 impl Server {
@@ -41,6 +47,7 @@ impl Server {
         Server {
             listener,
             conns: Vec::new(),
+            paused_until: None,
         }
     }
 
@@ -58,7 +65,8 @@ impl Server {
     /// its request is complete, then output).
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
         let mut fds = Vec::new();
-        if self.conns.len() < MAX_CONNS {
+        let paused = self.paused_until.is_some_and(|t| Instant::now() < t);
+        if self.conns.len() < MAX_CONNS && !paused {
             fds.push((self.listener.fd.as_fd(), PollFlags::POLLIN));
         }
         for c in &self.conns {
@@ -75,15 +83,36 @@ impl Server {
     /// in, `answer(input)` makes the bytes to send; the connection closes once they are
     /// sent, or at its deadline.
     pub fn serve(&mut self, complete: fn(&[u8]) -> bool, answer: &mut dyn FnMut(&[u8]) -> Vec<u8>) {
-        while self.conns.len() < MAX_CONNS {
+        let paused = self.paused_until.is_some_and(|t| Instant::now() < t);
+        while self.conns.len() < MAX_CONNS && !paused {
             match crate::listeners::accept_client(self.listener.raw_fd()) {
-                Ok((fd, _)) => self.conns.push(Conn {
-                    fd,
-                    input: Vec::new(),
-                    out: Vec::new(),
-                    sent: 0,
-                    deadline: Instant::now() + DEADLINE,
-                }),
+                Ok((fd, _)) => {
+                    // The end of an exhaustion episode: the next one is logged again.
+                    self.paused_until = None;
+                    self.conns.push(Conn {
+                        fd,
+                        input: Vec::new(),
+                        out: Vec::new(),
+                        sent: 0,
+                        deadline: Instant::now() + DEADLINE,
+                    });
+                }
+                Err(
+                    e @ (nix::errno::Errno::EMFILE
+                    | nix::errno::Errno::ENFILE
+                    | nix::errno::Errno::ENOBUFS
+                    | nix::errno::Errno::ENOMEM),
+                ) => {
+                    if self.paused_until.is_none() {
+                        crate::logging::error(format_args!(
+                            "{}: accept failed: {e}; not accepting for {} ms at a time until it succeeds (logged once)",
+                            self.listener.url(),
+                            ACCEPT_PAUSE.as_millis()
+                        ));
+                    }
+                    self.paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                    break;
+                }
                 Err(_) => break,
             }
         }

@@ -178,3 +178,43 @@ fn a_slow_scrape_client_does_not_stop_the_master() {
     std::io::Read::read_to_string(&mut eager, &mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// CPU time (user + system) of process `pid` so far, in clock ticks (proc(5)).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15; `after` starts at field 3.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_master_out_of_descriptors_pauses_scrapes_instead_of_spinning() {
+    // 32 descriptors for the master: scrape connections left open exhaust them.
+    let server = Server::start_with_nofile(
+        "chaos",
+        "bind: [\"127.0.0.1:0\"]\nworkers: 1\nmetrics_bind: 127.0.0.1:0\n",
+        32,
+    );
+    let port = metrics_port(&server);
+    let held: Vec<TcpStream> = (0..40)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    wait_for("the accept failure line", Duration::from_secs(10), || {
+        server.log_text().contains("accept failed").then_some(())
+    });
+    let before = cpu_ticks(server.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(server.pid()) - before;
+    // A spinning loop would use about 200 ticks (100 per second); a paused one a few.
+    assert!(used < 50, "the master used {used} ticks in 2 s");
+    let log = server.log_text();
+    assert_eq!(
+        log.matches("accept failed").count(),
+        1,
+        "logged once: {log}"
+    );
+    // The app's workers serve on.
+    assert_eq!(server.get("/pid").status, 200);
+    drop(held);
+}
