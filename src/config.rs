@@ -10,6 +10,7 @@ use crate::forwarded::{Forwarding, IpSet, RealIpHeader};
 use crate::listeners::Address;
 use crate::logging::{LogLevel, LogTargets};
 use crate::proto::proxy::Mode as ProxyMode;
+use crate::tls::{ClientAuth, TlsSettings};
 use serde_yaml::{Mapping, Value};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -183,6 +184,14 @@ settings! {
         doc: "Peers whose PROXY header is read (addresses, CIDR blocks, `*`); from any other peer the bytes are the request." },
     ReusePort => Setting { name: "reuse_port", flag: "reuse-port", short: None, kind: Kind::Bool, default: "false",
         doc: "SO_REUSEPORT on TCP listeners, so that several masters can bind the same port (blue/green on one host)." },
+    Certfile => Setting { name: "certfile", flag: "certfile", short: None, kind: Kind::Text, default: "null",
+        doc: "TLS certificate file (PEM; the server's certificate first, then its chain). With `keyfile`, every TCP listener speaks HTTPS (rustls: TLS 1.2 and 1.3, ALPN `http/1.1`); HUP re-reads both files." },
+    Keyfile => Setting { name: "keyfile", flag: "keyfile", short: None, kind: Kind::Text, default: "null",
+        doc: "TLS private key file (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC) matching `certfile`; read by the master, so it may be readable by root only." },
+    CaCerts => Setting { name: "ca_certs", flag: "ca-certs", short: None, kind: Kind::Text, default: "null",
+        doc: "CA certificates (PEM) that client certificates must chain to; needed when `cert_reqs` is not `none`." },
+    CertReqs => Setting { name: "cert_reqs", flag: "cert-reqs", short: None, kind: Kind::Choice { words: &["none", "optional", "required"], aliases: &[("0", "none"), ("1", "optional"), ("2", "required")], bare: None }, default: "none",
+        doc: "Client certificates: `none` (not asked for), `optional` (asked for; one given must chain to `ca_certs`), `required` (a handshake without one fails); gunicorn's 0, 1, 2 mean the same." },
     AppPath => Setting { name: "app.path", flag: "", short: None, kind: Kind::Text, default: "null",
         doc: "The plugin shared object (`.so`) to serve; also the positional APP argument. Required to serve." },
     AppConfig => Setting { name: "app.config", flag: "app-config", short: None, kind: Kind::Pairs, default: "{}",
@@ -272,6 +281,9 @@ pub struct Config {
     pub proxy_allow: IpSet,
     /// `reuse_port`: SO_REUSEPORT on TCP listeners.
     pub reuse_port: bool,
+    /// `certfile`, `keyfile`, `ca_certs`, `cert_reqs`: TLS on every TCP listener; `None` =
+    /// plain HTTP.
+    pub tls: Option<TlsSettings>,
     /// `app.path`: the plugin.
     pub app_path: Option<PathBuf>,
     /// `app.config` as string pairs in file order.
@@ -426,6 +438,8 @@ fn validate(setting: &Setting, value: Value) -> Result<Value, String> {
             let text = match &value {
                 Value::Null => return Ok(Value::Null),
                 Value::Bool(b) => b.to_string(),
+                // gunicorn's `cert_reqs: 2` (ssl.CERT_REQUIRED) is looked up as "2".
+                Value::Number(n) => n.to_string(),
                 Value::String(s) => s.clone(),
                 other => {
                     return Err(format!(
@@ -780,6 +794,7 @@ impl Config {
                 .unwrap_or(ProxyMode::Off),
             proxy_allow: IpSet::parse_list(&r.text(Key::ProxyAllowIps).unwrap_or_default())?,
             reuse_port: r.value(Key::ReusePort).as_bool().unwrap_or(false),
+            tls: tls_settings(&r)?,
             app_path: r.text(Key::AppPath).map(PathBuf::from),
             app_config: r.pairs(Key::AppConfig),
             values,
@@ -799,6 +814,39 @@ impl Config {
         }
         top.insert(Value::String("app".into()), Value::Mapping(app));
         serde_yaml::to_string(&top).unwrap_or_default()
+    }
+}
+
+/// `certfile`, `keyfile`, `ca_certs` and `cert_reqs` together. Errors: a key without the one
+/// it needs (`keyfile` without `certfile`, `cert_reqs` other than `none` without `ca_certs`…).
+fn tls_settings(r: &Reader<'_>) -> Result<Option<TlsSettings>, String> {
+    let path = |key: Key| r.text(key).map(PathBuf::from);
+    let client_auth = match r.text(Key::CertReqs).as_deref() {
+        Some("optional") => ClientAuth::Optional,
+        Some("required") => ClientAuth::Required,
+        _ => ClientAuth::None,
+    };
+    let (certfile, keyfile, ca_certs) =
+        (path(Key::Certfile), path(Key::Keyfile), path(Key::CaCerts));
+    match (certfile, keyfile) {
+        (None, None) if ca_certs.is_some() || client_auth != ClientAuth::None => {
+            Err("ca_certs and cert_reqs need certfile and keyfile (TLS is off)".into())
+        }
+        (None, None) => Ok(None),
+        (Some(_), None) => Err("certfile is set but keyfile is not".into()),
+        (None, Some(_)) => Err("keyfile is set but certfile is not".into()),
+        (Some(_), Some(_)) if client_auth != ClientAuth::None && ca_certs.is_none() => {
+            Err(format!(
+                "cert_reqs: {} needs ca_certs (the CAs client certificates must chain to)",
+                r.text(Key::CertReqs).unwrap_or_default()
+            ))
+        }
+        (Some(certfile), Some(keyfile)) => Ok(Some(TlsSettings {
+            certfile,
+            keyfile,
+            ca_certs,
+            client_auth,
+        })),
     }
 }
 

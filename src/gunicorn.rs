@@ -34,7 +34,9 @@ const DIRTY: Instead = NotNeeded(
 const SYSLOG: Instead = NotNeeded(
     "log to stderr under systemd (the journal takes it) or to a file; journald forwards to syslog",
 );
-const TLS: Instead = NotYet("TLS with rustls is planned; terminate TLS in a proxy until then");
+const TLS_DEFAULTS: Instead = NotNeeded(
+    "rustls picks safe defaults: TLS 1.2 and 1.3 with its own cipher suites (no legacy protocol or cipher to enable); remove the key",
+);
 
 /// Every gunicorn 27 setting, in the order of gunicorn's `config.py`. `None`: ferricorn has
 /// the setting under the same name (checked against the settings table by a test).
@@ -114,19 +116,19 @@ pub const GUNICORN_SETTINGS: &[(&str, Option<Instead>)] = &[
     ("worker_exit", Some(HOOKS)),
     ("nworkers_changed", Some(HOOKS)),
     ("on_exit", Some(HOOKS)),
-    ("ssl_context", Some(TLS)),
+    ("ssl_context", Some(NotNeeded("a Python hook; set certfile, keyfile, ca_certs and cert_reqs"))),
     ("proxy_protocol", None),
     ("proxy_allow_ips", None),
     ("protocol", Some(NotNeeded("ferricorn speaks HTTP/1.1 only (no uwsgi protocol)"))),
     ("uwsgi_allow_ips", Some(NotNeeded("see `protocol`"))),
-    ("keyfile", Some(TLS)),
-    ("certfile", Some(TLS)),
-    ("ssl_version", Some(TLS)),
-    ("cert_reqs", Some(TLS)),
-    ("ca_certs", Some(TLS)),
-    ("suppress_ragged_eofs", Some(TLS)),
-    ("do_handshake_on_connect", Some(TLS)),
-    ("ciphers", Some(TLS)),
+    ("keyfile", None),
+    ("certfile", None),
+    ("ssl_version", Some(TLS_DEFAULTS)),
+    ("cert_reqs", None),
+    ("ca_certs", None),
+    ("suppress_ragged_eofs", Some(NotNeeded("a client closing TCP without close_notify ends its connection quietly, as gunicorn's default does"))),
+    ("do_handshake_on_connect", Some(NotNeeded("the handshake always runs in the event loop at connect, bounded by header_timeout"))),
+    ("ciphers", Some(TLS_DEFAULTS)),
     ("http_protocols", Some(HTTP2)),
     ("http2_cleartext", Some(HTTP2)),
     ("http2_max_concurrent_streams", Some(HTTP2)),

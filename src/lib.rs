@@ -8,7 +8,7 @@
 //! ([`gateway`]). Settings live in [`config`] (gunicorn's names it does not have in
 //! [`gunicorn`]); logs in [`logging`] and [`access_log`]; the command line in [`cli`];
 //! privileges, environment and process titles in [`process`]; the systemd protocol in
-//! [`systemd`]; the USR2 binary upgrade in [`upgrade`]; Prometheus metrics in [`metrics`]; the control socket in [`control`].
+//! [`systemd`]; the USR2 binary upgrade in [`upgrade`]; Prometheus metrics in [`metrics`]; the control socket in [`control`]; TLS in [`tls`].
 
 #![warn(
     missing_docs,
@@ -35,5 +35,6 @@ pub mod proto;
 pub mod report;
 pub mod scoreboard;
 pub mod systemd;
+pub mod tls;
 pub mod upgrade;
 pub mod worker;

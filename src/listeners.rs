@@ -78,12 +78,19 @@ pub struct Listener {
 impl Listener {
     /// gunicorn's listener name: `http://HOST:PORT` or `unix:PATH`.
     pub fn url(&self) -> String {
+        self.url_for(false)
+    }
+
+    /// The listener's name when TLS is on (`tls`) or off: `https://HOST:PORT` for TCP with
+    /// TLS (which does not apply to unix sockets), else as [`Listener::url`].
+    pub fn url_for(&self, tls: bool) -> String {
         if !self.is_tcp {
             return format!("unix:{}", self.server_name);
         }
+        let scheme = if tls { "https" } else { "http" };
         match self.server_name.contains(':') {
-            true => format!("http://[{}]:{}", self.server_name, self.server_port),
-            false => format!("http://{}:{}", self.server_name, self.server_port),
+            true => format!("{scheme}://[{}]:{}", self.server_name, self.server_port),
+            false => format!("{scheme}://{}:{}", self.server_name, self.server_port),
         }
     }
 

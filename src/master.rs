@@ -16,6 +16,7 @@ use crate::process;
 use crate::report::Report;
 use crate::scoreboard::{Counters, Scoreboard};
 use crate::systemd;
+use crate::tls;
 use crate::upgrade;
 use crate::worker;
 use nix::fcntl::OFlag;
@@ -193,6 +194,8 @@ impl WorkerState {
 /// The master's state.
 struct Master {
     config: Config,
+    /// The configuration's TLS, loaded (`None`: plain HTTP); new workers serve with it.
+    tls: Option<Arc<rustls::ServerConfig>>,
     overrides: Overrides,
     listeners: Vec<Listener>,
     signals: Signals,
@@ -266,7 +269,10 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
         process::display_name(&config)
     ));
     for listener in &listeners {
-        logging::info(format_args!("Listening at: {} ({pid})", listener.url()));
+        logging::info(format_args!(
+            "Listening at: {} ({pid})",
+            listener.url_for(config.tls.is_some())
+        ));
     }
     if let Some(path) = &config.pidfile {
         if let Err(e) = std::fs::write(path, format!("{pid}\n")) {
@@ -293,7 +299,15 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
             }
         },
     };
+    let tls = match config.tls.as_ref().map(tls::load).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            logging::critical(&e);
+            return 1;
+        }
+    };
     let mut master = Master {
+        tls,
         desired: config.workers,
         config,
         overrides,
@@ -800,7 +814,7 @@ impl Master {
                     .is_tcp
                     .then(|| metrics::listen_queue(l.fd.as_fd()))
                     .flatten();
-                serde_json::json!({ "url": l.url(), "fd": l.raw_fd(), "listen_queue": queue })
+                serde_json::json!({ "url": l.url_for(self.tls.is_some()), "fd": l.raw_fd(), "listen_queue": queue })
             })
             .collect();
         serde_json::Value::Array(rows)
@@ -954,8 +968,14 @@ impl Master {
                 drop(self.metrics.take());
                 drop(self.control.take());
                 self.signals.forget_in_child();
-                let code =
-                    worker::run(&self.config, &self.listeners, report_write, self.pid, place);
+                let code = worker::run(
+                    &self.config,
+                    self.tls.clone(),
+                    &self.listeners,
+                    report_write,
+                    self.pid,
+                    place,
+                );
                 std::process::exit(code);
             }
             Ok(ForkResult::Parent { child }) => {
@@ -1007,6 +1027,8 @@ impl Master {
     fn try_reload(&mut self) -> Result<(), String> {
         let config = config::load(self.config.file.as_deref(), &self.overrides)?;
         probe_with(&config, Some(&self.signals))?;
+        // The probe read the files too; they may have changed since, so this can still fail.
+        let tls = config.tls.as_ref().map(tls::load).transpose()?;
         let before: Vec<listeners::Address> =
             self.listeners.iter().map(|l| l.address.clone()).collect();
         let listeners = if self.origin == Origin::SocketActivated {
@@ -1020,11 +1042,12 @@ impl Master {
         for listener in listeners.iter().filter(|l| !before.contains(&l.address)) {
             logging::info(format_args!(
                 "Listening at: {} ({})",
-                listener.url(),
+                listener.url_for(config.tls.is_some()),
                 self.pid
             ));
         }
         self.listeners = listeners;
+        self.tls = tls;
         self.desired = config.workers;
         self.config = config;
         self.generation += 1;
@@ -1310,7 +1333,10 @@ fn probe_with(config: &Config, signals: Option<&Signals>) -> Result<String, Stri
             if let Some(signals) = signals {
                 signals.forget_in_child();
             }
-            let loaded = process::enter_worker(config)
+            // The key may be readable by root only: loaded before the user switch, as the
+            // master does.
+            let loaded = trial_tls(config)
+                .and_then(|()| process::enter_worker(config))
                 .and_then(|()| gateway::trial_load(&path, &config.app_config));
             let (code, message) = match loaded {
                 Ok(name) => (0, name),
@@ -1344,6 +1370,14 @@ fn probe_with(config: &Config, signals: Option<&Signals>) -> Result<String, Stri
                 )),
             }
         }
+    }
+}
+
+/// Loads the TLS files of `config` (if any), as the master will: their one-line error.
+fn trial_tls(config: &Config) -> Result<(), String> {
+    match &config.tls {
+        Some(settings) => tls::load(settings).map(drop),
+        None => Ok(()),
     }
 }
 

@@ -26,6 +26,7 @@ use crate::pool::{Pool, Ready, Work};
 use crate::process;
 use crate::report::Report;
 use crate::scoreboard::Place;
+use crate::tls::Session;
 use ferricorn_sdk::abi;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
@@ -152,6 +153,7 @@ fn jittered_max_requests(config: &Config) -> u64 {
 /// worker's slot on the master's scoreboard, if it has one.
 pub fn run(
     config: &Config,
+    tls: Option<Arc<rustls::ServerConfig>>,
     listeners: &[Listener],
     report_fd: OwnedFd,
     master: nix::unistd::Pid,
@@ -189,7 +191,7 @@ pub fn run(
             .mine()
             .claim(std::process::id(), config.threads as u32);
     }
-    let shared = match build(config, listeners, app, place) {
+    let shared = match build(config, tls, listeners, app, place) {
         Ok(shared) => Arc::new(shared),
         Err(e) => return boot_failed(&report_fd, &e),
     };
@@ -242,6 +244,7 @@ fn boot_failed(report_fd: &OwnedFd, message: &str) -> i32 {
 
 fn build(
     config: &Config,
+    tls: Option<Arc<rustls::ServerConfig>>,
     listeners: &[Listener],
     app: gateway::App,
     place: Option<Place>,
@@ -292,6 +295,7 @@ fn build(
         response_buffer: config.response_buffer,
         place,
         epoch,
+        tls,
     };
     Ok(Shared {
         ctx,
@@ -532,13 +536,26 @@ fn accept_some(shared: &Shared, listener: usize, most: usize) {
                 shared.open.load(Ordering::Acquire)
             ));
         }
+        let tls = match (&shared.ctx.tls, is_tcp) {
+            (Some(config), true) => match Session::new(config) {
+                Ok(session) => Some(Box::new(session)),
+                Err(e) => {
+                    logging::debug(format_args!("TLS session refused: {e}"));
+                    continue;
+                }
+            },
+            _ => None,
+        };
         let Some(index) = lock(&shared.free).pop() else {
-            connection::refuse_overload(client.as_fd());
+            // Before a TLS handshake there is no way to say 503: just close.
+            if tls.is_none() {
+                connection::refuse_overload(client.as_fd());
+            }
             shared.ctx.count_rejected(503);
             logging::debug("worker_connections reached: answered 503");
             continue;
         };
-        let conn = Conn::new(client, listener, remote, is_tcp, &shared.ctx);
+        let conn = Conn::new(client, listener, remote, is_tcp, tls, &shared.ctx);
         count_open(shared, 1);
         let cell = &shared.cells[index];
         let mut slot = lock(&cell.slot);

@@ -145,7 +145,7 @@ fn gunicorn_settings_are_recognised_and_the_readme_table_is_current() {
             "the thread pool is the only worker type",
         ),
         ("statsd_host", "localhost:8125", "set `metrics_bind`"),
-        ("ciphers", "TLSv1.2", "does not have yet"),
+        ("ciphers", "TLSv1.2", "rustls picks safe defaults"),
         ("wsgi_app", "app:app", "here it is `app.path`"),
     ] {
         let file = dir.join(format!("{key}.yaml"));

@@ -4,11 +4,10 @@
 mod common;
 
 use base64::Engine;
-use common::{read_response, Response, Server};
+use common::{read_response, Pki, Response, Server};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
-use std::net::Shutdown;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,8 +40,8 @@ fn chunkings(len: usize) -> Vec<(String, Vec<usize>)> {
 }
 
 fn exchange(server: &Server, bytes: &[u8], pieces: &[usize]) -> Vec<Result<Response, String>> {
-    let mut stream = server.connect();
-    stream.set_nodelay(true).unwrap();
+    let mut stream = server.stream().expect("connect");
+    stream.tcp().set_nodelay(true).unwrap();
     let mut at = 0;
     for n in pieces {
         if stream.write_all(&bytes[at..at + n]).is_err() {
@@ -50,8 +49,9 @@ fn exchange(server: &Server, bytes: &[u8], pieces: &[usize]) -> Vec<Result<Respo
         }
         at += n;
     }
-    let _ = stream.shutdown(Shutdown::Write);
+    stream.half_close();
     stream
+        .tcp()
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let mut reader = BufReader::new(stream);
@@ -216,7 +216,7 @@ fn check(outcome: &Value, responses: &[Result<Response, String>]) -> Result<(), 
     ignore = "needs gunicorn's corpus in ../shared/conformance beside the checkout"
 )]
 fn gunicorn_request_corpus() {
-    run_corpus(4);
+    run_corpus(4, None);
 }
 
 /// With 1 thread per worker connections are edge-triggered in epoll (registered once).
@@ -226,11 +226,21 @@ fn gunicorn_request_corpus() {
     ignore = "needs gunicorn's corpus in ../shared/conformance beside the checkout"
 )]
 fn gunicorn_request_corpus_single_thread() {
-    run_corpus(1);
+    run_corpus(1, None);
 }
 
-/// Replays the corpus against servers with `threads` per worker.
-fn run_corpus(threads: usize) {
+/// The whole corpus over TLS (issue #17): the same answers once records carry the bytes.
+#[test]
+#[cfg_attr(
+    not(conformance_corpus),
+    ignore = "needs gunicorn's corpus in ../shared/conformance beside the checkout"
+)]
+fn gunicorn_request_corpus_over_tls() {
+    Pki::with(|pki| run_corpus(4, Some(pki)));
+}
+
+/// Replays the corpus against servers with `threads` per worker (over TLS with `tls`).
+fn run_corpus(threads: usize, tls: Option<&Pki>) {
     // Without the corpus the tests are ignored (see src/build.rs): reaching here without
     // it is a failure, never a silent pass.
     let dir = corpus().expect("../shared/conformance beside this checkout");
@@ -260,13 +270,10 @@ fn run_corpus(threads: usize) {
             }
         }
         let server = servers.entry(limits.clone()).or_insert_with(|| {
-            Server::start(
-                "echo",
-                // keepalive well past the client's 5 s read timeout: a server that missed the
-                // client's half-close would be caught waiting, not saved by the idle timer.
-                &format!("workers: 1\nthreads: {threads}\nkeepalive: 60\n{limits}"),
-                &[],
-            )
+            // keepalive well past the client's 5 s read timeout: a server that missed the
+            // client's half-close would be caught waiting, not saved by the idle timer.
+            let config = format!("workers: 1\nthreads: {threads}\nkeepalive: 60\n{limits}");
+            Server::start_maybe_tls("echo", &config, tls)
         });
         let bytes = std::fs::read(dir.join(case["file"].as_str().unwrap())).unwrap();
         let name = format!(

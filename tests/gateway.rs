@@ -60,6 +60,12 @@ fn rust_layout() -> Vec<String> {
         ),
         ("FcRequest.peer_addr", offset_of!(FcRequest, peer_addr)),
         ("FcRequest.peer_port", offset_of!(FcRequest, peer_port)),
+        ("FcRequest.tls_version", offset_of!(FcRequest, tls_version)),
+        ("FcRequest.tls_cipher", offset_of!(FcRequest, tls_cipher)),
+        (
+            "FcRequest.tls_client_subject",
+            offset_of!(FcRequest, tls_client_subject),
+        ),
         ("FcResponder.size", offset_of!(FcResponder, size)),
         ("FcResponder.ctx", offset_of!(FcResponder, ctx)),
         (
@@ -451,6 +457,7 @@ fn a_plugin_built_against_the_responder_before_flush_still_works() {
     // struct must be served unchanged, and the size rule tells a newer one what it has.
     assert!(FcResponder::SIZE_BEFORE_FLUSH < size_of::<FcResponder>() as u32);
     assert!(FcRequest::SIZE_BEFORE_PEER < size_of::<FcRequest>() as u32);
+    assert!(FcRequest::SIZE_BEFORE_TLS < size_of::<FcRequest>() as u32);
     let source = [repo_path("tests/c/responder_1_0.c")];
     let plugin = compile_c("libresponder_1_0.so", &source, &["-fPIC", "-shared"]);
     let server = Server::start(&plugin.display().to_string(), "workers: 1\n", &[]);

@@ -189,6 +189,17 @@ fn speaks_the_systemd_notify_protocol() {
 
 #[test]
 fn serves_on_sockets_passed_by_systemd() {
+    socket_activation(None);
+}
+
+/// TLS applies to activated sockets too (issue #17).
+#[test]
+fn serves_tls_on_sockets_passed_by_systemd() {
+    common::Pki::with(|pki| socket_activation(Some(pki)));
+}
+
+/// Starts the server as systemd's socket activation does (over TLS with `tls`), reloads it.
+fn socket_activation(tls: Option<&common::Pki>) {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let activated = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -200,9 +211,10 @@ fn serves_on_sockets_passed_by_systemd() {
     std::fs::write(
         &config,
         format!(
-            "bind: [\"127.0.0.1:0\"]\nworkers: 1\nerrorlog: {}\napp:\n  path: {}\n",
+            "bind: [\"127.0.0.1:0\"]\nworkers: 1\nerrorlog: {}\napp:\n  path: {}\n{}",
             log.display(),
-            common::plugin("hello").display()
+            common::plugin("hello").display(),
+            tls.map(|pki| pki.config()).unwrap_or_default()
         ),
     )
     .unwrap();
@@ -243,6 +255,7 @@ fn serves_on_sockets_passed_by_systemd() {
         dir,
         log,
         config,
+        tls: tls.map(|pki| pki.client(false)),
     };
     let listening = server.wait_listening();
     assert_eq!(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{read_response, Server};
+use common::{read_response, Pki, Server};
 use std::io::{BufReader, Read, Write};
 use std::time::Duration;
 
@@ -14,11 +14,11 @@ const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
 
 /// Sends `raw` + [`SMUGGLED`], half-closes, and returns the status of the only response.
 fn verdict(server: &Server, raw: &str) -> Result<u16, String> {
-    let mut stream = server.connect();
+    let mut stream = server.stream().map_err(|e| e.to_string())?;
     stream
         .write_all(format!("{raw}{SMUGGLED}").as_bytes())
         .map_err(|e| e.to_string())?;
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+    stream.half_close();
     let mut reader = BufReader::new(stream);
     let response = read_response(&mut reader).map_err(|e| e.to_string())?;
     if response.status >= 400 {
@@ -43,21 +43,24 @@ const GET: &str = "GET / HTTP/1.1\r\nHost: a\r\n";
 /// With 4 threads per worker (the default) connections are one-shot in epoll.
 #[test]
 fn framing_and_smuggling_rules() {
-    framing_and_smuggling_rules_with(4);
+    framing_and_smuggling_rules_with(4, None);
 }
 
 /// With 1 thread per worker connections are edge-triggered in epoll.
 #[test]
 fn framing_and_smuggling_rules_single_thread() {
-    framing_and_smuggling_rules_with(1);
+    framing_and_smuggling_rules_with(1, None);
 }
 
-fn framing_and_smuggling_rules_with(threads: usize) {
-    let server = Server::start(
-        "echo",
-        &format!("workers: 1\nthreads: {threads}\nlimit_request_body: 100\nlimit_request_line: 200\nlimit_request_field_size: 300\n"),
-        &[],
-    );
+/// The hostile corpus over TLS (issue #17): the same verdicts once records carry the bytes.
+#[test]
+fn framing_and_smuggling_rules_over_tls() {
+    Pki::with(|pki| framing_and_smuggling_rules_with(4, Some(pki)));
+}
+
+fn framing_and_smuggling_rules_with(threads: usize, tls: Option<&Pki>) {
+    let config = format!("workers: 1\nthreads: {threads}\nlimit_request_body: 100\nlimit_request_line: 200\nlimit_request_field_size: 300\n");
+    let server = Server::start_maybe_tls("echo", &config, tls);
     let long_extension = "a".repeat(5000);
     let long_trailer = "v".repeat(400);
     let long_target = "x".repeat(300);

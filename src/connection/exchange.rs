@@ -3,16 +3,13 @@
 //! the connection's buffered input, then the socket; response bytes the machine frames are
 //! written to the socket when it says so.
 
-use super::{
-    read_into, wait_ready, with_date, write_some, Backlog, Context, MAX_DRAIN, READ_CHUNK,
-};
+use super::{wait_ready, with_date, Backlog, Context, Io, MAX_DRAIN, READ_CHUNK};
 use crate::logging;
 use crate::logging::LogLevel;
 use crate::proto::response::ResponseError;
 use crate::proto::{Event, Outcome, ServerConn, Unread};
 use ferricorn_sdk::abi::{self, FcField, FcResponder, FcStr};
 use std::ffi::c_void;
-use std::os::fd::BorrowedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -21,7 +18,8 @@ use std::time::Instant;
 /// the app and the protocol machine.
 pub(super) struct Exchange<'a> {
     ctx: &'a Context,
-    fd: BorrowedFd<'a>,
+    /// The connection's stream (socket or TLS).
+    io: Io<'a>,
     pub(super) proto: &'a mut ServerConn,
     /// Input after the head already in the connection's buffer.
     pre: &'a [u8],
@@ -177,7 +175,7 @@ impl Exchange<'_> {
     /// [`Backlog::send`], counting the bytes sent.
     fn send_backlog(&mut self) -> nix::Result<bool> {
         let before = self.backlog.len();
-        let result = self.backlog.send(self.fd);
+        let result = self.backlog.send(&mut self.io);
         self.ctx.count_bytes(0, before - self.backlog.len());
         result
     }
@@ -186,7 +184,7 @@ impl Exchange<'_> {
 impl<'a> Exchange<'a> {
     pub(super) fn new(
         ctx: &'a Context,
-        fd: BorrowedFd<'a>,
+        io: Io<'a>,
         proto: &'a mut ServerConn,
         pre: &'a [u8],
         stage: &'a mut Vec<u8>,
@@ -194,7 +192,7 @@ impl<'a> Exchange<'a> {
     ) -> Exchange<'a> {
         Exchange {
             ctx,
-            fd,
+            io,
             proto,
             pre,
             pre_pos: 0,
@@ -235,7 +233,7 @@ impl<'a> Exchange<'a> {
         self.stage.reserve(READ_CHUNK);
         loop {
             self.read_socket = true;
-            match read_into(self.fd, self.stage) {
+            match self.io.recv(self.stage) {
                 Ok((0, _)) => return Err(abi::FC_ERR_IO),
                 Ok((n, _)) => {
                     self.ctx.count_bytes(n, 0);
@@ -243,7 +241,7 @@ impl<'a> Exchange<'a> {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if !wait_ready(
-                        self.fd,
+                        self.io.fd,
                         nix::poll::PollFlags::POLLIN,
                         self.ctx.stall_timeout,
                     ) {
@@ -375,7 +373,7 @@ impl<'a> Exchange<'a> {
     /// gone or stalled past stall_timeout.
     fn push_out(&mut self, out: &[u8]) -> bool {
         if self.backlog.is_empty() {
-            match write_some(self.fd, out) {
+            match self.io.write_some(out) {
                 Ok(n) => {
                     self.ctx.count_bytes(0, n);
                     if n < out.len() {
@@ -396,7 +394,7 @@ impl<'a> Exchange<'a> {
                 Ok(true) => break,
                 Ok(false) => {
                     if !wait_ready(
-                        self.fd,
+                        self.io.fd,
                         nix::poll::PollFlags::POLLOUT,
                         self.ctx.stall_timeout,
                     ) {
@@ -415,7 +413,7 @@ impl<'a> Exchange<'a> {
         if !self.streaming {
             self.streaming = true;
             let _ = nix::sys::socket::setsockopt(
-                &self.fd,
+                &self.io.fd,
                 nix::sys::socket::sockopt::TcpNoDelay,
                 &true,
             );

@@ -22,6 +22,7 @@ use crate::proto::proxy::{self, Mode as ProxyMode};
 use crate::proto::response::ResponseBuffers;
 use crate::proto::{Buffered, Event, Outcome, ServerConn};
 use crate::scoreboard::Place;
+use crate::tls::Session;
 use exchange::Exchange;
 use ferricorn_sdk::abi::{FcField, FcRequest, FcStr};
 use std::cell::RefCell;
@@ -101,6 +102,8 @@ pub struct Context {
     pub place: Option<Place>,
     /// The origin of the worker's millisecond clocks.
     pub epoch: Instant,
+    /// TLS for every TCP listener (`certfile`…); `None` = plain HTTP.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Context {
@@ -196,11 +199,12 @@ impl Backlog {
         self.bytes.extend_from_slice(data);
     }
 
-    /// Writes what the socket takes without waiting. Ok(true) once nothing waits; Ok(false)
-    /// when the socket is full (epoll reports when it is not). Errors: write(2)'s.
-    fn send(&mut self, fd: BorrowedFd<'_>) -> nix::Result<bool> {
-        self.sent += write_some(fd, &self.bytes[self.sent..])?;
-        if !self.is_empty() {
+    /// Writes what the socket takes without waiting. Ok(true) once nothing waits (TLS
+    /// records included); Ok(false) when the socket is full (epoll reports when it is not).
+    /// Errors: write(2)'s.
+    fn send(&mut self, io: &mut Io<'_>) -> nix::Result<bool> {
+        self.sent += io.write_some(&self.bytes[self.sent..])?;
+        if !self.is_empty() || io.pending() {
             return Ok(false);
         }
         self.sent = 0;
@@ -212,19 +216,89 @@ impl Backlog {
     }
 }
 
-/// Writes as much of `data` as the socket takes now: the byte count (less than asked once
-/// it is full; epoll reports room again). Errors: writev(2)'s other than EAGAIN.
-fn write_some(fd: BorrowedFd<'_>, data: &[u8]) -> nix::Result<usize> {
-    let mut done = 0;
-    while done < data.len() {
-        match nix::sys::uio::writev(fd, &[IoSlice::new(&data[done..])]) {
-            Ok(n) => done += n,
-            Err(nix::errno::Errno::EAGAIN) => break,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e),
+/// A connection's byte stream: its socket, or the TLS session over it (SPEC §8). Every
+/// read and write of request and response bytes goes through it, never waiting unless asked.
+pub(crate) struct Io<'a> {
+    fd: BorrowedFd<'a>,
+    tls: Option<&'a mut Session>,
+}
+
+impl<'a> Io<'a> {
+    /// The stream of a connection's socket `fd` and TLS session `tls`.
+    fn new(fd: &'a OwnedFd, tls: &'a mut Option<Box<Session>>) -> Io<'a> {
+        Io {
+            fd: fd.as_fd(),
+            tls: tls.as_deref_mut(),
         }
     }
-    Ok(done)
+
+    /// Reads up to READ_CHUNK bytes (decrypted, with TLS), appending to `buf` (allocated at
+    /// FIRST_BUFFER bytes, doubled when less than a quarter of it is free). Returns the byte
+    /// count (0: the client closed) and whether the socket's receive queue is now empty.
+    /// Errors: recv(2)'s (WouldBlock: nothing yet; a TLS handshake in progress reads this
+    /// way too), InvalidData for a TLS failure.
+    fn recv(&mut self, buf: &mut Vec<u8>) -> std::io::Result<(usize, bool)> {
+        if buf.capacity() - buf.len() < FIRST_BUFFER / 4 {
+            buf.reserve(buf.len().max(FIRST_BUFFER));
+        }
+        let want = (buf.capacity() - buf.len()).min(READ_CHUNK);
+        match &mut self.tls {
+            Some(session) => session.recv(self.fd, buf, want),
+            None => recv_plain(self.fd, buf, want),
+        }
+    }
+
+    /// Writes as much of `data` as the socket takes now: the byte count (less than asked
+    /// once it is full; epoll reports room again). With TLS, `data` is encrypted; records
+    /// the socket did not take wait in the session ([`Io::pending`]) and go first next time.
+    /// Errors: writev(2)'s other than EAGAIN.
+    fn write_some(&mut self, data: &[u8]) -> nix::Result<usize> {
+        if let Some(session) = &mut self.tls {
+            return session
+                .send(self.fd, data)
+                .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)));
+        }
+        let mut done = 0;
+        while done < data.len() {
+            match nix::sys::uio::writev(self.fd, &[IoSlice::new(&data[done..])]) {
+                Ok(n) => done += n,
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    /// TLS records wait for room in the socket.
+    fn pending(&self) -> bool {
+        self.tls.as_ref().is_some_and(|s| s.pending())
+    }
+
+    /// Writes all of `data`, waiting (at most `timeout` per stall) when the socket is full.
+    /// False when the client is gone or stalled.
+    fn write_all(&mut self, data: &[u8], timeout: Duration) -> bool {
+        let mut done = 0;
+        loop {
+            match self.write_some(&data[done..]) {
+                Ok(n) => done += n,
+                Err(_) => return false,
+            }
+            if done == data.len() && !self.pending() {
+                return true;
+            }
+            if !wait_ready(self.fd, nix::poll::PollFlags::POLLOUT, timeout) {
+                return false;
+            }
+        }
+    }
+
+    /// Ends TLS with close_notify, best effort and without waiting (nothing for plain TCP).
+    fn close_notify(&mut self) {
+        if let Some(session) = &mut self.tls {
+            session.close_notify(self.fd);
+        }
+    }
 }
 
 /// What epoll reported for a connection (several reports may be merged).
@@ -281,6 +355,8 @@ pub struct Conn {
     /// had nothing more, and epoll will report whatever arrives next. Reading again would
     /// only return EAGAIN (one system call per request saved, as nginx does).
     drained: bool,
+    /// The TLS session, on a TLS listener.
+    tls: Option<Box<Session>>,
 }
 
 /// What the worker does with a connection after [`drive`].
@@ -296,12 +372,14 @@ impl Conn {
     /// A connection accepted on listener `listener` from `remote` (REMOTE_ADDR, REMOTE_PORT),
     /// waiting for its first request (deadline: header_timeout); `is_tcp` for TCP
     /// (TCP_NODELAY is set once the connection is kept alive: a connection that ends after
-    /// one response, written in one writev, does not need it).
+    /// one response, written in one writev, does not need it); `tls`: its TLS session, which
+    /// the driver takes through the handshake before the first request.
     pub fn new(
         fd: OwnedFd,
         listener: usize,
         remote: (String, String),
         is_tcp: bool,
+        tls: Option<Box<Session>>,
         ctx: &Context,
     ) -> Conn {
         let peer_ip = match ctx.proxy_mode {
@@ -329,14 +407,16 @@ impl Conn {
             lingered: 0,
             nodelay_pending: is_tcp,
             drained: false,
+            tls,
         }
     }
 }
 
 impl Conn {
-    /// A response waits for the client to make room (phase [`Phase::Send`]).
+    /// Output waits for the client to make room: a response (phase [`Phase::Send`]) or TLS
+    /// records (the handshake's).
     pub fn sending(&self) -> bool {
-        self.phase == Phase::Send
+        self.phase == Phase::Send || self.tls.as_ref().is_some_and(|s| s.pending())
     }
 }
 
@@ -422,15 +502,16 @@ fn with_date<R>(now: Instant, f: impl FnOnce(&str) -> R) -> R {
     })
 }
 
-/// Reads up to READ_CHUNK bytes from `fd`, appending to `buf` (allocated at FIRST_BUFFER
-/// bytes, doubled when less than a quarter of it is free). Returns the byte count and
-/// whether it was less than asked for (the socket's receive queue is now empty).
-fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::io::Result<(usize, bool)> {
-    if buf.capacity() - buf.len() < FIRST_BUFFER / 4 {
-        buf.reserve(buf.len().max(FIRST_BUFFER));
-    }
+/// Reads up to `want` bytes (at most the spare capacity) from `fd`, appending to `buf`.
+/// Returns the byte count and whether it was less than asked for (the socket's receive queue
+/// is now empty).
+fn recv_plain(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> std::io::Result<(usize, bool)> {
     let spare = buf.spare_capacity_mut();
-    let want = spare.len().min(READ_CHUNK);
+    let want = spare.len().min(want);
     // recv(2) rather than read(2): the socket call path, without the VFS read path's file
     // position handling.
     // SAFETY: recv writes at most `want` bytes into the vector's spare capacity, which is
@@ -460,30 +541,12 @@ fn wait_ready(fd: BorrowedFd<'_>, events: nix::poll::PollFlags, timeout: Duratio
     }
 }
 
-/// Writes all of `bufs`, waiting (at most `timeout` per stall) when the socket is full.
-fn write_all(fd: BorrowedFd<'_>, mut bufs: &mut [IoSlice<'_>], timeout: Duration) -> bool {
-    IoSlice::advance_slices(&mut bufs, 0);
-    while !bufs.is_empty() {
-        match nix::sys::uio::writev(fd, bufs) {
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(nix::errno::Errno::EAGAIN) => {
-                if !wait_ready(fd, nix::poll::PollFlags::POLLOUT, timeout) {
-                    return false;
-                }
-            }
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return false,
-        }
-    }
-    true
-}
-
 /// Sends an error response the server generates itself (`Connection: close`), best effort.
-fn send_error(fd: BorrowedFd<'_>, status: u16, extra: &str, timeout: Duration) {
+fn send_error(io: &mut Io<'_>, status: u16, extra: &str, timeout: Duration) {
     let bytes = with_date(Instant::now(), |date| {
         http::error_response(status, date, extra)
     });
-    write_all(fd, &mut [IoSlice::new(&bytes)], timeout);
+    io.write_all(&bytes, timeout);
 }
 
 /// Sends `503 Service Unavailable` with Retry-After to a connection over worker_connections,
@@ -500,7 +563,16 @@ pub fn refuse_overload(fd: BorrowedFd<'_>) {
 fn fail(ctx: &Context, conn: &mut Conn, reject: Reject) -> Next {
     debug_reject(conn, reject);
     ctx.count_rejected(reject.status);
-    send_error(conn.fd.as_fd(), reject.status, "", ctx.stall_timeout);
+    if conn.tls.as_ref().is_some_and(|s| s.handshaking()) {
+        // No HTTP before the handshake is done.
+        return Next::Close;
+    }
+    send_error(
+        &mut Io::new(&conn.fd, &mut conn.tls),
+        reject.status,
+        "",
+        ctx.stall_timeout,
+    );
     start_linger(conn)
 }
 /// Closes a connection whose client asked for it and sent nothing more: if nothing else
@@ -510,6 +582,7 @@ fn fail(ctx: &Context, conn: &mut Conn, reject: Reject) -> Next {
 fn close_asked(conn: &mut Conn, promised: bool) -> Next {
     if promised && conn.drained {
         // The last recv emptied the socket and the client may not send more.
+        Io::new(&conn.fd, &mut conn.tls).close_notify();
         return Next::Close;
     }
     // Bytes that arrived since the last recv (an HTTP/1.0 client pipelining, which nothing
@@ -521,12 +594,16 @@ fn close_asked(conn: &mut Conn, promised: bool) -> Next {
         &mut probe,
         nix::sys::socket::MsgFlags::MSG_PEEK,
     ) {
-        Ok(0) | Err(nix::errno::Errno::EAGAIN) => Next::Close,
+        Ok(0) | Err(nix::errno::Errno::EAGAIN) => {
+            Io::new(&conn.fd, &mut conn.tls).close_notify();
+            Next::Close
+        }
         _ => start_linger(conn),
     }
 }
 
 fn start_linger(conn: &mut Conn) -> Next {
+    Io::new(&conn.fd, &mut conn.tls).close_notify();
     let _ = nix::sys::socket::shutdown(conn.fd.as_raw_fd(), nix::sys::socket::Shutdown::Write);
     conn.phase = Phase::Linger;
     conn.deadline = Instant::now() + LINGER;
@@ -556,6 +633,16 @@ fn linger(conn: &mut Conn) -> Next {
 /// heads, waits for bodies up to body_buffer, serves requests (pipelined ones too), reads
 /// more when a head or body is incomplete. Returns when it would block or must close.
 pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readiness) -> Next {
+    if conn.phase != Phase::Send {
+        if let Some(session) = conn.tls.as_mut().filter(|s| s.pending()) {
+            // Handshake records the socket did not take.
+            match session.flush(conn.fd.as_fd()) {
+                Ok(true) => {}
+                Ok(false) => return Next::Wait,
+                Err(_) => return Next::Close,
+            }
+        }
+    }
     match conn.phase {
         Phase::Linger => return linger(conn),
         Phase::Send => {
@@ -587,7 +674,7 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
             if conn.request_ready && body_ready(ctx, conn, scratch.now) {
                 conn.request_ready = false;
                 let served = serve(ctx, conn, scratch);
-                if !conn.out.is_empty() {
+                if !conn.out.is_empty() || conn.tls.as_ref().is_some_and(|s| s.pending()) {
                     // The socket is full: the event loop sends the rest when the client reads
                     // (the writer's EAGAIN means an EPOLLOUT edge follows).
                     conn.after = Some(served);
@@ -604,7 +691,7 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
         if conn.drained {
             return Next::Wait;
         }
-        match read_into(conn.fd.as_fd(), &mut conn.buf) {
+        match Io::new(&conn.fd, &mut conn.tls).recv(&mut conn.buf) {
             Ok((0, _)) => return Next::Close,
             Ok((n, short)) => {
                 ctx.count_bytes(n, 0);
@@ -620,7 +707,16 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Next::Wait,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return Next::Close,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::InvalidData && logging::enabled(LogLevel::Debug)
+                {
+                    logging::debug(format_args!(
+                        "TLS with {}:{} failed: {e}",
+                        conn.remote_addr, conn.remote_port
+                    ));
+                }
+                return Next::Close;
+            }
         }
     }
 }
@@ -629,7 +725,7 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
 /// still full, or the connection ends); `None` when all was sent and the connection goes on.
 fn send_backlog(ctx: &Context, conn: &mut Conn, now: Instant) -> Option<Next> {
     let before = conn.out.len();
-    let sent = conn.out.send(conn.fd.as_fd());
+    let sent = conn.out.send(&mut Io::new(&conn.fd, &mut conn.tls));
     ctx.count_bytes(0, before - conn.out.len());
     match sent {
         Ok(true) => {}
@@ -742,9 +838,13 @@ pub fn expired(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
         };
         debug_reject(conn, reject);
         ctx.count_rejected(408);
+        if conn.tls.as_ref().is_some_and(|s| s.handshaking()) {
+            // A handshake not done within header_timeout: no HTTP to answer it with.
+            return true;
+        }
         // Best effort and non-blocking: the timer thread must not wait on a slow client.
         let bytes = with_date(now, |date| http::error_response(408, date, ""));
-        let _ = nix::sys::uio::writev(conn.fd.as_fd(), &[IoSlice::new(&bytes)]);
+        let _ = Io::new(&conn.fd, &mut conn.tls).write_some(&bytes);
     }
     true
 }
@@ -799,6 +899,7 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         stage,
         out,
         proto,
+        tls,
         ..
     } = conn;
     let buf_all: &[u8] = buf;
@@ -830,7 +931,16 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         }
         None => (remote_addr, remote_port),
     };
-    let url_scheme: &[u8] = if forwarded.https { b"https" } else { b"http" };
+    let facts = tls.as_ref().and_then(|s| s.facts());
+    let url_scheme: &[u8] = if forwarded.https || tls.is_some() {
+        b"https"
+    } else {
+        b"http"
+    };
+    let tls_text = |text: Option<&str>| {
+        text.filter(|t| !t.is_empty())
+            .map_or(FcStr::NULL, |t| FcStr::new(t.as_bytes()))
+    };
     let listener_name = &ctx.listeners[*listener];
     let (server_name, server_port) = match local {
         Some((name, port)) => (name.as_str(), port.as_str()),
@@ -875,13 +985,20 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
                 .map_or(remote_port.as_str(), |p| &p.1)
                 .as_bytes(),
         ),
+        tls_version: tls_text(facts.map(|f| f.version)),
+        tls_cipher: tls_text(facts.map(|f| f.cipher.as_str())),
+        tls_client_subject: tls_text(facts.map(|f| f.client_subject.as_str())),
     };
     stage.clear();
     proto.lend(std::mem::take(&mut scratch.buffers));
     with_date(scratch.now, |date| proto.response().set_date(date));
     proto.response().allow_keep_alive =
         ctx.keepalive.is_some() && !ctx.stopping.load(Ordering::Acquire);
-    let mut exchange = Exchange::new(ctx, fd.as_fd(), proto, &buf_all[head.len..], stage, out);
+    let io = Io {
+        fd: fd.as_fd(),
+        tls: tls.as_deref_mut(),
+    };
+    let mut exchange = Exchange::new(ctx, io, proto, &buf_all[head.len..], stage, out);
     let responder = exchange.responder();
     // The clock is read once per wakeup (scratch.now) and once after the app returns; access
     // logging wants this request's own start.

@@ -39,6 +39,9 @@ int main(void) {
     OFFSET(FcRequest, header_count);
     OFFSET(FcRequest, peer_addr);
     OFFSET(FcRequest, peer_port);
+    OFFSET(FcRequest, tls_version);
+    OFFSET(FcRequest, tls_cipher);
+    OFFSET(FcRequest, tls_client_subject);
 
     SIZE(FcResponder);
     OFFSET(FcResponder, size);

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -142,6 +142,8 @@ pub struct Server {
     pub dir: PathBuf,
     pub log: PathBuf,
     pub config: PathBuf,
+    /// Set for a TLS server: [`Server::stream`] and the GET helpers speak TLS with it.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Runs ferricorn to completion with `args` (for config errors); returns (status, stderr).
@@ -244,17 +246,46 @@ impl Server {
             dir,
             log,
             config: config_path,
+            tls: None,
         };
         server.port = server.wait_listening();
         server
     }
 
-    /// Waits for the first `Listening at: http://` line and returns its port.
+    /// [`Server::start`] for a TLS server (its `config` sets certfile and keyfile): requests
+    /// go over TLS with `client`.
+    pub fn start_tls(
+        app: &str,
+        config: &str,
+        args: &[&str],
+        client: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Server {
+        let mut server = Server::spawn(app, config, args);
+        server.tls = Some(client);
+        server.wait_ready();
+        server
+    }
+
+    /// [`Server::start`], or with `tls` [`Server::start_tls`] with its certificate added to
+    /// `config` and a client without a certificate.
+    pub fn start_maybe_tls(app: &str, config: &str, tls: Option<&Pki>) -> Server {
+        match tls {
+            None => Server::start(app, config, &[]),
+            Some(pki) => Server::start_tls(
+                app,
+                &format!("{config}{}", pki.config()),
+                &[],
+                pki.client(false),
+            ),
+        }
+    }
+
+    /// Waits for the first `Listening at: http://` (or `https://`) line and returns its port.
     pub fn wait_listening(&self) -> u16 {
         wait_for("the Listening at: line", Duration::from_secs(20), || {
             let text = self.log_text();
-            let line = text.lines().find(|l| l.contains("Listening at: http://"))?;
-            let after = line.split("Listening at: http://").nth(1)?;
+            let line = text.lines().find(|l| l.contains("Listening at: http"))?;
+            let after = line.split("://").nth(1)?;
             let port = after.split_whitespace().next()?.rsplit(':').next()?;
             port.parse().ok()
         })
@@ -304,7 +335,7 @@ impl Server {
 
     /// Sends `raw` on a new connection and reads one response.
     pub fn send(&self, raw: &[u8]) -> Response {
-        let mut stream = self.connect();
+        let mut stream = self.stream().expect("connect");
         stream.write_all(raw).expect("send request");
         read_response(&mut BufReader::new(stream)).expect("read response")
     }
@@ -312,7 +343,7 @@ impl Server {
     /// Sends `raw` on a new connection, reads one response, then reads until the server
     /// closes the connection; returns the response and whatever came after it.
     pub fn send_then_close(&self, raw: &[u8]) -> (Response, Vec<u8>) {
-        let mut stream = self.connect();
+        let mut stream = self.stream().expect("connect");
         stream.write_all(raw).expect("send request");
         let mut reader = BufReader::new(stream);
         let response = read_response(&mut reader).expect("read response");
@@ -328,10 +359,20 @@ impl Server {
         serde_json::from_slice(&response.body).expect("JSON body")
     }
 
+    /// A new connection, over TLS for a TLS server (the handshake happens at the first
+    /// read or write).
+    pub fn stream(&self) -> std::io::Result<Stream> {
+        let tcp = TcpStream::connect(("127.0.0.1", self.port))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(match &self.tls {
+            None => Stream::Plain(tcp),
+            Some(config) => Stream::tls(tcp, config.clone()),
+        })
+    }
+
     /// GET `path` on a new connection.
     pub fn try_get(&self, path: &str) -> std::io::Result<Response> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut stream = self.stream()?;
         write!(
             stream,
             "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
@@ -379,6 +420,188 @@ impl Drop for Server {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A client connection: plain TCP, or TLS over it (rustls).
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// TLS over `tcp` with `config`, for the server name `localhost`.
+    pub fn tls(tcp: TcpStream, config: std::sync::Arc<rustls::ClientConfig>) -> Stream {
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+        let conn = rustls::ClientConnection::new(config, name).expect("a TLS client");
+        Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+    }
+
+    /// The TCP socket.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+
+    /// Ends the client's sending side: close_notify first with TLS, then shutdown(2).
+    pub fn half_close(&mut self) {
+        if let Stream::Tls(s) = self {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+        let _ = self.tcp().shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) if s.conn.is_handshaking() => s.read(buf),
+            // Once the handshake is done, reading never writes first (rustls's StreamOwned
+            // flushes pending records before each read, and a server that already closed
+            // after its response would turn that into EPIPE before the response is read,
+            // where a plain socket returns the response).
+            Stream::Tls(s) => loop {
+                match s.conn.reader().read(buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    other => return other,
+                }
+                if s.conn.read_tls(&mut s.sock)? == 0 {
+                    return Ok(0);
+                }
+                s.conn
+                    .process_new_packets()
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            },
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Test certificates made with rcgen, as PEM files in a directory: a CA, a server
+/// certificate for `localhost` and 127.0.0.1 signed by it, and a client certificate
+/// (`CN=test client`) signed by it.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    ca_params: rcgen::CertificateParams,
+    ca_key: rcgen::KeyPair,
+}
+
+impl Pki {
+    /// Makes the files in `dir`.
+    pub fn new(dir: &std::path::Path) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("a key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "ferricorn test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("a CA");
+        let pki = Pki {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client-key.pem"),
+            ca_params,
+            ca_key,
+        };
+        std::fs::write(&pki.ca, ca_cert.pem()).unwrap();
+        let (cert, key) = pki.issue("localhost", true);
+        std::fs::write(&pki.cert, cert).unwrap();
+        std::fs::write(&pki.key, key).unwrap();
+        let (cert, key) = pki.issue("test client", false);
+        std::fs::write(&pki.client_cert, cert).unwrap();
+        std::fs::write(&pki.client_key, key).unwrap();
+        pki
+    }
+
+    /// A new certificate with common name `cn` signed by the CA (for `localhost` and
+    /// 127.0.0.1 when `server`), and its key: (certificate PEM, key PEM).
+    pub fn issue(&self, cn: &str, server: bool) -> (String, String) {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+        let key = KeyPair::generate().expect("a key");
+        let names = if server {
+            vec!["localhost".to_string(), "127.0.0.1".to_string()]
+        } else {
+            Vec::new()
+        };
+        let mut params = CertificateParams::new(names).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
+        let cert = params.signed_by(&key, &issuer).expect("a certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// Runs `f` with test certificates in a scratch directory, removed afterwards.
+    pub fn with<R>(f: impl FnOnce(&Pki) -> R) -> R {
+        let dir = scratch_dir();
+        let result = f(&Pki::new(&dir));
+        let _ = std::fs::remove_dir_all(dir);
+        result
+    }
+
+    /// The server's `certfile`/`keyfile` lines for a configuration.
+    pub fn config(&self) -> String {
+        format!(
+            "certfile: {}\nkeyfile: {}\n",
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+
+    /// A TLS client that trusts the CA, optionally presenting the client certificate.
+    pub fn client(&self, with_certificate: bool) -> std::sync::Arc<rustls::ClientConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&self.ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let mut config = if with_certificate {
+            let chain = CertificateDer::pem_file_iter(&self.client_cert)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(&self.client_key).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        } else {
+            builder.with_no_client_auth()
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        std::sync::Arc::new(config)
     }
 }
 

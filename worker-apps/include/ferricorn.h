@@ -128,7 +128,7 @@ typedef struct FcRequest {
     FcStr server_port;       /* SERVER_PORT: decimal; empty for unix sockets */
     FcStr remote_addr;       /* REMOTE_ADDR: the peer's IP address; empty for unix sockets */
     FcStr remote_port;       /* REMOTE_PORT: decimal; empty for unix sockets */
-    FcStr url_scheme;        /* wsgi.url_scheme: "http" */
+    FcStr url_scheme;        /* wsgi.url_scheme: "http", or "https" on TLS */
     FcStr content_type;      /* CONTENT_TYPE, or absent {NULL, 0} */
     int64_t content_length;  /* CONTENT_LENGTH in bytes, or -1 (chunked body or no body) */
     const FcField *headers;  /* header fields in wire order (names containing '_' dropped) */
@@ -141,10 +141,22 @@ typedef struct FcRequest {
      * the client a trusted proxy forwarded for). */
     FcStr peer_addr;
     FcStr peer_port;
+
+    /* Appended in ABI 1.2: only present when size >= offsetof(FcRequest, tls_client_subject)
+     * + sizeof(FcStr) (FC_REQUEST_HAS_TLS checks). TLS facts of the connection, absent
+     * {NULL, 0} on plain HTTP: the version ("TLSv1.3" or "TLSv1.2"), the cipher suite's IANA
+     * name ("TLS_AES_128_GCM_SHA256"), and the client certificate's subject in RFC 4514 form
+     * ("CN=client,O=Example") when the client sent one (cert_reqs), absent otherwise. */
+    FcStr tls_version;
+    FcStr tls_cipher;
+    FcStr tls_client_subject;
 } FcRequest;
 
 /* Whether request `r` (a const FcRequest *) has peer_addr and peer_port. */
 #define FC_REQUEST_HAS_PEER(r) ((r)->size >= offsetof(FcRequest, peer_port) + sizeof(FcStr))
+/* Whether request `r` has the tls_* fields (absent on plain HTTP even then). */
+#define FC_REQUEST_HAS_TLS(r) \
+    ((r)->size >= offsetof(FcRequest, tls_client_subject) + sizeof(FcStr))
 
 /* What handle gets to read the request body and send the response (WSGI's start_response,
  * write and wsgi.input). Owned by the server; valid only until handle returns, and only on

@@ -133,7 +133,8 @@ pub struct FcRequest {
     pub remote_addr: FcStr,
     /// REMOTE_PORT: the peer's port in decimal (empty for unix sockets).
     pub remote_port: FcStr,
-    /// wsgi.url_scheme: `http`.
+    /// wsgi.url_scheme: `http`, or `https` on a TLS listener (or from a trusted proxy's
+    /// `secure_scheme_headers`).
     pub url_scheme: FcStr,
     /// CONTENT_TYPE, or absent.
     pub content_type: FcStr,
@@ -149,16 +150,35 @@ pub struct FcRequest {
     pub peer_addr: FcStr,
     /// Appended in ABI 1.1: the TCP peer's port, decimal text.
     pub peer_port: FcStr,
+    /// Appended in ABI 1.2 (present when `size` covers it, see [`FcRequest::has_tls`]): the
+    /// TLS version of the connection, `TLSv1.3` or `TLSv1.2` (nginx's `$ssl_protocol`);
+    /// absent (NULL) on plain HTTP.
+    pub tls_version: FcStr,
+    /// Appended in ABI 1.2: the cipher suite's IANA name (e.g. `TLS_AES_128_GCM_SHA256`);
+    /// absent on plain HTTP.
+    pub tls_cipher: FcStr,
+    /// Appended in ABI 1.2: the client certificate's subject (RFC 4514, e.g. `CN=client,
+    /// O=Example`), when the client sent one (`cert_reqs`); absent otherwise.
+    pub tls_client_subject: FcStr,
 }
 
 impl FcRequest {
     /// `size` of a request from a server that predates [`FcRequest::peer_addr`].
     pub const SIZE_BEFORE_PEER: u32 = std::mem::offset_of!(FcRequest, peer_addr) as u32;
+    /// `size` of a request from a server that predates [`FcRequest::tls_version`] (ABI 1.1).
+    pub const SIZE_BEFORE_TLS: u32 = std::mem::offset_of!(FcRequest, tls_version) as u32;
 
     /// Whether the server that made this request filled `peer_addr` and `peer_port` (its
     /// `size` covers them).
     pub fn has_peer(&self) -> bool {
-        self.size as usize >= std::mem::size_of::<FcRequest>()
+        self.size >= Self::SIZE_BEFORE_TLS
+    }
+
+    /// Whether the server that made this request filled the `tls_*` fields (its `size`
+    /// covers them; they are absent on plain HTTP even then).
+    pub fn has_tls(&self) -> bool {
+        self.size as usize
+            >= std::mem::offset_of!(FcRequest, tls_client_subject) + std::mem::size_of::<FcStr>()
     }
 }
 

@@ -201,9 +201,32 @@ impl<'a> Request<'a> {
             self.remote_port()
         }
     }
-    /// wsgi.url_scheme: `http`.
+    /// wsgi.url_scheme: `http`, or `https` (TLS, or a trusted proxy said so).
     pub fn url_scheme(&self) -> &'a [u8] {
         self.text(self.raw.url_scheme)
+    }
+    /// The connection's TLS version (`TLSv1.3`, `TLSv1.2`); `None` on plain HTTP or from a
+    /// server older than ABI 1.2.
+    pub fn tls_version(&self) -> Option<&'a [u8]> {
+        self.tls_field(self.raw.tls_version)
+    }
+    /// The TLS cipher suite's IANA name (e.g. `TLS_AES_128_GCM_SHA256`); `None` as for
+    /// [`Request::tls_version`].
+    pub fn tls_cipher(&self) -> Option<&'a [u8]> {
+        self.tls_field(self.raw.tls_cipher)
+    }
+    /// The client certificate's subject (RFC 4514, e.g. `CN=client`), when the client sent
+    /// one (`cert_reqs`); `None` otherwise.
+    pub fn tls_client_subject(&self) -> Option<&'a [u8]> {
+        self.tls_field(self.raw.tls_client_subject)
+    }
+    fn tls_field(&self, field: FcStr) -> Option<&'a [u8]> {
+        if !self.raw.has_tls() {
+            return None;
+        }
+        // SAFETY: as for `bytes`: valid for the whole `handle` call; the size rule says the
+        // server filled the field.
+        unsafe { field.as_bytes() }
     }
     /// CONTENT_TYPE, if sent.
     pub fn content_type(&self) -> Option<&'a [u8]> {

@@ -1,0 +1,410 @@
+//! HTTPS (issue #17, SPEC §8): certfile/keyfile on every TCP listener, the TLS facts the app
+//! sees, client certificates, what a plain-HTTP or silent client gets on a TLS port, HUP
+//! reloading certificates (a broken one refused, the old generation serving), USR2 with TLS,
+//! and a plugin built against an older request layout. Certificates are made at test time
+//! with rcgen ([`Pki`]); the client is rustls.
+
+mod common;
+
+use common::{compile_c, read_response, repo_path, run_to_exit, wait_for, Pki, Server, Stream};
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// GET `path` on a new TLS connection with `client`; the response and the server's
+/// certificate (DER).
+fn get_over_tls(
+    port: u16,
+    client: &Arc<rustls::ClientConfig>,
+    path: &str,
+) -> std::io::Result<(common::Response, Vec<u8>)> {
+    let tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut stream = Stream::tls(tcp, client.clone());
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reader = BufReader::new(stream);
+    let response = read_response(&mut reader)?;
+    let cert = match reader.get_ref() {
+        Stream::Tls(s) => s
+            .conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default(),
+        Stream::Plain(_) => Vec::new(),
+    };
+    Ok((response, cert))
+}
+
+fn json(response: &common::Response) -> serde_json::Value {
+    assert_eq!(response.status, 200, "{}", response.text());
+    serde_json::from_slice(&response.body).expect("JSON body")
+}
+
+#[test]
+fn https_gives_the_app_the_tls_facts_and_keeps_connections_alive() {
+    let dir = common::scratch_dir();
+    let pki = Pki::new(&dir);
+    let server = Server::start_tls(
+        "echo",
+        &format!("workers: 1\nbody_buffer: 1024\n{}", pki.config()),
+        &[],
+        pki.client(false),
+    );
+    let log = server.log_text();
+    assert!(
+        log.contains("Listening at: https://127.0.0.1:"),
+        "no https listener line:\n{log}"
+    );
+    let echo = json(&server.get("/facts?x=1"));
+    assert_eq!(echo["url_scheme"], "https");
+    assert_eq!(echo["tls_version"], "TLSv1.3");
+    let cipher = echo["tls_cipher"].as_str().unwrap_or_default();
+    assert!(cipher.starts_with("TLS_"), "cipher {cipher:?}");
+    assert!(echo["tls_client_subject"].is_null());
+    assert_eq!(echo["QUERY_STRING"], "x=1");
+    // Keep-alive over one TLS connection, with a body larger than body_buffer streamed to
+    // the app and echoed back (the response backlog over TLS).
+    let mut reader = BufReader::new(server.stream().unwrap());
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    for round in 0..3 {
+        let head = format!(
+            "POST /raw HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        reader.get_mut().write_all(head.as_bytes()).unwrap();
+        reader.get_mut().write_all(&body).unwrap();
+        let response = read_response(&mut reader).unwrap();
+        assert_eq!(response.status, 200, "round {round}");
+        assert!(response.body == body, "round {round}: body differs");
+        assert!(!response.closes());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn big_and_streamed_responses_arrive_whole_over_tls() {
+    let dir = common::scratch_dir();
+    let pki = Pki::new(&dir);
+    // response_buffer below the response: the app's write waits for the client (the
+    // encrypted backlog drains through epoll as the client reads).
+    let server = Server::start_tls(
+        "chaos",
+        &format!(
+            "workers: 1\nthreads: 2\nresponse_buffer: 65536\n{}",
+            pki.config()
+        ),
+        &[],
+        pki.client(false),
+    );
+    let big = server.get("/big?bytes=5000000");
+    assert_eq!(big.status, 200);
+    assert_eq!(big.body.len(), 5_000_000);
+    let streamed = server.get("/stream?chunks=50&size=10000");
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.body.len(), 500_000);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn plain_http_garbage_and_silence_on_a_tls_port_are_closed() {
+    let dir = common::scratch_dir();
+    let pki = Pki::new(&dir);
+    let server = Server::start_tls(
+        "echo",
+        &format!(
+            "workers: 1\nheader_timeout: 2\nloglevel: debug\n{}",
+            pki.config()
+        ),
+        &[],
+        pki.client(false),
+    );
+    for sent in [
+        &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        &b"\x00\x01garbage\xff\xfe\r\n\r\n"[..],
+    ] {
+        let mut tcp = server.connect();
+        let started = Instant::now();
+        tcp.write_all(sent).unwrap();
+        let mut got = Vec::new();
+        let _ = tcp.read_to_end(&mut got);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "closed only after {:?}",
+            started.elapsed()
+        );
+        assert!(
+            !got.starts_with(b"HTTP/"),
+            "an HTTP answer on a TLS port: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    wait_for("the debug line", Duration::from_secs(5), || {
+        server
+            .log_text()
+            .contains("TLS with 127.0.0.1:")
+            .then_some(())
+    });
+    // A client that never sends its hello is closed once header_timeout passes.
+    let mut silent = server.connect();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let _ = silent.read_to_end(&mut got);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6),
+        "closed after {waited:?}"
+    );
+    assert!(got.is_empty(), "{got:?}");
+    // The server still serves.
+    assert_eq!(server.get("/").status, 200);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn client_certificates_required_and_optional() {
+    let dir = common::scratch_dir();
+    let pki = Pki::new(&dir);
+    // gunicorn's cert_reqs number: 2 is ssl.CERT_REQUIRED.
+    let required = format!(
+        "workers: 1\nca_certs: {}\ncert_reqs: 2\n{}",
+        pki.ca.display(),
+        pki.config()
+    );
+    let server = Server::start_tls("echo", &required, &[], pki.client(true));
+    let echo = json(&server.get("/"));
+    assert_eq!(echo["tls_client_subject"], "CN=test client");
+    let refused = get_over_tls(server.port, &pki.client(false), "/");
+    assert!(refused.is_err(), "served without a client certificate");
+    drop(server);
+    let optional = format!(
+        "workers: 1\nca_certs: {}\ncert_reqs: optional\n{}",
+        pki.ca.display(),
+        pki.config()
+    );
+    let server = Server::start_tls("echo", &optional, &[], pki.client(false));
+    assert!(json(&server.get("/"))["tls_client_subject"].is_null());
+    let (response, _) = get_over_tls(server.port, &pki.client(true), "/").unwrap();
+    assert_eq!(json(&response)["tls_client_subject"], "CN=test client");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Replaces `path` with `text` in one rename, so the master never reads half a file.
+fn replace(path: &std::path::Path, text: &str) {
+    let temporary = path.with_extension("new");
+    std::fs::write(&temporary, text).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
+#[test]
+fn hup_reloads_certificates_and_a_broken_one_keeps_the_old_serving() {
+    let dir = common::scratch_dir();
+    let pki = Pki::new(&dir);
+    let client = pki.client(false);
+    let server = Server::start_tls(
+        "echo",
+        &format!("workers: 2\n{}", pki.config()),
+        &[],
+        client.clone(),
+    );
+    let first = get_over_tls(server.port, &client, "/").unwrap().1;
+    // A request loop on new connections (a handshake each) for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let loops: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, seen, failures, client) =
+                (stop.clone(), seen.clone(), failures.clone(), client.clone());
+            let port = server.port;
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Acquire) && Instant::now() < deadline {
+                    match get_over_tls(port, &client, "/") {
+                        Ok((r, cert)) if r.status == 200 => {
+                            let mut seen = seen.lock().unwrap();
+                            if !seen.contains(&cert) {
+                                seen.push(cert);
+                            }
+                        }
+                        Ok((r, _)) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("status {}", r.status)),
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let reload_failures = |n: usize| {
+        wait_for("the reload to be refused", Duration::from_secs(20), || {
+            let log = server.log_text();
+            (log.matches("Reload failed").count() >= n).then_some(log)
+        })
+    };
+    // Not a certificate: refused, naming the file.
+    let good_cert = std::fs::read_to_string(&pki.cert).unwrap();
+    replace(&pki.cert, "not a certificate\n");
+    server.signal(libc::SIGHUP);
+    let log = reload_failures(1);
+    let line = log.lines().find(|l| l.contains("Reload failed")).unwrap();
+    assert!(
+        line.contains("certfile") && line.contains(&pki.cert.display().to_string()),
+        "{line}"
+    );
+    // A certificate whose key is not the keyfile's: refused, naming both files.
+    let (other_cert, other_key) = pki.issue("localhost", true);
+    replace(&pki.cert, &other_cert);
+    server.signal(libc::SIGHUP);
+    let log = reload_failures(2);
+    let line = log
+        .lines()
+        .filter(|l| l.contains("Reload failed"))
+        .nth(1)
+        .unwrap();
+    assert!(line.contains(&pki.key.display().to_string()), "{line}");
+    assert_eq!(get_over_tls(server.port, &client, "/").unwrap().1, first);
+    // The new certificate with its key: new connections get it.
+    replace(&pki.key, &other_key);
+    server.signal(libc::SIGHUP);
+    wait_for("the new certificate", Duration::from_secs(20), || {
+        let (_, cert) = get_over_tls(server.port, &client, "/").ok()?;
+        (cert != first).then_some(())
+    });
+    wait_for("the reload to complete", Duration::from_secs(20), || {
+        server.log_text().contains("Reload complete").then_some(())
+    });
+    stop.store(true, Ordering::Release);
+    for handle in loops {
+        handle.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert_eq!(seen.lock().unwrap().len(), 2, "both certificates served");
+    drop(good_cert);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn tls_settings_errors_name_the_key_or_the_file() {
+    let dir = common::scratch_dir();
+    let pki = Pki::new(&dir);
+    let hello = common::plugin("hello").display().to_string();
+    let check = |yaml: &str| {
+        let path = dir.join("check.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        run_to_exit(&["--check-config", "-c", path.to_str().unwrap(), &hello])
+    };
+    let missing = dir.join("missing.pem");
+    let cases = [
+        (
+            format!(
+                "certfile: {}\nkeyfile: {}\n",
+                missing.display(),
+                pki.key.display()
+            ),
+            format!("certfile {}", missing.display()),
+        ),
+        (
+            format!("keyfile: {}\n", pki.key.display()),
+            "keyfile is set but certfile is not".into(),
+        ),
+        (
+            format!("{}cert_reqs: required\n", pki.config()),
+            "cert_reqs: required needs ca_certs".into(),
+        ),
+        (
+            format!(
+                "certfile: {}\nkeyfile: {}\n",
+                pki.cert.display(),
+                pki.client_key.display()
+            ),
+            format!("keyfile {}", pki.client_key.display()),
+        ),
+        (
+            format!("{}ciphers: HIGH\n", pki.config()),
+            "rustls picks safe defaults".into(),
+        ),
+    ];
+    for (yaml, want) in cases {
+        let (status, out) = check(&yaml);
+        assert_eq!(status.code(), Some(1), "{yaml}: {out}");
+        assert!(out.contains(&want), "{yaml}: want {want:?} in {out}");
+        assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+    }
+    let (status, out) = check(&pki.config());
+    assert_eq!(status.code(), Some(0), "{out}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_plugin_built_against_the_abi_1_0_layout_is_served_over_tls() {
+    let dir = common::scratch_dir();
+    let pki = Pki::new(&dir);
+    let source = [repo_path("tests/c/responder_1_0.c")];
+    let plugin = compile_c("libresponder_1_0_tls.so", &source, &["-fPIC", "-shared"]);
+    let server = Server::start_tls(
+        &plugin.display().to_string(),
+        &format!("workers: 1\n{}", pki.config()),
+        &[],
+        pki.client(false),
+    );
+    let response = server.get("/");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.body, vec![b'o'; 20000]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn usr2_upgrade_keeps_serving_tls() {
+    let dir = common::scratch_dir();
+    let pki = Pki::new(&dir);
+    let pidfile = dir.join("ferricorn.pid");
+    let client = pki.client(false);
+    let server = Server::start_tls(
+        "echo",
+        &format!(
+            "workers: 1\npidfile: {}\n{}",
+            pidfile.display(),
+            pki.config()
+        ),
+        &[],
+        client.clone(),
+    );
+    let old = server.pid();
+    server.signal(libc::SIGUSR2);
+    let pid_in = |p: &std::path::Path| -> Option<i32> {
+        std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    };
+    let new = wait_for("the new master's pidfile", Duration::from_secs(20), || {
+        pid_in(&pidfile).filter(|p| *p != old)
+    });
+    wait_for("the new master's worker", Duration::from_secs(20), || {
+        (common::booted_pids(&server.log_text()).len() >= 2).then_some(())
+    });
+    // The old master stops; the new one serves HTTPS on the inherited socket.
+    server.signal(libc::SIGTERM);
+    wait_for("the old master to stop", Duration::from_secs(20), || {
+        server
+            .log_text()
+            .contains(&format!("[{old}] [INFO] Shutting down: Master"))
+            .then_some(())
+    });
+    let (response, _) = get_over_tls(server.port, &client, "/").unwrap();
+    assert_eq!(json(&response)["url_scheme"], "https");
+    // SAFETY: kill(2) on the new master the test's own server started.
+    unsafe { libc::kill(new, libc::SIGTERM) };
+    wait_for("the new master to stop", Duration::from_secs(20), || {
+        server
+            .log_text()
+            .contains(&format!("[{new}] [INFO] Shutting down: Master"))
+            .then_some(())
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}
