@@ -76,7 +76,9 @@ fn flag_help(setting: &config::Setting) -> String {
     };
     format!(
         "{} [YAML key: {}; default: {}{unit}]",
-        setting.doc, setting.name, setting.default
+        setting.description(),
+        setting.name,
+        setting.default
     )
 }
 

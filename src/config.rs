@@ -27,6 +27,9 @@ pub enum Kind {
         max: u64,
         /// Unit shown in the docs.
         unit: &'static str,
+        /// What 0 stands for, when it is not itself the value (gunicorn's "0 means the
+        /// maximum"); the docs say it, the reader resolves it.
+        zero: Option<u64>,
     },
     /// A string, or null for unset.
     Text,
@@ -82,15 +85,55 @@ pub struct Setting {
 }
 
 const fn int(min: u64, max: u64, unit: &'static str) -> Kind {
-    Kind::Integer { min, max, unit }
+    Kind::Integer {
+        min,
+        max,
+        unit,
+        zero: None,
+    }
 }
 
-/// Declares the settings once: [`SETTINGS`] (the table every lookup, flag, default,
-/// validation and document comes from) and [`Key`], one variant per setting in the same
-/// order, so that code names a setting by a variant (a misspelling does not compile) rather
-/// than by its string.
+/// [`int`] where 0 stands for `zero`.
+const fn int_zero(min: u64, max: u64, unit: &'static str, zero: u64) -> Kind {
+    Kind::Integer {
+        min,
+        max,
+        unit,
+        zero: Some(zero),
+    }
+}
+
+impl Setting {
+    /// The one-line description for `--help` and the README: the doc, and what 0 stands
+    /// for where it stands for another value.
+    pub fn description(&self) -> String {
+        match self.kind {
+            Kind::Integer {
+                max,
+                zero: Some(zero),
+                ..
+            } if zero == max => format!("{} 0 = the maximum, {max}.", self.doc),
+            Kind::Integer {
+                zero: Some(zero), ..
+            } => format!("{} 0 = {zero}.", self.doc),
+            _ => self.doc.to_string(),
+        }
+    }
+}
+
+/// Declares the settings once. Each entry gives the [`Key`] variant, the [`Config`] field
+/// (named as the setting; `app.*` settings name themselves), its type and the reader that
+/// makes it from the validated value ([`Reader`]), then the [`Setting`]: flag, accepted values,
+/// default and doc. From the entries come [`Key`], [`SETTINGS`] (which every flag, default,
+/// validation and document is derived from), the [`Config`] struct with the setting's doc on
+/// each field, and [`Config::from_values`], so that a setting cannot be added to one and
+/// forgotten in another, nor misspelt (gunicorn's `config.py` declares each setting once).
 macro_rules! settings {
-    ($($key:ident => $setting:expr,)*) => {
+    ($(
+        $key:ident => $field:ident $(($name:literal))? : $ty:ty = $read:expr,
+        Setting { flag: $flag:expr, short: $short:expr, kind: $kind:expr, default: $default:expr,
+            doc: $doc:literal },
+    )*) => {
         /// A setting, by name: its index in [`SETTINGS`].
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         #[allow(missing_docs)]
@@ -99,197 +142,184 @@ macro_rules! settings {
         }
 
         /// Every setting ferricorn has (SPEC §2), in documentation order.
-        pub const SETTINGS: &[Setting] = &[$($setting,)*];
+        pub const SETTINGS: &[Setting] = &[$(Setting {
+            name: settings!(@name $field $($name)?),
+            flag: $flag,
+            short: $short,
+            kind: $kind,
+            default: $default,
+            doc: $doc,
+        },)*];
+
+        /// The effective configuration: one typed field per setting (its doc is the
+        /// setting's: see [`SETTINGS`] for units and defaults), plus the merged raw values
+        /// for `--print-config`.
+        #[derive(Clone, Debug)]
+        pub struct Config {
+            /// The YAML file the configuration came from, if any (re-read on HUP).
+            pub file: Option<PathBuf>,
+            $(#[doc = $doc] pub $field: $ty,)*
+            /// Merged values, one per entry of [`SETTINGS`] in order.
+            values: Vec<Value>,
+        }
+
+        impl Config {
+            /// The typed configuration from merged, validated `values` (one per setting, in
+            /// [`SETTINGS`] order): each field by its reader, then the combinations checked
+            /// ([`Config::check_combinations`]). Errors: one line naming the key.
+            fn from_values(file: Option<PathBuf>, mut values: Vec<Value>) -> Result<Config, String> {
+                resolve_workers(&mut values);
+                let r = Reader(&values);
+                $(let $field: $ty = ($read)(&r, Key::$key)?;)*
+                let config = Config { file, $($field,)* values };
+                config.check_combinations()?;
+                Ok(config)
+            }
+        }
     };
+    (@name $field:ident) => { stringify!($field) };
+    (@name $field:ident $name:literal) => { $name };
 }
 
 settings! {
-    Bind => Setting { name: "bind", flag: "bind", short: Some('b'), kind: Kind::Addresses, default: "[\"127.0.0.1:8000\"]",
+    Bind => bind: Vec<Address> = addresses,
+        Setting { flag: "bind", short: Some('b'), kind: Kind::Addresses, default: "[\"127.0.0.1:8000\"]",
         doc: "Addresses to listen on: `HOST:PORT`, `[V6]:PORT`, `unix:PATH` or `fd://N`; port 0 picks a free port. The flag may be repeated." },
-    Workers => Setting { name: "workers", flag: "workers", short: Some('w'), kind: int(0, 1024, "processes"), default: "0",
+    Workers => workers: usize = whole,
+        Setting { flag: "workers", short: Some('w'), kind: int(0, 1024, "processes"), default: "0",
         doc: "Worker processes; 0 means one per CPU." },
-    Threads => Setting { name: "threads", flag: "threads", short: None, kind: int(1, 1024, "threads"), default: "4",
+    Threads => threads: usize = whole,
+        Setting { flag: "threads", short: None, kind: int(1, 1024, "threads"), default: "4",
         doc: "Threads per worker serving requests." },
-    Backlog => Setting { name: "backlog", flag: "backlog", short: None, kind: int(1, 65535, "connections"), default: "2048",
+    Backlog => backlog: i32 = whole,
+        Setting { flag: "backlog", short: None, kind: int(1, 65535, "connections"), default: "2048",
         doc: "listen(2) backlog: connections the kernel queues before they are accepted." },
-    WorkerConnections => Setting { name: "worker_connections", flag: "worker-connections", short: None, kind: int(1, 1_000_000, "connections"), default: "1000",
+    WorkerConnections => worker_connections: usize = whole,
+        Setting { flag: "worker-connections", short: None, kind: int(1, 1_000_000, "connections"), default: "1000",
         doc: "Open connections per worker; beyond it new connections get 503 and are closed." },
-    BodyBuffer => Setting { name: "body_buffer", flag: "body-buffer", short: None, kind: int(0, 64 << 20, "bytes"), default: "65536",
+    BodyBuffer => body_buffer: usize = whole,
+        Setting { flag: "body-buffer", short: None, kind: int(0, 64 << 20, "bytes"), default: "65536",
         doc: "A request body up to this size (as sent, chunk framing included) is read by the event loop before the app is called, so a slow uploader holds no thread; a larger body (or one behind `Expect: 100-continue`) is streamed to the app as it arrives. 0 = always streamed." },
-    ResponseBuffer => Setting { name: "response_buffer", flag: "response-buffer", short: None, kind: int(0, 1 << 30, "bytes"), default: "1048576",
+    ResponseBuffer => response_buffer: usize = whole,
+        Setting { flag: "response-buffer", short: None, kind: int(0, 1 << 30, "bytes"), default: "1048576",
         doc: "Response bytes a connection may hold unsent: the app's thread is free once its response fits, and the event loop sends the rest as the client reads it. Past it the app's write waits for the client (at most `timeout`)." },
-    Timeout => Setting { name: "timeout", flag: "timeout", short: Some('t'), kind: int(0, 86_400, "seconds"), default: "30",
+    Timeout => timeout: Option<Duration> = optional_seconds,
+        Setting { flag: "timeout", short: Some('t'), kind: int(0, 86_400, "seconds"), default: "30",
         doc: "A worker silent this long is killed and replaced; also the longest a client may stall a request's body or response. 0 = off." },
-    RequestTimeout => Setting { name: "request_timeout", flag: "request-timeout", short: None, kind: int(0, 86_400, "seconds"), default: "0",
+    RequestTimeout => request_timeout: Option<Duration> = optional_seconds,
+        Setting { flag: "request-timeout", short: None, kind: int(0, 86_400, "seconds"), default: "0",
         doc: "A request running in the app longer than this makes its worker stop accepting; a replacement starts and the worker is killed once its other requests finish (or graceful_timeout passes). 0 = off." },
-    GracefulTimeout => Setting { name: "graceful_timeout", flag: "graceful-timeout", short: None, kind: int(0, 86_400, "seconds"), default: "30",
+    GracefulTimeout => graceful_timeout: Duration = seconds,
+        Setting { flag: "graceful-timeout", short: None, kind: int(0, 86_400, "seconds"), default: "30",
         doc: "Time workers get to finish in-flight requests after TERM or a reload, before SIGKILL." },
-    Keepalive => Setting { name: "keepalive", flag: "keep-alive", short: None, kind: int(0, 3600, "seconds"), default: "5",
+    Keepalive => keepalive: Option<Duration> = optional_seconds,
+        Setting { flag: "keep-alive", short: None, kind: int(0, 3600, "seconds"), default: "5",
         doc: "How long an idle keep-alive connection is kept open; 0 disables keep-alive." },
-    HeaderTimeout => Setting { name: "header_timeout", flag: "header-timeout", short: None, kind: int(1, 3600, "seconds"), default: "10",
+    HeaderTimeout => header_timeout: Duration = seconds,
+        Setting { flag: "header-timeout", short: None, kind: int(1, 3600, "seconds"), default: "10",
         doc: "Time a client has to send a complete request head; then 408." },
-    MaxRequests => Setting { name: "max_requests", flag: "max-requests", short: None, kind: int(0, u32::MAX as u64, "requests"), default: "0",
+    MaxRequests => max_requests: u64 = whole,
+        Setting { flag: "max-requests", short: None, kind: int(0, u32::MAX as u64, "requests"), default: "0",
         doc: "Recycle a worker gracefully after this many requests; 0 = never." },
-    MaxRequestsJitter => Setting { name: "max_requests_jitter", flag: "max-requests-jitter", short: None, kind: int(0, u32::MAX as u64, "requests"), default: "0",
+    MaxRequestsJitter => max_requests_jitter: u64 = whole,
+        Setting { flag: "max-requests-jitter", short: None, kind: int(0, u32::MAX as u64, "requests"), default: "0",
         doc: "Adds rand(0..=jitter) to max_requests per worker, so workers do not recycle together." },
-    MaxWorkerRss => Setting { name: "max_worker_rss", flag: "max-worker-rss", short: None, kind: int(0, 1 << 20, "MiB"), default: "0",
+    MaxWorkerRss => max_worker_rss: Option<u64> = mebibytes,
+        Setting { flag: "max-worker-rss", short: None, kind: int(0, 1 << 20, "MiB"), default: "0",
         doc: "Recycle a worker whose resident memory stays above this (two readings a second apart), the way max_requests does: a replacement first, then a graceful stop (granian's --workers-max-rss, uWSGI's reload-on-rss). 0 = off." },
-    LimitRequestLine => Setting { name: "limit_request_line", flag: "limit-request-line", short: None, kind: int(0, 8190, "bytes"), default: "4094",
-        doc: "Longest request-line (without CRLF); longer gets 414. 0 = the maximum, 8190." },
-    LimitRequestFields => Setting { name: "limit_request_fields", flag: "limit-request-fields", short: None, kind: int(0, 32768, "fields"), default: "100",
-        doc: "Most header fields in a request; more gets 431. 0 = the maximum, 32768." },
-    LimitRequestFieldSize => Setting { name: "limit_request_field_size", flag: "limit-request-field-size", short: None, kind: int(0, 65536, "bytes"), default: "8190",
-        doc: "Longest header field line (with CRLF); longer gets 431. 0 = 8190." },
-    LimitRequestBody => Setting { name: "limit_request_body", flag: "limit-request-body", short: None, kind: int(0, u64::MAX, "bytes"), default: "0",
+    LimitRequestLine => limit_request_line: usize = whole,
+        Setting { flag: "limit-request-line", short: None, kind: int_zero(0, 8190, "bytes", 8190), default: "4094",
+        doc: "Longest request-line (without CRLF); longer gets 414." },
+    LimitRequestFields => limit_request_fields: usize = whole,
+        Setting { flag: "limit-request-fields", short: None, kind: int_zero(0, 32768, "fields", 32768), default: "100",
+        doc: "Most header fields in a request; more gets 431." },
+    LimitRequestFieldSize => limit_request_field_size: usize = whole,
+        Setting { flag: "limit-request-field-size", short: None, kind: int_zero(0, 65536, "bytes", 8190), default: "8190",
+        doc: "Longest header field line (with CRLF); longer gets 431." },
+    LimitRequestBody => limit_request_body: Option<u64> = nonzero,
+        Setting { flag: "limit-request-body", short: None, kind: int(0, u64::MAX, "bytes"), default: "0",
         doc: "Largest request body; larger gets 413. 0 = unlimited." },
-    LimitRequestHead => Setting { name: "limit_request_head", flag: "limit-request-head", short: None, kind: int(256, 16 << 20, "bytes"), default: "65536",
+    LimitRequestHead => limit_request_head: usize = whole,
+        Setting { flag: "limit-request-head", short: None, kind: int(256, 16 << 20, "bytes"), default: "65536",
         doc: "Most bytes of a request head (request-line and field lines with their CRLFs) and of a trailer section; more gets 431." },
-    MetricsBind => Setting { name: "metrics_bind", flag: "metrics-bind", short: None, kind: Kind::Text, default: "null",
+    MetricsBind => metrics_bind: Option<Address> = address,
+        Setting { flag: "metrics-bind", short: None, kind: Kind::Text, default: "null",
         doc: "Serve Prometheus metrics at `GET /metrics` on this address (`HOST:PORT` or `unix:PATH`), from the master process, never from a worker; unset = off. Bound at startup (a reload does not move it)." },
-    ControlSocket => Setting { name: "control_socket", flag: "control-socket", short: None, kind: Kind::Text, default: "null",
+    ControlSocket => control_socket: Option<PathBuf> = path,
+        Setting { flag: "control-socket", short: None, kind: Kind::Text, default: "null",
         doc: "Unix socket path where the master takes `ferricorn ctl` commands (gunicorn's control socket and command names); unset = off. Bound at startup." },
-    ControlSocketMode => Setting { name: "control_socket_mode", flag: "control-socket-mode", short: None, kind: Kind::Umask, default: "\"600\"",
+    ControlSocketMode => control_socket_mode: u32 = mode,
+        Setting { flag: "control-socket-mode", short: None, kind: Kind::Umask, default: "\"600\"",
         doc: "File mode of `control_socket`, in octal (gunicorn's `control_socket_mode`): who may steer the server." },
-    Pidfile => Setting { name: "pidfile", flag: "pid", short: Some('p'), kind: Kind::Text, default: "null",
+    Pidfile => pidfile: Option<PathBuf> = path,
+        Setting { flag: "pid", short: Some('p'), kind: Kind::Text, default: "null",
         doc: "File the master writes its PID to (removed at exit)." },
-    User => Setting { name: "user", flag: "user", short: Some('u'), kind: Kind::Account { group: false }, default: "null",
+    User => user: Option<u32> = account,
+        Setting { flag: "user", short: Some('u'), kind: Kind::Account { group: false }, default: "null",
         doc: "Workers switch to this user (name or id) after fork; the master keeps its user to bind and to reload." },
-    Group => Setting { name: "group", flag: "group", short: Some('g'), kind: Kind::Account { group: true }, default: "null",
+    Group => group: Option<u32> = account,
+        Setting { flag: "group", short: Some('g'), kind: Kind::Account { group: true }, default: "null",
         doc: "Workers switch to this group (name or id) after fork." },
-    Umask => Setting { name: "umask", flag: "umask", short: Some('m'), kind: Kind::Umask, default: "null",
+    Umask => umask: Option<u32> = octal,
+        Setting { flag: "umask", short: Some('m'), kind: Kind::Umask, default: "null",
         doc: "File mode creation mask (octal, e.g. `\"027\"`) set at startup: applies to unix sockets, log and pid files." },
-    Chdir => Setting { name: "chdir", flag: "chdir", short: None, kind: Kind::Text, default: "null",
+    Chdir => chdir: Option<PathBuf> = path,
+        Setting { flag: "chdir", short: None, kind: Kind::Text, default: "null",
         doc: "Directory to change to at startup, before anything else is opened; relative paths in the configuration are resolved from there." },
-    RawEnv => Setting { name: "raw_env", flag: "env", short: Some('e'), kind: Kind::Pairs, default: "{}",
+    RawEnv => raw_env: Vec<(String, String)> = pairs,
+        Setting { flag: "env", short: Some('e'), kind: Kind::Pairs, default: "{}",
         doc: "Environment variables set for the workers (and the app): a map, or a list of `KEY=VALUE`; the flag takes KEY=VALUE and may be repeated." },
-    ProcName => Setting { name: "proc_name", flag: "name", short: Some('n'), kind: Kind::Text, default: "null",
+    ProcName => proc_name: Option<String> = text,
+        Setting { flag: "name", short: Some('n'), kind: Kind::Text, default: "null",
         doc: "Name in process titles (`ferricorn: master [NAME]`, `ferricorn: worker [NAME]`); default: the app's file name." },
-    Accesslog => Setting { name: "accesslog", flag: "access-logfile", short: None, kind: Kind::Text, default: "null",
+    Accesslog => accesslog: Option<String> = text,
+        Setting { flag: "access-logfile", short: None, kind: Kind::Text, default: "null",
         doc: "Access log file, or `-` for stdout; unset = no access log." },
-    AccessLogFormat => Setting { name: "access_log_format", flag: "access-logformat", short: None, kind: Kind::AccessFormat, default: concat!("'", crate::default_access_format!(), "'"),
+    AccessLogFormat => access_log_format: AccessFormat = access_format,
+        Setting { flag: "access-logformat", short: None, kind: Kind::AccessFormat, default: concat!("'", crate::default_access_format!(), "'"),
         doc: "Access log line, with gunicorn's atoms: h l u t r m U q H s B b f a T M D L p, `{header}i`, `{header}o`." },
-    Errorlog => Setting { name: "errorlog", flag: "error-logfile", short: None, kind: Kind::Text, default: "\"-\"",
+    Errorlog => errorlog: String = required_text,
+        Setting { flag: "error-logfile", short: None, kind: Kind::Text, default: "\"-\"",
         doc: "Error log file, or `-` for stderr." },
-    Loglevel => Setting { name: "loglevel", flag: "log-level", short: None, kind: Kind::Level, default: "info",
+    Loglevel => loglevel: LogLevel = level,
+        Setting { flag: "log-level", short: None, kind: Kind::Level, default: "info",
         doc: "Error log level: debug, info, warning, error or critical." },
-    ForwardedAllowIps => Setting { name: "forwarded_allow_ips", flag: "forwarded-allow-ips", short: None, kind: Kind::IpList, default: "\"127.0.0.1,::1\"",
+    ForwardedAllowIps => forwarded_allow_ips: IpSet = ip_set,
+        Setting { flag: "forwarded-allow-ips", short: None, kind: Kind::IpList, default: "\"127.0.0.1,::1\"",
         doc: "Peers whose forwarding headers are believed (secure_scheme_headers, real_ip_header): addresses, CIDR blocks, `*` for any; a comma-separated string or a list." },
-    SecureSchemeHeaders => Setting { name: "secure_scheme_headers", flag: "secure-scheme-header", short: None, kind: Kind::Pairs, default: "{X-FORWARDED-PROTOCOL: ssl, X-FORWARDED-PROTO: https, X-FORWARDED-SSL: \"on\"}",
+    SecureSchemeHeaders => secure_scheme_headers: Vec<(String, String)> = pairs,
+        Setting { flag: "secure-scheme-header", short: None, kind: Kind::Pairs, default: "{X-FORWARDED-PROTOCOL: ssl, X-FORWARDED-PROTO: https, X-FORWARDED-SSL: \"on\"}",
         doc: "From a trusted peer, a field with one of these values (case-insensitive) makes url_scheme `https`; `Forwarded: proto=https` too. The flag takes NAME=VALUE and may be repeated." },
-    RealIpHeader => Setting { name: "real_ip_header", flag: "real-ip-header", short: None, kind: Kind::Choice { words: &["X-Forwarded-For", "X-Real-IP", "Forwarded"], aliases: &[], bare: None }, default: "null",
+    RealIpHeader => real_ip_header: Option<RealIpHeader> = real_ip,
+        Setting { flag: "real-ip-header", short: None, kind: Kind::Choice { words: &["X-Forwarded-For", "X-Real-IP", "Forwarded"], aliases: &[], bare: None }, default: "null",
         doc: "From a trusted peer, REMOTE_ADDR becomes the rightmost address in this field that is not in forwarded_allow_ips (nginx realip, recursive); the TCP peer stays in peer_addr. Unset: REMOTE_ADDR is the TCP peer." },
-    ProxyProtocol => Setting { name: "proxy_protocol", flag: "proxy-protocol", short: None, kind: Kind::Choice { words: &["off", "v1", "v2", "auto"], aliases: &[("true", "auto"), ("false", "off")], bare: Some("auto") }, default: "off",
+    ProxyProtocol => proxy_protocol: ProxyMode = proxy_mode,
+        Setting { flag: "proxy-protocol", short: None, kind: Kind::Choice { words: &["off", "v1", "v2", "auto"], aliases: &[("true", "auto"), ("false", "off")], bare: Some("auto") }, default: "off",
         doc: "HAProxy's PROXY header before the first request, from proxy_allow_ips: `v1` or `v2` required, `auto` either or none, `off`; `true`/`false` mean `auto`/`off` (gunicorn). It sets REMOTE_ADDR/REMOTE_PORT and SERVER_NAME/SERVER_PORT." },
-    ProxyAllowIps => Setting { name: "proxy_allow_ips", flag: "proxy-allow-from", short: None, kind: Kind::IpList, default: "\"127.0.0.1,::1\"",
+    ProxyAllowIps => proxy_allow_ips: IpSet = ip_set,
+        Setting { flag: "proxy-allow-from", short: None, kind: Kind::IpList, default: "\"127.0.0.1,::1\"",
         doc: "Peers whose PROXY header is read (addresses, CIDR blocks, `*`); from any other peer the bytes are the request." },
-    ReusePort => Setting { name: "reuse_port", flag: "reuse-port", short: None, kind: Kind::Bool, default: "false",
+    ReusePort => reuse_port: bool = flag,
+        Setting { flag: "reuse-port", short: None, kind: Kind::Bool, default: "false",
         doc: "SO_REUSEPORT on TCP listeners, so that several masters can bind the same port (blue/green on one host)." },
-    Certfile => Setting { name: "certfile", flag: "certfile", short: None, kind: Kind::Text, default: "null",
+    Certfile => certfile: Option<PathBuf> = path,
+        Setting { flag: "certfile", short: None, kind: Kind::Text, default: "null",
         doc: "TLS certificate file (PEM; the server's certificate first, then its chain). With `keyfile`, every TCP listener speaks HTTPS (rustls: TLS 1.2 and 1.3, ALPN `http/1.1`); HUP re-reads both files." },
-    Keyfile => Setting { name: "keyfile", flag: "keyfile", short: None, kind: Kind::Text, default: "null",
+    Keyfile => keyfile: Option<PathBuf> = path,
+        Setting { flag: "keyfile", short: None, kind: Kind::Text, default: "null",
         doc: "TLS private key file (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC) matching `certfile`; read by the master, so it may be readable by root only." },
-    CaCerts => Setting { name: "ca_certs", flag: "ca-certs", short: None, kind: Kind::Text, default: "null",
+    CaCerts => ca_certs: Option<PathBuf> = path,
+        Setting { flag: "ca-certs", short: None, kind: Kind::Text, default: "null",
         doc: "CA certificates (PEM) that client certificates must chain to; needed when `cert_reqs` is not `none`." },
-    CertReqs => Setting { name: "cert_reqs", flag: "cert-reqs", short: None, kind: Kind::Choice { words: &["none", "optional", "required"], aliases: &[("0", "none"), ("1", "optional"), ("2", "required")], bare: None }, default: "none",
+    CertReqs => cert_reqs: ClientAuth = client_auth,
+        Setting { flag: "cert-reqs", short: None, kind: Kind::Choice { words: &["none", "optional", "required"], aliases: &[("0", "none"), ("1", "optional"), ("2", "required")], bare: None }, default: "none",
         doc: "Client certificates: `none` (not asked for), `optional` (asked for; one given must chain to `ca_certs`), `required` (a handshake without one fails); gunicorn's 0, 1, 2 mean the same." },
-    AppPath => Setting { name: "app.path", flag: "", short: None, kind: Kind::Text, default: "null",
+    AppPath => app_path("app.path"): Option<PathBuf> = path,
+        Setting { flag: "", short: None, kind: Kind::Text, default: "null",
         doc: "The plugin shared object (`.so`) to serve; also the positional APP argument. Required to serve." },
-    AppConfig => Setting { name: "app.config", flag: "app-config", short: None, kind: Kind::Pairs, default: "{}",
+    AppConfig => app_config("app.config"): Vec<(String, String)> = pairs,
+        Setting { flag: "app-config", short: None, kind: Kind::Pairs, default: "{}",
         doc: "Flat map of settings handed to the app's init; the flag takes KEY=VALUE and may be repeated." },
-}
-
-/// The effective configuration: typed values for the server, plus the merged raw values
-/// for `--print-config`.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// The YAML file the configuration came from, if any (re-read on HUP).
-    pub file: Option<PathBuf>,
-    /// `bind`: listener addresses.
-    pub bind: Vec<Address>,
-    /// `workers`: worker processes (0 in the file resolved to the CPU count).
-    pub workers: usize,
-    /// `threads` per worker.
-    pub threads: usize,
-    /// `backlog` for listen(2).
-    pub backlog: i32,
-    /// `worker_connections` per worker.
-    pub worker_connections: usize,
-    /// `body_buffer` in bytes: bodies up to it are read before the app runs (0 = never).
-    pub body_buffer: usize,
-    /// `response_buffer` in bytes: unsent response bytes a connection may hold.
-    pub response_buffer: usize,
-    /// `timeout`: heartbeat timeout and client stall limit; `None` = off.
-    pub timeout: Option<Duration>,
-    /// `request_timeout`: longest time one request may run in the app; `None` = off.
-    pub request_timeout: Option<Duration>,
-    /// `graceful_timeout`.
-    pub graceful_timeout: Duration,
-    /// `keepalive`: idle time for keep-alive connections; `None` = keep-alive disabled.
-    pub keepalive: Option<Duration>,
-    /// `header_timeout`.
-    pub header_timeout: Duration,
-    /// `max_requests` (0 = never recycle).
-    pub max_requests: u64,
-    /// `max_requests_jitter`.
-    pub max_requests_jitter: u64,
-    /// `max_worker_rss` in bytes; `None` = off.
-    pub max_worker_rss: Option<u64>,
-    /// `limit_request_line` in bytes (0 already resolved to 8190).
-    pub limit_request_line: usize,
-    /// `limit_request_fields` (0 already resolved to 32768).
-    pub limit_request_fields: usize,
-    /// `limit_request_field_size` in bytes (0 already resolved to 8190).
-    pub limit_request_field_size: usize,
-    /// `limit_request_body` in bytes; `None` = unlimited.
-    pub limit_request_body: Option<u64>,
-    /// `limit_request_head` in bytes: the whole request head (or trailer section), line ends
-    /// included (SPEC §2; nginx's `large_client_header_buffers` total plays this part).
-    pub limit_request_head: usize,
-    /// `pidfile`.
-    pub pidfile: Option<PathBuf>,
-    /// `metrics_bind`: where the master serves `GET /metrics`; `None` = off.
-    pub metrics_bind: Option<Address>,
-    /// `control_socket`: the master's command socket; `None` = off.
-    pub control_socket: Option<PathBuf>,
-    /// `control_socket_mode`: its file mode bits.
-    pub control_socket_mode: u32,
-    /// `user`: uid the workers switch to; `None` = unchanged.
-    pub user: Option<u32>,
-    /// `group`: gid the workers switch to; `None` = unchanged.
-    pub group: Option<u32>,
-    /// `umask` set at startup; `None` = inherited.
-    pub umask: Option<u32>,
-    /// `chdir`: directory changed to at startup.
-    pub chdir: Option<PathBuf>,
-    /// `raw_env`: environment variables for the workers, in file order.
-    pub raw_env: Vec<(String, String)>,
-    /// `proc_name`: name in process titles.
-    pub proc_name: Option<String>,
-    /// `accesslog`: a path, `-` (stdout) or `None` (off).
-    pub accesslog: Option<String>,
-    /// `access_log_format`, parsed.
-    pub access_log_format: AccessFormat,
-    /// `errorlog`: a path or `-` (stderr).
-    pub errorlog: String,
-    /// `loglevel`.
-    pub loglevel: LogLevel,
-    /// `forwarded_allow_ips`, `secure_scheme_headers` and `real_ip_header`, parsed.
-    pub forwarding: Forwarding,
-    /// `proxy_protocol`.
-    pub proxy_protocol: ProxyMode,
-    /// `proxy_allow_ips`.
-    pub proxy_allow: IpSet,
-    /// `reuse_port`: SO_REUSEPORT on TCP listeners.
-    pub reuse_port: bool,
-    /// `certfile`, `keyfile`, `ca_certs`, `cert_reqs`: TLS on every TCP listener; `None` =
-    /// plain HTTP.
-    pub tls: Option<TlsSettings>,
-    /// `app.path`: the plugin.
-    pub app_path: Option<PathBuf>,
-    /// `app.config` as string pairs in file order.
-    pub app_config: Vec<(String, String)>,
-    /// Merged values, one per entry of [`SETTINGS`] in order.
-    values: Vec<Value>,
 }
 
 /// Settings given on the command line, kept so a reload (HUP) applies them over the new file.
@@ -670,6 +700,15 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// `workers: 0` becomes the CPU count in the merged values, so `--print-config` shows it.
+fn resolve_workers(values: &mut [Value]) {
+    let workers = &mut values[Key::Workers as usize];
+    if workers.as_u64() == Some(0) {
+        *workers = Value::from(cpus() as u64);
+    }
+}
+
+/// The merged, validated values, read by key: the readers below turn one into its field.
 struct Reader<'a>(&'a [Value]);
 
 impl Reader<'_> {
@@ -679,30 +718,134 @@ impl Reader<'_> {
     fn int(&self, key: Key) -> u64 {
         self.value(key).as_u64().unwrap_or(0)
     }
-    fn seconds(&self, key: Key) -> Duration {
-        Duration::from_secs(self.int(key))
-    }
-    fn optional_seconds(&self, key: Key) -> Option<Duration> {
-        Some(self.seconds(key)).filter(|d| !d.is_zero())
-    }
     fn text(&self, key: Key) -> Option<String> {
         self.value(key).as_str().map(str::to_string)
     }
-    fn pairs(&self, key: Key) -> Vec<(String, String)> {
-        match self.value(key) {
-            Value::Mapping(map) => map
-                .iter()
-                .filter_map(|(k, v)| Some((scalar(k)?, scalar(v)?)))
-                .collect(),
-            _ => Vec::new(),
-        }
+}
+
+// The readers, one per field type (`Config::from_values` calls each with its key). The value
+// was validated against the setting's kind already; the errors are for what only the typed
+// value can say.
+
+/// A whole number; 0 resolved to what it stands for ([`Kind::Integer`]'s `zero`).
+fn whole<T: TryFrom<u64>>(r: &Reader<'_>, key: Key) -> Result<T, String> {
+    let n = match (r.int(key), SETTINGS[key as usize].kind) {
+        (0, Kind::Integer { zero: Some(z), .. }) => z,
+        (n, _) => n,
+    };
+    T::try_from(n).map_err(|_| format!("{}: {n} is too large here", SETTINGS[key as usize].name))
+}
+
+/// A whole number where 0 means none (unlimited, off).
+fn nonzero(r: &Reader<'_>, key: Key) -> Result<Option<u64>, String> {
+    Ok(Some(r.int(key)).filter(|&n| n > 0))
+}
+
+/// MiB as bytes; 0 = none.
+fn mebibytes(r: &Reader<'_>, key: Key) -> Result<Option<u64>, String> {
+    Ok(Some(r.int(key) << 20).filter(|&n| n > 0))
+}
+
+fn seconds(r: &Reader<'_>, key: Key) -> Result<Duration, String> {
+    Ok(Duration::from_secs(r.int(key)))
+}
+
+/// Seconds where 0 means off.
+fn optional_seconds(r: &Reader<'_>, key: Key) -> Result<Option<Duration>, String> {
+    Ok(Some(Duration::from_secs(r.int(key))).filter(|d| !d.is_zero()))
+}
+
+fn text(r: &Reader<'_>, key: Key) -> Result<Option<String>, String> {
+    Ok(r.text(key))
+}
+
+/// A text setting that is never unset (its default is not null).
+fn required_text(r: &Reader<'_>, key: Key) -> Result<String, String> {
+    r.text(key)
+        .ok_or_else(|| format!("{} must be set", SETTINGS[key as usize].name))
+}
+
+fn path(r: &Reader<'_>, key: Key) -> Result<Option<PathBuf>, String> {
+    Ok(r.text(key).map(PathBuf::from))
+}
+
+fn flag(r: &Reader<'_>, key: Key) -> Result<bool, String> {
+    Ok(r.value(key).as_bool().unwrap_or(false))
+}
+
+fn pairs(r: &Reader<'_>, key: Key) -> Result<Vec<(String, String)>, String> {
+    Ok(match r.value(key) {
+        Value::Mapping(map) => map
+            .iter()
+            .filter_map(|(k, v)| Some((scalar(k)?, scalar(v)?)))
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+fn addresses(r: &Reader<'_>, key: Key) -> Result<Vec<Address>, String> {
+    match r.value(key) {
+        Value::Sequence(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(Address::parse)
+            .collect(),
+        _ => Ok(Vec::new()),
     }
-    fn or(&self, key: Key, zero: usize) -> usize {
-        match self.int(key) {
-            0 => zero,
-            n => n as usize,
-        }
-    }
+}
+
+fn address(r: &Reader<'_>, key: Key) -> Result<Option<Address>, String> {
+    r.text(key).map(|t| Address::parse(&t)).transpose()
+}
+
+/// Octal mode bits; unset = none.
+fn octal(r: &Reader<'_>, key: Key) -> Result<Option<u32>, String> {
+    Ok(r.text(key).and_then(|t| parse_umask(&t)))
+}
+
+/// Octal mode bits; unset = the setting's default.
+fn mode(r: &Reader<'_>, key: Key) -> Result<u32, String> {
+    let default = SETTINGS[key as usize].default.trim_matches('"');
+    Ok(octal(r, key)?.or_else(|| parse_umask(default)).unwrap_or(0))
+}
+
+/// A user or group id ([`Kind::Account`] says which).
+fn account(r: &Reader<'_>, key: Key) -> Result<Option<u32>, String> {
+    let group = matches!(SETTINGS[key as usize].kind, Kind::Account { group: true });
+    r.text(key).map(|t| account_id(&t, group)).transpose()
+}
+
+fn access_format(r: &Reader<'_>, key: Key) -> Result<AccessFormat, String> {
+    AccessFormat::parse(&r.text(key).unwrap_or_default())
+}
+
+fn level(r: &Reader<'_>, key: Key) -> Result<LogLevel, String> {
+    let text = required_text(r, key)?;
+    LogLevel::parse(&text).ok_or_else(|| format!("loglevel: unknown level {text:?}"))
+}
+
+fn ip_set(r: &Reader<'_>, key: Key) -> Result<IpSet, String> {
+    IpSet::parse_list(&r.text(key).unwrap_or_default())
+}
+
+fn real_ip(r: &Reader<'_>, key: Key) -> Result<Option<RealIpHeader>, String> {
+    r.text(key).map(|t| RealIpHeader::parse(&t)).transpose()
+}
+
+/// `proxy_protocol`; unset = off.
+fn proxy_mode(r: &Reader<'_>, key: Key) -> Result<ProxyMode, String> {
+    Ok(r.text(key)
+        .and_then(|t| ProxyMode::parse(&t))
+        .unwrap_or(ProxyMode::Off))
+}
+
+/// `cert_reqs`; unset = none.
+fn client_auth(r: &Reader<'_>, key: Key) -> Result<ClientAuth, String> {
+    Ok(match r.text(key).as_deref() {
+        Some("optional") => ClientAuth::Optional,
+        Some("required") => ClientAuth::Required,
+        _ => ClientAuth::None,
+    })
 }
 
 impl Config {
@@ -715,93 +858,46 @@ impl Config {
         }
     }
 
-    fn from_values(file: Option<PathBuf>, mut values: Vec<Value>) -> Result<Config, String> {
-        let workers_index = Key::Workers as usize;
-        if values[workers_index].as_u64() == Some(0) {
-            values[workers_index] = Value::from(cpus() as u64);
+    /// Which peers' forwarding headers are believed and what they may set
+    /// (`forwarded_allow_ips`, `secure_scheme_headers`, `real_ip_header`).
+    pub fn forwarding(&self) -> Forwarding {
+        Forwarding {
+            allow: self.forwarded_allow_ips.clone(),
+            secure_headers: self.secure_scheme_headers.clone(),
+            real_ip: self.real_ip_header,
         }
-        let r = Reader(&values);
-        let bind = match r.value(Key::Bind) {
-            Value::Sequence(items) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(Address::parse)
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => Vec::new(),
-        };
-        let account =
-            |key: Key, group: bool| r.text(key).map(|text| account_id(&text, group)).transpose();
-        let user = account(Key::User, false)?;
-        let group = account(Key::Group, true)?;
-        let access_log_format =
-            AccessFormat::parse(&r.text(Key::AccessLogFormat).unwrap_or_default())?;
-        let config = Config {
-            file,
-            bind,
-            workers: r.int(Key::Workers) as usize,
-            threads: r.int(Key::Threads) as usize,
-            backlog: r.int(Key::Backlog) as i32,
-            worker_connections: r.int(Key::WorkerConnections) as usize,
-            body_buffer: r.int(Key::BodyBuffer) as usize,
-            response_buffer: r.int(Key::ResponseBuffer) as usize,
-            timeout: r.optional_seconds(Key::Timeout),
-            request_timeout: r.optional_seconds(Key::RequestTimeout),
-            graceful_timeout: r.seconds(Key::GracefulTimeout),
-            keepalive: r.optional_seconds(Key::Keepalive),
-            header_timeout: r.seconds(Key::HeaderTimeout),
-            max_requests: r.int(Key::MaxRequests),
-            max_requests_jitter: r.int(Key::MaxRequestsJitter),
-            max_worker_rss: Some(r.int(Key::MaxWorkerRss) << 20).filter(|&n| n > 0),
-            limit_request_line: r.or(Key::LimitRequestLine, 8190),
-            limit_request_fields: r.or(Key::LimitRequestFields, 32768),
-            limit_request_field_size: r.or(Key::LimitRequestFieldSize, 8190),
-            limit_request_body: Some(r.int(Key::LimitRequestBody)).filter(|&n| n > 0),
-            limit_request_head: r.int(Key::LimitRequestHead) as usize,
-            pidfile: r.text(Key::Pidfile).map(PathBuf::from),
-            control_socket: r.text(Key::ControlSocket).map(PathBuf::from),
-            control_socket_mode: r
-                .text(Key::ControlSocketMode)
-                .and_then(|t| parse_umask(&t))
-                .unwrap_or(0o600),
-            metrics_bind: r
-                .text(Key::MetricsBind)
-                .map(|t| Address::parse(&t))
-                .transpose()?,
-            user,
-            group,
-            umask: r.text(Key::Umask).and_then(|t| parse_umask(&t)),
-            chdir: r.text(Key::Chdir).map(PathBuf::from),
-            raw_env: r.pairs(Key::RawEnv),
-            proc_name: r.text(Key::ProcName),
-            accesslog: r.text(Key::Accesslog),
-            access_log_format,
-            errorlog: r.text(Key::Errorlog).unwrap_or_else(|| "-".into()),
-            loglevel: r
-                .text(Key::Loglevel)
-                .and_then(|s| LogLevel::parse(&s))
-                .unwrap_or(LogLevel::Info),
-            forwarding: Forwarding {
-                allow: IpSet::parse_list(&r.text(Key::ForwardedAllowIps).unwrap_or_default())?,
-                secure_headers: r.pairs(Key::SecureSchemeHeaders),
-                real_ip: r
-                    .text(Key::RealIpHeader)
-                    .map(|t| RealIpHeader::parse(&t))
-                    .transpose()?,
-            },
-            proxy_protocol: r
-                .text(Key::ProxyProtocol)
-                .and_then(|t| ProxyMode::parse(&t))
-                .unwrap_or(ProxyMode::Off),
-            proxy_allow: IpSet::parse_list(&r.text(Key::ProxyAllowIps).unwrap_or_default())?,
-            reuse_port: r.value(Key::ReusePort).as_bool().unwrap_or(false),
-            tls: tls_settings(&r)?,
-            app_path: r.text(Key::AppPath).map(PathBuf::from),
-            app_config: r.pairs(Key::AppConfig),
-            values,
-        };
-        Ok(config)
     }
 
+    /// TLS for every TCP listener (`certfile`, `keyfile`, `ca_certs`, `cert_reqs`); `None` =
+    /// plain HTTP. [`Config::check_combinations`] made sure both files are set or neither.
+    pub fn tls(&self) -> Option<TlsSettings> {
+        Some(TlsSettings {
+            certfile: self.certfile.clone()?,
+            keyfile: self.keyfile.clone()?,
+            ca_certs: self.ca_certs.clone(),
+            client_auth: self.cert_reqs,
+        })
+    }
+
+    /// The rules between settings, in one place. Errors: a key without the one it needs
+    /// (`keyfile` without `certfile`, `cert_reqs` other than `none` without `ca_certs`…).
+    fn check_combinations(&self) -> Result<(), String> {
+        let needs_ca = self.cert_reqs != ClientAuth::None;
+        match (&self.certfile, &self.keyfile) {
+            (None, None) if self.ca_certs.is_some() || needs_ca => {
+                Err("ca_certs and cert_reqs need certfile and keyfile (TLS is off)".into())
+            }
+            (Some(_), None) => Err("certfile is set but keyfile is not".into()),
+            (None, Some(_)) => Err("keyfile is set but certfile is not".into()),
+            (Some(_), Some(_)) if needs_ca && self.ca_certs.is_none() => Err(format!(
+                "cert_reqs: {} needs ca_certs (the CAs client certificates must chain to)",
+                self.values[Key::CertReqs as usize]
+                    .as_str()
+                    .unwrap_or_default()
+            )),
+            _ => Ok(()),
+        }
+    }
     /// The effective configuration as YAML (`--print-config`), `app.*` nested under `app:`.
     pub fn to_yaml(&self) -> String {
         let mut top = Mapping::new();
@@ -814,39 +910,6 @@ impl Config {
         }
         top.insert(Value::String("app".into()), Value::Mapping(app));
         serde_yaml::to_string(&top).unwrap_or_default()
-    }
-}
-
-/// `certfile`, `keyfile`, `ca_certs` and `cert_reqs` together. Errors: a key without the one
-/// it needs (`keyfile` without `certfile`, `cert_reqs` other than `none` without `ca_certs`…).
-fn tls_settings(r: &Reader<'_>) -> Result<Option<TlsSettings>, String> {
-    let path = |key: Key| r.text(key).map(PathBuf::from);
-    let client_auth = match r.text(Key::CertReqs).as_deref() {
-        Some("optional") => ClientAuth::Optional,
-        Some("required") => ClientAuth::Required,
-        _ => ClientAuth::None,
-    };
-    let (certfile, keyfile, ca_certs) =
-        (path(Key::Certfile), path(Key::Keyfile), path(Key::CaCerts));
-    match (certfile, keyfile) {
-        (None, None) if ca_certs.is_some() || client_auth != ClientAuth::None => {
-            Err("ca_certs and cert_reqs need certfile and keyfile (TLS is off)".into())
-        }
-        (None, None) => Ok(None),
-        (Some(_), None) => Err("certfile is set but keyfile is not".into()),
-        (None, Some(_)) => Err("keyfile is set but certfile is not".into()),
-        (Some(_), Some(_)) if client_auth != ClientAuth::None && ca_certs.is_none() => {
-            Err(format!(
-                "cert_reqs: {} needs ca_certs (the CAs client certificates must chain to)",
-                r.text(Key::CertReqs).unwrap_or_default()
-            ))
-        }
-        (Some(certfile), Some(keyfile)) => Ok(Some(TlsSettings {
-            certfile,
-            keyfile,
-            ca_certs,
-            client_auth,
-        })),
     }
 }
 
@@ -867,7 +930,9 @@ pub fn markdown_table() -> String {
         let _ = writeln!(
             out,
             "| `{}` | {flag} | `{}` | {unit} | {} |",
-            s.name, s.default, s.doc
+            s.name,
+            s.default,
+            s.description()
         );
     }
     out
@@ -898,6 +963,55 @@ mod tests {
         assert!(validate(threads, Value::from(0)).is_err());
         assert!(validate(threads, Value::String("8".into())).is_ok());
         assert!(validate(threads, Value::String("x".into())).is_err());
+    }
+
+    #[test]
+    fn zero_stands_for_the_value_the_table_gives_and_the_docs_say_so() {
+        let mut o = Overrides::default();
+        for key in [
+            Key::LimitRequestLine,
+            Key::LimitRequestFields,
+            Key::LimitRequestFieldSize,
+        ] {
+            o.set(key as usize, &["0".into()]).unwrap();
+        }
+        let config = load(None, &o).unwrap();
+        assert_eq!(config.limit_request_line, 8190);
+        assert_eq!(config.limit_request_fields, 32768);
+        assert_eq!(config.limit_request_field_size, 8190);
+        let describe = |key: Key| SETTINGS[key as usize].description();
+        assert!(describe(Key::LimitRequestLine).ends_with(" 0 = the maximum, 8190."));
+        assert!(describe(Key::LimitRequestFieldSize).ends_with(" 0 = 8190."));
+        assert_eq!(describe(Key::Threads), SETTINGS[Key::Threads as usize].doc);
+    }
+
+    #[test]
+    fn combinations_are_checked_in_one_place() {
+        let with = |pairs: &[(Key, &str)]| {
+            let mut o = Overrides::default();
+            for (key, value) in pairs {
+                o.set(*key as usize, &[value.to_string()]).unwrap();
+            }
+            load(None, &o).map(|c| c.tls())
+        };
+        assert_eq!(with(&[]), Ok(None));
+        let err = with(&[(Key::Keyfile, "k.pem")]).unwrap_err();
+        assert_eq!(err, "keyfile is set but certfile is not");
+        let err = with(&[
+            (Key::Certfile, "c.pem"),
+            (Key::Keyfile, "k.pem"),
+            (Key::CertReqs, "2"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.starts_with("cert_reqs: required needs ca_certs"),
+            "{err}"
+        );
+        let tls = with(&[(Key::Certfile, "c.pem"), (Key::Keyfile, "k.pem")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(tls.client_auth, ClientAuth::None);
+        assert_eq!(SETTINGS[Key::AppPath as usize].name, "app.path");
     }
 
     #[test]

@@ -271,7 +271,7 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
     for listener in &listeners {
         logging::info(format_args!(
             "Listening at: {} ({pid})",
-            listener.url_for(config.tls.is_some())
+            listener.url_for(config.tls().is_some())
         ));
     }
     if let Some(path) = &config.pidfile {
@@ -299,7 +299,7 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
             }
         },
     };
-    let tls = match config.tls.as_ref().map(tls::load).transpose() {
+    let tls = match config.tls().as_ref().map(tls::load).transpose() {
         Ok(tls) => tls,
         Err(e) => {
             logging::critical(&e);
@@ -1028,7 +1028,7 @@ impl Master {
         let config = config::load(self.config.file.as_deref(), &self.overrides)?;
         probe_with(&config, Some(&self.signals))?;
         // The probe read the files too; they may have changed since, so this can still fail.
-        let tls = config.tls.as_ref().map(tls::load).transpose()?;
+        let tls = config.tls().as_ref().map(tls::load).transpose()?;
         let before: Vec<listeners::Address> =
             self.listeners.iter().map(|l| l.address.clone()).collect();
         let listeners = if self.origin == Origin::SocketActivated {
@@ -1042,7 +1042,7 @@ impl Master {
         for listener in listeners.iter().filter(|l| !before.contains(&l.address)) {
             logging::info(format_args!(
                 "Listening at: {} ({})",
-                listener.url_for(config.tls.is_some()),
+                listener.url_for(config.tls().is_some()),
                 self.pid
             ));
         }
@@ -1375,7 +1375,7 @@ fn probe_with(config: &Config, signals: Option<&Signals>) -> Result<String, Stri
 
 /// Loads the TLS files of `config` (if any), as the master will: their one-line error.
 fn trial_tls(config: &Config) -> Result<(), String> {
-    match &config.tls {
+    match &config.tls() {
         Some(settings) => tls::load(settings).map(drop),
         None => Ok(()),
     }
