@@ -1375,10 +1375,9 @@ fn probe_with(config: &Config, signals: Option<&Signals>) -> Result<String, Stri
 
 /// Loads the TLS files of `config` (if any), as the master will: their one-line error.
 fn trial_tls(config: &Config) -> Result<(), String> {
-    match &config.tls() {
-        Some(settings) => tls::load(settings).map(drop),
-        None => Ok(()),
-    }
+    config
+        .tls()
+        .map_or(Ok(()), |settings| tls::load(&settings).map(drop))
 }
 
 /// Reads everything from `fd` until EOF, giving up (None) after `timeout`.

@@ -536,24 +536,23 @@ fn accept_some(shared: &Shared, listener: usize, most: usize) {
                 shared.open.load(Ordering::Acquire)
             ));
         }
-        let tls = match (&shared.ctx.tls, is_tcp) {
-            (Some(config), true) => match Session::new(config) {
-                Ok(session) => Some(Box::new(session)),
-                Err(e) => {
-                    logging::debug(format_args!("TLS session refused: {e}"));
-                    continue;
-                }
-            },
-            _ => None,
-        };
+        let tls_config = shared.ctx.tls.as_ref().filter(|_| is_tcp);
         let Some(index) = lock(&shared.free).pop() else {
             // Before a TLS handshake there is no way to say 503: just close.
-            if tls.is_none() {
+            if tls_config.is_none() {
                 connection::refuse_overload(client.as_fd());
             }
             shared.ctx.count_rejected(503);
             logging::debug("worker_connections reached: answered 503");
             continue;
+        };
+        let tls = match tls_config.map(Session::new).transpose() {
+            Ok(session) => session.map(Box::new),
+            Err(e) => {
+                logging::debug(format_args!("TLS session refused: {e}"));
+                lock(&shared.free).push(index);
+                continue;
+            }
         };
         let conn = Conn::new(client, listener, remote, is_tcp, tls, &shared.ctx);
         count_open(shared, 1);

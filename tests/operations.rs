@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{booted_pids, wait_for, Server};
+use common::{booted_pids, pid_in, wait_for, Server};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -278,24 +278,6 @@ fn socket_activation(tls: Option<&common::Pki>) {
     assert_eq!(server.get("/").status, 200);
 }
 
-/// The pid in `path`, if the file holds one.
-fn pid_in(path: &std::path::Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Stops a master this test's server started by USR2 (not our child): TERM, then wait for
-/// its goodbye line.
-fn stop_new_master(server: &Server, pid: i32) {
-    // SAFETY: kill(2) on the new master the test's own server started.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    wait_for("the new master to stop", Duration::from_secs(20), || {
-        server
-            .log_text()
-            .contains(&format!("[{pid}] [INFO] Shutting down: Master"))
-            .then_some(())
-    });
-}
-
 #[test]
 fn usr2_upgrade_then_winch_and_term_lose_no_request() {
     let dir = common::scratch_dir();
@@ -354,7 +336,7 @@ fn usr2_upgrade_then_winch_and_term_lose_no_request() {
         "the pidfile is the new master's"
     );
     assert!(!oldbin.exists(), "the old master removed its .oldbin");
-    stop_new_master(&server, new);
+    server.stop_new_master(new);
 }
 
 #[test]

@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{compile_c, read_response, repo_path, run_to_exit, wait_for, Pki, Server, Stream};
+use common::{
+    compile_c, pid_in, read_response, repo_path, run_to_exit, wait_for, Pki, Server, Stream,
+};
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,12 +52,7 @@ fn json(response: &common::Response) -> serde_json::Value {
 fn https_gives_the_app_the_tls_facts_and_keeps_connections_alive() {
     let dir = common::scratch_dir();
     let pki = Pki::new(&dir);
-    let server = Server::start_tls(
-        "echo",
-        &format!("workers: 1\nbody_buffer: 1024\n{}", pki.config()),
-        &[],
-        pki.client(false),
-    );
+    let server = Server::start_maybe_tls("echo", "workers: 1\nbody_buffer: 1024\n", Some(&pki));
     let log = server.log_text();
     assert!(
         log.contains("Listening at: https://127.0.0.1:"),
@@ -93,14 +90,10 @@ fn big_and_streamed_responses_arrive_whole_over_tls() {
     let pki = Pki::new(&dir);
     // response_buffer below the response: the app's write waits for the client (the
     // encrypted backlog drains through epoll as the client reads).
-    let server = Server::start_tls(
+    let server = Server::start_maybe_tls(
         "chaos",
-        &format!(
-            "workers: 1\nthreads: 2\nresponse_buffer: 65536\n{}",
-            pki.config()
-        ),
-        &[],
-        pki.client(false),
+        "workers: 1\nthreads: 2\nresponse_buffer: 65536\n",
+        Some(&pki),
     );
     let big = server.get("/big?bytes=5000000");
     assert_eq!(big.status, 200);
@@ -115,14 +108,10 @@ fn big_and_streamed_responses_arrive_whole_over_tls() {
 fn plain_http_garbage_and_silence_on_a_tls_port_are_closed() {
     let dir = common::scratch_dir();
     let pki = Pki::new(&dir);
-    let server = Server::start_tls(
+    let server = Server::start_maybe_tls(
         "echo",
-        &format!(
-            "workers: 1\nheader_timeout: 2\nloglevel: debug\n{}",
-            pki.config()
-        ),
-        &[],
-        pki.client(false),
+        "workers: 1\nheader_timeout: 2\nloglevel: debug\n",
+        Some(&pki),
     );
     for sent in [
         &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
@@ -249,7 +238,6 @@ fn hup_reloads_certificates_and_a_broken_one_keeps_the_old_serving() {
         })
     };
     // Not a certificate: refused, naming the file.
-    let good_cert = std::fs::read_to_string(&pki.cert).unwrap();
     replace(&pki.cert, "not a certificate\n");
     server.signal(libc::SIGHUP);
     let log = reload_failures(1);
@@ -280,6 +268,12 @@ fn hup_reloads_certificates_and_a_broken_one_keeps_the_old_serving() {
     wait_for("the reload to complete", Duration::from_secs(20), || {
         server.log_text().contains("Reload complete").then_some(())
     });
+    // The loops too (they may be between requests when the main thread saw it).
+    wait_for(
+        "the loops to get the new certificate",
+        Duration::from_secs(20),
+        || (seen.lock().unwrap().len() >= 2).then_some(()),
+    );
     stop.store(true, Ordering::Release);
     for handle in loops {
         handle.join().unwrap();
@@ -287,7 +281,6 @@ fn hup_reloads_certificates_and_a_broken_one_keeps_the_old_serving() {
     let failures = failures.lock().unwrap();
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     assert_eq!(seen.lock().unwrap().len(), 2, "both certificates served");
-    drop(good_cert);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -349,12 +342,7 @@ fn a_plugin_built_against_the_abi_1_0_layout_is_served_over_tls() {
     let pki = Pki::new(&dir);
     let source = [repo_path("tests/c/responder_1_0.c")];
     let plugin = compile_c("libresponder_1_0_tls.so", &source, &["-fPIC", "-shared"]);
-    let server = Server::start_tls(
-        &plugin.display().to_string(),
-        &format!("workers: 1\n{}", pki.config()),
-        &[],
-        pki.client(false),
-    );
+    let server = Server::start_maybe_tls(&plugin.display().to_string(), "workers: 1\n", Some(&pki));
     let response = server.get("/");
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.body, vec![b'o'; 20000]);
@@ -379,9 +367,6 @@ fn usr2_upgrade_keeps_serving_tls() {
     );
     let old = server.pid();
     server.signal(libc::SIGUSR2);
-    let pid_in = |p: &std::path::Path| -> Option<i32> {
-        std::fs::read_to_string(p).ok()?.trim().parse().ok()
-    };
     let new = wait_for("the new master's pidfile", Duration::from_secs(20), || {
         pid_in(&pidfile).filter(|p| *p != old)
     });
@@ -390,21 +375,34 @@ fn usr2_upgrade_keeps_serving_tls() {
     });
     // The old master stops; the new one serves HTTPS on the inherited socket.
     server.signal(libc::SIGTERM);
-    wait_for("the old master to stop", Duration::from_secs(20), || {
-        server
-            .log_text()
-            .contains(&format!("[{old}] [INFO] Shutting down: Master"))
-            .then_some(())
-    });
+    server.wait_master_gone(old);
     let (response, _) = get_over_tls(server.port, &client, "/").unwrap();
     assert_eq!(json(&response)["url_scheme"], "https");
-    // SAFETY: kill(2) on the new master the test's own server started.
-    unsafe { libc::kill(new, libc::SIGTERM) };
-    wait_for("the new master to stop", Duration::from_secs(20), || {
-        server
-            .log_text()
-            .contains(&format!("[{new}] [INFO] Shutting down: Master"))
-            .then_some(())
-    });
+    server.stop_new_master(new);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn past_worker_connections_a_tls_connection_is_closed_without_http() {
+    Pki::with(|pki| {
+        let server =
+            Server::start_maybe_tls("echo", "workers: 1\nworker_connections: 1\n", Some(pki));
+        // The one connection a worker may hold, kept alive after its response.
+        let mut held = BufReader::new(server.stream().unwrap());
+        held.get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(&mut held).unwrap().status, 200);
+        // Before a handshake there is no way to say 503: the next one is just closed.
+        let mut tcp = server.connect();
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let _ = tcp.read_to_end(&mut got);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    });
 }

@@ -416,7 +416,17 @@ impl Conn {
     /// Output waits for the client to make room: a response (phase [`Phase::Send`]) or TLS
     /// records (the handshake's).
     pub fn sending(&self) -> bool {
-        self.phase == Phase::Send || self.tls.as_ref().is_some_and(|s| s.pending())
+        self.phase == Phase::Send || self.tls_pending()
+    }
+
+    /// TLS records wait for room in the socket.
+    fn tls_pending(&self) -> bool {
+        self.tls.as_ref().is_some_and(|s| s.pending())
+    }
+
+    /// A TLS handshake is under way: no HTTP can be said yet.
+    fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|s| s.handshaking())
     }
 }
 
@@ -563,7 +573,7 @@ pub fn refuse_overload(fd: BorrowedFd<'_>) {
 fn fail(ctx: &Context, conn: &mut Conn, reject: Reject) -> Next {
     debug_reject(conn, reject);
     ctx.count_rejected(reject.status);
-    if conn.tls.as_ref().is_some_and(|s| s.handshaking()) {
+    if conn.handshaking() {
         // No HTTP before the handshake is done.
         return Next::Close;
     }
@@ -674,7 +684,7 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
             if conn.request_ready && body_ready(ctx, conn, scratch.now) {
                 conn.request_ready = false;
                 let served = serve(ctx, conn, scratch);
-                if !conn.out.is_empty() || conn.tls.as_ref().is_some_and(|s| s.pending()) {
+                if !conn.out.is_empty() || conn.tls_pending() {
                     // The socket is full: the event loop sends the rest when the client reads
                     // (the writer's EAGAIN means an EPOLLOUT edge follows).
                     conn.after = Some(served);
@@ -838,7 +848,7 @@ pub fn expired(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
         };
         debug_reject(conn, reject);
         ctx.count_rejected(408);
-        if conn.tls.as_ref().is_some_and(|s| s.handshaking()) {
+        if conn.handshaking() {
             // A handshake not done within header_timeout: no HTTP to answer it with.
             return true;
         }
@@ -994,10 +1004,7 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
     with_date(scratch.now, |date| proto.response().set_date(date));
     proto.response().allow_keep_alive =
         ctx.keepalive.is_some() && !ctx.stopping.load(Ordering::Acquire);
-    let io = Io {
-        fd: fd.as_fd(),
-        tls: tls.as_deref_mut(),
-    };
+    let io = Io::new(fd, tls);
     let mut exchange = Exchange::new(ctx, io, proto, &buf_all[head.len..], stage, out);
     let responder = exchange.responder();
     // The clock is read once per wakeup (scratch.now) and once after the app returns; access

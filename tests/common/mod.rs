@@ -324,6 +324,24 @@ impl Server {
         status
     }
 
+    /// Waits (at most 20 s) for the master with `pid` (this one, or one it started by USR2)
+    /// to log its goodbye line.
+    pub fn wait_master_gone(&self, pid: i32) {
+        wait_for("the master to stop", Duration::from_secs(20), || {
+            self.log_text()
+                .contains(&format!("[{pid}] [INFO] Shutting down: Master"))
+                .then_some(())
+        });
+    }
+
+    /// Stops a master this server started by USR2 (not our child): TERM, then waits for its
+    /// goodbye line.
+    pub fn stop_new_master(&self, pid: i32) {
+        // SAFETY: kill(2) on the new master the test's own server started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.wait_master_gone(pid);
+    }
+
     /// Opens a connection to the server.
     pub fn connect(&self) -> TcpStream {
         let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
@@ -748,6 +766,11 @@ impl Client {
             }
         }
     }
+}
+
+/// The pid in `path`, if the file holds one.
+pub fn pid_in(path: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// Pids of the workers the log says booted, in order.
