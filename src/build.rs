@@ -3,7 +3,9 @@
 //! (skipped, with the reason) otherwise, never counted as passed:
 //! - `conformance_corpus`: gunicorn's request corpus (`../shared/conformance`) is beside the
 //!   checkout;
-//! - `have_nginx`, `have_haproxy`: the programs are installed (on PATH or in /usr/sbin).
+//! - `have_nginx`, `have_haproxy`: the programs are installed (on PATH or in /usr/sbin);
+//! - `have_prometheus_client`: `python3` imports the Prometheus Python client (its strict
+//!   OpenMetrics parser reads `/metrics` in a test).
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +17,7 @@ fn installed(program: &str) -> bool {
 }
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(conformance_corpus, have_nginx, have_haproxy)");
+    println!("cargo::rustc-check-cfg=cfg(conformance_corpus, have_nginx, have_haproxy, have_prometheus_client)");
     let manifest =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/manifest.json");
     // (A missing manifest reruns this script at every build, until the corpus is there.)
@@ -35,5 +37,12 @@ fn main() {
     }
     if installed("haproxy") {
         println!("cargo::rustc-cfg=have_haproxy");
+    }
+    let imports = std::process::Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .stderr(std::process::Stdio::null())
+        .status();
+    if imports.is_ok_and(|s| s.success()) {
+        println!("cargo::rustc-cfg=have_prometheus_client");
     }
 }

@@ -84,6 +84,10 @@ pub struct Setting {
     pub doc: &'static str,
 }
 
+/// The most worker processes a master runs: the `workers` setting's bound, which TTIN and the
+/// control socket's `worker add` respect too.
+pub const MAX_WORKERS: usize = 1024;
+
 const fn int(min: u64, max: u64, unit: &'static str) -> Kind {
     Kind::Integer {
         min,
@@ -186,7 +190,7 @@ settings! {
         Setting { flag: "bind", short: Some('b'), kind: Kind::Addresses, default: "[\"127.0.0.1:8000\"]",
         doc: "Addresses to listen on: `HOST:PORT`, `[V6]:PORT`, `unix:PATH` or `fd://N`; port 0 picks a free port. The flag may be repeated." },
     Workers => workers: usize = whole,
-        Setting { flag: "workers", short: Some('w'), kind: int(0, 1024, "processes"), default: "0",
+        Setting { flag: "workers", short: Some('w'), kind: int(0, MAX_WORKERS as u64, "processes"), default: "0",
         doc: "Worker processes; 0 means one per CPU." },
     Threads => threads: usize = whole,
         Setting { flag: "threads", short: None, kind: int(1, 1024, "threads"), default: "4",

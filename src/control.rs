@@ -7,6 +7,7 @@
 //! (`{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`), then the master
 //! closes the connection.
 
+use crate::config::MAX_WORKERS;
 use crate::listeners::Listener;
 use nix::poll::PollFlags;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -213,6 +214,33 @@ pub enum Command {
     Shutdown(Stop),
 }
 
+/// Parses what a client sent: exactly one command line (a second line is refused as such,
+/// never run). Errors: a one-line message.
+pub fn parse_request(input: &[u8]) -> Result<Command, String> {
+    let text = String::from_utf8_lossy(input);
+    let (line, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    if !rest.trim().is_empty() {
+        return Err("one command per connection: the input holds more than one line".into());
+    }
+    parse(line)
+}
+
+/// The number of workers wanted after `command`, from `desired` now: `worker add N` up to
+/// [`MAX_WORKERS`] (the `workers` setting's bound), `worker remove N` down to one; other
+/// commands leave it. Errors: an addition past the bound, naming it.
+pub fn workers_after(command: &Command, desired: usize) -> Result<usize, String> {
+    match *command {
+        Command::WorkerAdd(n) => desired
+            .checked_add(n)
+            .filter(|&total| total <= MAX_WORKERS)
+            .ok_or_else(|| {
+                format!("{desired} workers plus {n} would exceed the maximum of {MAX_WORKERS}")
+            }),
+        Command::WorkerRemove(n) => Ok(desired.saturating_sub(n).max(1)),
+        _ => Ok(desired),
+    }
+}
+
 /// Parses one command line. Errors: a one-line message naming what was not understood.
 pub fn parse(line: &str) -> Result<Command, String> {
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -222,8 +250,8 @@ pub fn parse(line: &str) -> Result<Command, String> {
             Some(n) => n
                 .parse::<usize>()
                 .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| format!("`{n}` is not a positive count")),
+                .filter(|&n| (1..=MAX_WORKERS).contains(&n))
+                .ok_or_else(|| format!("`{n}` is not a count from 1 to {MAX_WORKERS}")),
         }
     };
     match words.as_slice() {
@@ -283,6 +311,55 @@ mod tests {
         assert!(parse("restart")
             .unwrap_err()
             .starts_with("unknown command `restart`"));
+    }
+
+    #[test]
+    fn counts_are_bounded_and_arithmetic_checked() {
+        for huge in [
+            "9223372036854775807",
+            "18446744073709551614",
+            "1025",
+            "99999999999999999999",
+        ] {
+            assert!(parse(&format!("worker add {huge}")).is_err(), "{huge}");
+            assert!(parse(&format!("worker remove {huge}")).is_err(), "{huge}");
+        }
+        let add = |n, desired| workers_after(&Command::WorkerAdd(n), desired);
+        assert_eq!(add(1, 2), Ok(3));
+        assert_eq!(add(1024, 0), Ok(1024));
+        assert!(add(1, 1024).unwrap_err().contains("maximum of 1024"));
+        assert!(add(usize::MAX, 3).is_err());
+        let remove = |n, desired| workers_after(&Command::WorkerRemove(n), desired);
+        assert_eq!(remove(usize::MAX, 3), Ok(1));
+        assert_eq!(remove(2, 3), Ok(1));
+    }
+
+    #[test]
+    fn two_commands_in_one_write_are_refused_as_such() {
+        let err = parse_request(b"worker add 1\nshutdown\n").unwrap_err();
+        assert!(err.starts_with("one command per connection"), "{err}");
+        assert_eq!(parse_request(b"show stats\n"), Ok(Command::ShowStats));
+        assert_eq!(parse_request(b"reload\n  \n"), Ok(Command::Reload));
+        assert!(parse_request(b"\xff\xfe\n").is_err());
+    }
+
+    proptest::proptest! {
+        /// No input makes parsing or the worker arithmetic panic, and every accepted count
+        /// keeps the workers between 1 and MAX_WORKERS.
+        #[test]
+        fn no_input_panics_and_counts_stay_in_bounds(
+            input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            words in proptest::collection::vec("(show|worker|add|remove|kill|workers|[0-9]{1,22}|-1|\n| )", 0..6),
+            desired in 1usize..=MAX_WORKERS,
+        ) {
+            for bytes in [input, words.concat().into_bytes()] {
+                if let Ok(command) = parse_request(&bytes) {
+                    if let Ok(after) = workers_after(&command, desired) {
+                        proptest::prop_assert!((1..=MAX_WORKERS).contains(&after));
+                    }
+                }
+            }
+        }
     }
 }
 

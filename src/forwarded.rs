@@ -1,7 +1,9 @@
 //! Trusting a proxy in front (gunicorn's `forwarded_allow_ips` and `secure_scheme_headers`,
 //! nginx's realip module for `real_ip_header`): which peers' forwarding headers are
 //! believed, whether a request came over HTTPS, and the client's address. A header from a
-//! peer that is not trusted changes nothing; a malformed value is ignored, never an error.
+//! peer that is not trusted changes nothing. A list is walked from the right and stops at
+//! the first element it cannot vouch for, so no value a client adds makes a proxy's own
+//! address the client's; scheme headers that disagree are refused (400), as in gunicorn.
 
 use std::net::IpAddr;
 
@@ -129,6 +131,30 @@ pub struct Forwarded {
     pub client: Option<IpAddr>,
 }
 
+/// Forwarding headers from a trusted peer that contradict each other about the scheme: one
+/// of `secure_scheme_headers` (or `Forwarded: proto=`) says https, another says otherwise.
+/// The request is refused with 400, as gunicorn's `InvalidSchemeHeaders`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchemeConflict;
+
+impl std::fmt::Display for SchemeConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("forwarding headers disagree about the scheme")
+    }
+}
+
+/// Where the walk from the right of a forwarding list stopped (nginx's `real_ip_recursive on`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stop {
+    /// The element the walk stopped at: the client's (first untrusted address), a
+    /// non-address element, or the leftmost when every address is trusted.
+    index: usize,
+    /// The client's address: the untrusted address found, else the last trusted hop passed
+    /// (None when the walk stopped at the rightmost element, which is not an address: the
+    /// TCP peer stays the client).
+    client: Option<IpAddr>,
+}
+
 impl Forwarding {
     /// Whether the peer `addr` (the connection's REMOTE_ADDR) may forward.
     pub fn trusts(&self, addr: &str) -> bool {
@@ -136,90 +162,188 @@ impl Forwarding {
     }
 
     /// Reads the forwarding headers among `fields` (name, value) of a request from a trusted
-    /// peer.
+    /// peer. Errors: [`SchemeConflict`] when the scheme headers present disagree.
     pub fn read<'f>(
         &self,
         fields: impl Iterator<Item = (&'f [u8], &'f [u8])> + Clone,
-    ) -> Forwarded {
-        let https = fields.clone().any(|(name, value)| {
-            let value = value.trim_ascii();
-            self.secure_headers.iter().any(|(n, v)| {
-                name.eq_ignore_ascii_case(n.as_bytes()) && value.eq_ignore_ascii_case(v.as_bytes())
-            }) || (name.eq_ignore_ascii_case(b"forwarded") && forwarded_proto_https(value))
+    ) -> Result<Forwarded, SchemeConflict> {
+        let mut https: Option<bool> = None;
+        let mut note = |says_https: bool| match https.replace(says_https) {
+            Some(before) if before != says_https => Err(SchemeConflict),
+            _ => Ok(()),
+        };
+        for (name, value) in fields.clone() {
+            let secure = self
+                .secure_headers
+                .iter()
+                .find(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()));
+            if let Some((_, secure_value)) = secure {
+                note(
+                    value
+                        .trim_ascii()
+                        .eq_ignore_ascii_case(secure_value.as_bytes()),
+                )?;
+            }
+        }
+        let forwarded = elements(&fields, RealIpHeader::Forwarded);
+        if !forwarded.is_empty() {
+            let stop = self.walk(&forwarded);
+            if let Some(proto) = stop.and_then(|s| forwarded[s.index].proto) {
+                note(proto.eq_ignore_ascii_case("https"))?;
+            }
+        }
+        let client = self.real_ip.and_then(|header| match header {
+            RealIpHeader::Forwarded => self.walk(&forwarded)?.client,
+            _ => self.walk(&elements(&fields, header))?.client,
         });
-        let client = self.real_ip.and_then(|header| {
-            let values: Vec<&[u8]> = fields
-                .filter(|(name, _)| name.eq_ignore_ascii_case(header.name()))
-                .map(|(_, value)| value)
-                .collect();
-            self.client(header, &values)
-        });
-        Forwarded { https, client }
+        Ok(Forwarded {
+            https: https.unwrap_or(false),
+            client,
+        })
     }
 
-    /// The client address `header` gives (its field lines in order, joined as one list):
-    /// the rightmost address not in `allow` (nginx's `real_ip_recursive on`), or the leftmost
-    /// when all are trusted. None when the header is absent or any element is malformed.
-    fn client(&self, header: RealIpHeader, values: &[&[u8]]) -> Option<IpAddr> {
-        let mut chain = Vec::new();
-        for value in values {
-            let text = std::str::from_utf8(value).ok()?;
-            match header {
-                RealIpHeader::XRealIp => chain.push(parse_node(text.trim())?),
-                RealIpHeader::XForwardedFor => {
-                    for item in text.split(',') {
-                        chain.push(parse_node(item.trim())?);
-                    }
+    /// Walks `list` (a forwarding list, left to right, each node an address or not) from the
+    /// right as nginx's `real_ip_recursive on` does: trusted addresses are skipped; the first
+    /// untrusted address is the client; an element that is not an address (`unknown`, an
+    /// obfuscated identifier, garbage) stops the walk at the last trusted hop; elements left
+    /// of the stop are never looked at. None for an empty list.
+    fn walk(&self, list: &[Element<'_>]) -> Option<Stop> {
+        let mut last = None;
+        for (index, element) in list.iter().enumerate().rev() {
+            match element.node {
+                Some(ip) if self.allow.contains(ip) => {
+                    last = Some(Stop {
+                        index,
+                        client: Some(ip),
+                    })
                 }
-                RealIpHeader::Forwarded => {
-                    for element in text.split(',') {
-                        let node = element.split(';').find_map(|pair| {
-                            let (key, value) = pair.trim().split_once('=')?;
-                            key.trim().eq_ignore_ascii_case("for").then(|| value.trim())
-                        })?;
-                        chain.push(parse_node(node.trim_matches('"'))?);
-                    }
+                Some(ip) => {
+                    return Some(Stop {
+                        index,
+                        client: Some(ip),
+                    })
+                }
+                None => {
+                    return Some(Stop {
+                        index,
+                        client: last.and_then(|s| s.client),
+                    })
                 }
             }
         }
-        let first = *chain.first()?;
-        Some(
-            chain
-                .iter()
-                .rev()
-                .copied()
-                .find(|ip| !self.allow.contains(*ip))
-                .unwrap_or(first),
-        )
+        last
     }
 }
 
+/// One element of a forwarding list: its node (`for=` in RFC 7239) and, in `Forwarded`, its
+/// `proto=`.
+struct Element<'f> {
+    node: Option<IpAddr>,
+    proto: Option<&'f str>,
+}
+
+/// The elements of `header` among `fields`, its field lines joined into one list in order
+/// (RFC 9110 §5.3). A line that is not UTF-8 is one element that is not an address.
+fn elements<'f>(
+    fields: &(impl Iterator<Item = (&'f [u8], &'f [u8])> + Clone),
+    header: RealIpHeader,
+) -> Vec<Element<'f>> {
+    let mut out = Vec::new();
+    for (_, value) in fields
+        .clone()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(header.name()))
+    {
+        let Ok(text) = std::str::from_utf8(value) else {
+            out.push(Element {
+                node: None,
+                proto: None,
+            });
+            continue;
+        };
+        match header {
+            RealIpHeader::XRealIp => out.push(Element {
+                node: parse_node(text.trim()),
+                proto: None,
+            }),
+            RealIpHeader::XForwardedFor => out.extend(
+                split_outside_quotes(text, ',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| Element {
+                        node: parse_node(item),
+                        proto: None,
+                    }),
+            ),
+            RealIpHeader::Forwarded => out.extend(
+                split_outside_quotes(text, ',')
+                    .filter(|e| !e.trim().is_empty())
+                    .map(forwarded_element),
+            ),
+        }
+    }
+    out
+}
+
+/// An RFC 7239 element (`for=...;proto=...;by=...`): a missing or non-address `for` is not
+/// an address.
+fn forwarded_element(element: &str) -> Element<'_> {
+    let mut found = Element {
+        node: None,
+        proto: None,
+    };
+    for pair in split_outside_quotes(element, ';') {
+        let Some((key, value)) = pair.trim().split_once('=') else {
+            continue;
+        };
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        match key.trim() {
+            k if k.eq_ignore_ascii_case("for") => found.node = parse_node(value),
+            k if k.eq_ignore_ascii_case("proto") => found.proto = Some(value),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Splits `text` at `separator`, except inside a quoted string (RFC 9110 §5.6.4).
+fn split_outside_quotes(text: &str, separator: char) -> impl Iterator<Item = &str> {
+    let mut quoted = false;
+    let mut escaped = false;
+    text.split(move |c: char| {
+        match (escaped, quoted, c) {
+            (true, _, _) => escaped = false,
+            (false, true, '\\') => escaped = true,
+            (false, _, '"') => quoted = !quoted,
+            (false, false, c) if c == separator => return true,
+            _ => {}
+        }
+        false
+    })
+}
+
 /// An address as forwarding headers write it: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`,
-/// `[2001:db8::1]` or `[2001:db8::1]:80`.
+/// `[2001:db8::1]` or `[2001:db8::1]:80`. None for anything else.
 fn parse_node(text: &str) -> Option<IpAddr> {
     if let Ok(ip) = text.parse() {
         return Some(ip);
     }
     if let Some(rest) = text.strip_prefix('[') {
-        return rest.split_once(']')?.0.parse().ok();
+        let (addr, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
+        return port_ok.then(|| addr.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))?;
     }
     let (addr, port) = text.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
+    is_port(port).then_some(())?;
     addr.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
-/// Whether an RFC 7239 `Forwarded` value's first element says `proto=https`.
-fn forwarded_proto_https(value: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(value) else {
-        return false;
-    };
-    let first = text.split(',').next().unwrap_or("");
-    first.split(';').any(|pair| {
-        pair.trim().split_once('=').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("proto")
-                && v.trim().trim_matches('"').eq_ignore_ascii_case("https")
-        })
-    })
+/// A port as RFC 7239 §6 and nginx accept it: 1 to 5 digits up to 65535.
+fn is_port(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && text.parse::<u16>().is_ok()
 }
 
 #[cfg(test)]
@@ -239,7 +363,15 @@ mod tests {
     }
 
     fn read(f: &Forwarding, fields: &[(&str, &str)]) -> Forwarded {
+        try_read(f, fields).unwrap()
+    }
+
+    fn try_read(f: &Forwarding, fields: &[(&str, &str)]) -> Result<Forwarded, SchemeConflict> {
         f.read(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
     }
 
     #[test]
@@ -274,14 +406,63 @@ mod tests {
         assert!(read(&f, &[("X-Forwarded-Ssl", "on")]).https);
         assert!(!read(&f, &[("X-Forwarded-Proto", "http")]).https);
         assert!(read(&f, &[("Forwarded", "for=1.2.3.4;proto=https")]).https);
-        assert!(!read(&f, &[("Forwarded", "for=1.2.3.4;proto=http, proto=https")]).https);
+        assert!(
+            read(
+                &f,
+                &[(
+                    "Forwarded",
+                    "for=1.2.3.4;proto=https, for=127.0.0.1;proto=http"
+                )]
+            )
+            .https,
+            "proto of the client's element: the one the first trusted proxy wrote"
+        );
+        assert!(
+            !read(
+                &f,
+                &[(
+                    "Forwarded",
+                    "for=5.5.5.5;proto=https, for=1.2.3.4;proto=http"
+                )]
+            )
+            .https,
+            "an element left of the client is never looked at"
+        );
+        assert!(
+            read(
+                &f,
+                &[("X-Forwarded-Proto", "https"), ("X-Forwarded-Ssl", "on")]
+            )
+            .https
+        );
+    }
+
+    #[test]
+    fn scheme_headers_that_disagree_are_a_conflict() {
+        let f = forwarding("127.0.0.1", None);
+        for fields in [
+            &[("X-Forwarded-Proto", "http"), ("X-Forwarded-Ssl", "on")][..],
+            &[
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Protocol", "tls"),
+            ][..],
+            &[
+                ("X-Forwarded-Proto", "http"),
+                ("X-Forwarded-Proto", "https"),
+            ][..],
+            &[
+                ("X-Forwarded-Proto", "http"),
+                ("Forwarded", "for=1.2.3.4;proto=https"),
+            ][..],
+        ] {
+            assert_eq!(try_read(&f, fields), Err(SchemeConflict), "{fields:?}");
+        }
     }
 
     #[test]
     fn real_ip_is_the_rightmost_untrusted_address() {
         let xff = forwarding("127.0.0.1, 10.0.0.0/8", Some(RealIpHeader::XForwardedFor));
         let client = |fields: &[(&str, &str)]| read(&xff, fields).client;
-        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         assert_eq!(client(&[("X-Forwarded-For", "1.2.3.4")]), ip("1.2.3.4"));
         assert_eq!(
             client(&[("X-Forwarded-For", "6.6.6.6, 1.2.3.4, 10.0.0.2")]),
@@ -297,33 +478,67 @@ mod tests {
         );
         assert_eq!(
             client(&[("X-Forwarded-For", "10.0.0.3, 10.0.0.2")]),
-            ip("10.0.0.3")
-        );
-        assert_eq!(
-            client(&[("X-Forwarded-For", "1.2.3.4, junk")]),
-            None,
-            "malformed: ignored"
+            ip("10.0.0.3"),
+            "all trusted: the leftmost"
         );
         assert_eq!(
             client(&[("X-Forwarded-For", "1.2.3.4:8080")]),
             ip("1.2.3.4")
         );
-        assert_eq!(client(&[]), None);
-        let fwd = forwarding("127.0.0.1", Some(RealIpHeader::Forwarded));
-        let got = read(
-            &fwd,
-            &[(
-                "Forwarded",
-                "for=\"[2001:db8::1]:4711\";proto=https, for=127.0.0.1",
-            )],
+        assert_eq!(
+            client(&[("X-Forwarded-For", "[2001:db8::1]:80, 10.0.0.1")]),
+            ip("2001:db8::1")
         );
-        assert_eq!(got.client, ip("2001:db8::1"));
-        assert!(got.https);
-        assert_eq!(read(&fwd, &[("Forwarded", "for=unknown")]).client, None);
+        assert_eq!(client(&[]), None);
         let real = forwarding("127.0.0.1", Some(RealIpHeader::XRealIp));
         assert_eq!(
             read(&real, &[("X-Real-IP", " 9.9.9.9 ")]).client,
             ip("9.9.9.9")
+        );
+    }
+
+    #[test]
+    fn garbage_in_the_list_never_makes_the_proxy_the_client() {
+        let xff = forwarding("127.0.0.1, 10.0.0.0/8", Some(RealIpHeader::XForwardedFor));
+        let client = |value: &str| read(&xff, &[("X-Forwarded-For", value)]).client;
+        // What nginx forwards for a client that sent `X-Forwarded-For: garbage`.
+        assert_eq!(client("garbage, 6.6.6.6"), ip("6.6.6.6"));
+        assert_eq!(client("6.6.6.6, garbage, 9.9.9.9"), ip("9.9.9.9"));
+        assert_eq!(
+            client("1.2.3.4, garbage"),
+            None,
+            "rightmost not an address: the TCP peer"
+        );
+        assert_eq!(
+            client("1.2.3.4, garbage, 10.0.0.7"),
+            ip("10.0.0.7"),
+            "a non-address stops the walk at the last trusted hop"
+        );
+        assert_eq!(client("1.2.3.4:99999, 6.6.6.6"), ip("6.6.6.6"));
+        assert_eq!(client("[::1]x, 6.6.6.6"), ip("6.6.6.6"));
+        let fwd = forwarding("127.0.0.1", Some(RealIpHeader::Forwarded));
+        let client = |value: &str| read(&fwd, &[("Forwarded", value)]).client;
+        assert_eq!(client("for=unknown, for=6.6.6.6"), ip("6.6.6.6"));
+        assert_eq!(client("for=6.6.6.6, for=_hidden"), None);
+        assert_eq!(
+            client("for=6.6.6.6, for=_hidden, for=127.0.0.1"),
+            ip("127.0.0.1")
+        );
+        assert_eq!(client("for=unknown"), None);
+        assert_eq!(
+            client("for=\"[2001:db8::1]:4711\";proto=https, for=127.0.0.1"),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            client("for=\"[2001:db8::1]:4711\";by=\"a,b\", for=1.2.3.4"),
+            ip("1.2.3.4"),
+            "a comma inside a quoted string separates nothing"
+        );
+        assert_eq!(client("by=1.1.1.1, for=7.7.7.7"), ip("7.7.7.7"));
+        assert_eq!(
+            client("by=1.1.1.1"),
+            None,
+            "an element without for= is not an address"
         );
     }
 }

@@ -431,7 +431,7 @@ impl Master {
         if hup {
             self.reload();
         }
-        if ttin {
+        if ttin && self.desired < config::MAX_WORKERS {
             self.desired += 1;
             logging::info(format_args!(
                 "Handling signal: ttin: {} workers",
@@ -688,9 +688,8 @@ impl Master {
     }
 
     /// Runs one control-socket command line; the JSON answer.
-    fn command(&mut self, line: &[u8]) -> Vec<u8> {
-        let line = String::from_utf8_lossy(line);
-        let command = match control::parse(&line) {
+    fn command(&mut self, input: &[u8]) -> Vec<u8> {
+        let command = match control::parse_request(input) {
             Ok(c) => c,
             Err(e) => return control::error(&e),
         };
@@ -705,20 +704,21 @@ impl Master {
             return control::error("the server is stopping");
         }
         if !shows {
-            logging::info(format_args!("Control socket: {}", line.trim()));
+            logging::info(format_args!("Control socket: {command:?}"));
         }
         match command {
             Command::ShowWorkers => control::ok(self.workers_json()),
             Command::ShowStats => control::ok(self.stats_json()),
             Command::ShowListeners => control::ok(self.listeners_json()),
             Command::ShowConfig => control::ok(serde_json::Value::String(self.config.to_yaml())),
-            Command::WorkerAdd(n) => {
-                self.desired += n;
-                control::ok(serde_json::json!({ "workers": self.desired }))
-            }
-            Command::WorkerRemove(n) => {
-                self.desired = self.desired.saturating_sub(n).max(1);
-                control::ok(serde_json::json!({ "workers": self.desired }))
+            Command::WorkerAdd(_) | Command::WorkerRemove(_) => {
+                match control::workers_after(&command, self.desired) {
+                    Ok(desired) => {
+                        self.desired = desired;
+                        control::ok(serde_json::json!({ "workers": desired }))
+                    }
+                    Err(e) => control::error(&e),
+                }
             }
             Command::WorkerKill(pid) => {
                 let pid = Pid::from_raw(pid);

@@ -138,7 +138,8 @@ impl Snapshot {
         for (i, c) in self.counters.duration_buckets.iter().enumerate() {
             let n = c.load(Ordering::Relaxed);
             count += n;
-            let bound = DURATION_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            // prometheus-client writes `+Inf` for f64::MAX only (f64::INFINITY prints as `inf`).
+            let bound = DURATION_BUCKETS.get(i).copied().unwrap_or(f64::MAX);
             buckets.push((bound, n));
         }
         let sum = self.counters.duration_us.load(Ordering::Relaxed) as f64 / 1e6;

@@ -159,3 +159,45 @@ fn shutdown_quick_stops_at_once() {
     let (code, _, err) = ctl(&socket, &["show", "stats"]);
     assert_eq!(code, 1, "{err}");
 }
+
+/// Sends `input` as one write to the control socket; the raw answer.
+fn raw(socket: &Path, input: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(input).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn no_command_can_take_the_master_down() {
+    let (server, socket) = start();
+    for count in [
+        "9223372036854775807",
+        "18446744073709551614",
+        "18446744073709551616",
+        "1025",
+    ] {
+        let (code, _, err) = ctl(&socket, &["worker", "add", count]);
+        assert_eq!(code, 1, "worker add {count}: {err}");
+        assert!(err.contains("not a count from 1 to 1024"), "{err}");
+    }
+    // Within the bound per command, but past it in total.
+    let (code, _, err) = ctl(&socket, &["worker", "add", "1024"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("exceed the maximum of 1024"), "{err}");
+    let answer = raw(&socket, b"worker add 1\nshutdown quick\n");
+    assert!(
+        answer.contains("one command per connection"),
+        "two commands in one write are refused as such: {answer}"
+    );
+    let stats = ok(&socket, &["--json", "show", "stats"]);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["result"]["workers_wanted"], 2, "{stats}");
+    assert_eq!(server.get("/pid").status, 200, "the master serves on");
+    assert!(!server.log_text().contains("panicked"));
+}

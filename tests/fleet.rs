@@ -66,7 +66,18 @@ fn nginx_config(dir: &std::path::Path, http: &str) -> PathBuf {
 struct Nginx(Child);
 
 impl Drop for Nginx {
+    /// TERM (nginx's fast shutdown, which ends its workers too), SIGKILL after 5 s: a master
+    /// killed outright would leave its workers running, holding the test's output open.
     fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid of the child this struct owns, not yet reaped.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -296,4 +307,128 @@ fn readme_kubernetes_snippet_fits_the_settings() {
         Some(0),
         "the container's flags are valid: {out}"
     );
+}
+
+/// Every forwarding header ferricorn reads (secure_scheme_headers' defaults, `Forwarded`,
+/// and what real_ip_header may name).
+const FORWARDING_HEADERS: [&str; 6] = [
+    "X-Forwarded-For",
+    "X-Real-IP",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Ssl",
+    "X-Forwarded-Protocol",
+    "Forwarded",
+];
+
+#[test]
+fn readme_proxy_snippets_set_or_clear_every_forwarding_header() {
+    let nginx = snippet("nginx");
+    let haproxy = snippet("haproxy");
+    let kubernetes = snippet_with("yaml", "kind: Deployment");
+    let clear: serde_yaml::Value = serde_yaml::Deserializer::from_str(&kubernetes)
+        .map(|d| <serde_yaml::Value as serde::Deserialize>::deserialize(d).expect("YAML"))
+        .find(|d| d["metadata"]["name"] == "clear-forwarding-headers")
+        .expect("the ingress-nginx ConfigMap that clears headers");
+    for header in FORWARDING_HEADERS {
+        assert!(
+            nginx.contains(&format!("proxy_set_header {header} ")),
+            "nginx snippet leaves {header} as the client sent it"
+        );
+        assert!(
+            haproxy.contains(&format!("del-header {header}\n"))
+                || haproxy.contains(&format!("set-header {header} ")),
+            "HAProxy snippet leaves {header} as the client sent it"
+        );
+        // ingress-nginx sets these three itself (use-forwarded-headers: false).
+        let set_by_ingress = ["X-Forwarded-For", "X-Real-IP", "X-Forwarded-Proto"];
+        assert!(
+            set_by_ingress.contains(&header) || clear["data"][header] == "",
+            "the Kubernetes ingress snippet leaves {header} as the client sent it"
+        );
+    }
+}
+
+/// A connection to `port` from `source` (a loopback address other than 127.0.0.1, so that
+/// the client is not a trusted proxy).
+fn connect_from(source: std::net::Ipv4Addr, port: u16) -> TcpStream {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::OwnedFd;
+    let fd: OwnedFd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(source, 0)),
+    )
+    .unwrap();
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::LOCALHOST,
+            port,
+        )),
+    )
+    .unwrap();
+    TcpStream::from(fd)
+}
+
+#[test]
+#[cfg_attr(not(have_nginx), ignore = "needs nginx (apt install nginx-light)")]
+fn readme_nginx_snippet_lets_no_spoofed_forwarding_header_through() {
+    let server = Server::start("echo", "workers: 1\nreal_ip_header: X-Forwarded-For\n", &[]);
+    let dir = common::scratch_dir();
+    let front = free_port();
+    let body = snippet("nginx")
+        .replace("listen 80;", &format!("listen 127.0.0.1:{front};"))
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{}", server.port));
+    let conf = nginx_config(&dir, &body);
+    let _nginx = Nginx(
+        Command::new(program("nginx"))
+            .arg("-c")
+            .arg(&conf)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nginx"),
+    );
+    let client = std::net::Ipv4Addr::new(127, 0, 0, 3);
+    wait_for("nginx", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", front)).ok()
+    });
+    let mut stream = connect_from(client, front);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            b"GET /whoami HTTP/1.1\r\nHost: fleet\r\nConnection: close\r\n\
+              X-Forwarded-Ssl: on\r\nX-Forwarded-Protocol: ssl\r\n\
+              Forwarded: for=127.0.0.1;proto=https\r\nX-Real-IP: 127.0.0.1\r\n\
+              X-Forwarded-For: garbage\r\n\r\n",
+        )
+        .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(json["url_scheme"], "http", "{json}");
+    assert_eq!(json["REMOTE_ADDR"], client.to_string(), "{json}");
+    let names: Vec<String> = json["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[0].as_str().unwrap().to_ascii_lowercase())
+        .collect();
+    for cleared in ["x-forwarded-ssl", "x-forwarded-protocol", "forwarded"] {
+        assert!(
+            !names.contains(&cleared.to_string()),
+            "{cleared} reached the app: {json}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

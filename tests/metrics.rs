@@ -218,3 +218,55 @@ fn a_master_out_of_descriptors_pauses_scrapes_instead_of_spinning() {
     assert_eq!(server.get("/pid").status, 200);
     drop(held);
 }
+
+/// The Prometheus Python client's strict OpenMetrics parser, on stdin; prints the families.
+const STRICT_PARSER: &str = "import sys\n\
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
+for family in parse(sys.stdin.read()):\n    print(family.name, family.type, len(family.samples))\n";
+
+#[test]
+#[cfg_attr(
+    not(have_prometheus_client),
+    ignore = "needs the Prometheus Python client (pip install prometheus_client)"
+)]
+fn a_strict_openmetrics_parser_reads_every_family() {
+    let server = Server::start(
+        "chaos",
+        "workers: 2\nmetrics_bind: \"127.0.0.1:0\"\nmax_worker_rss: 4096\n",
+        &[],
+    );
+    let port = metrics_port(&server);
+    get_pids(&server, 5);
+    assert_eq!(server.get("/nowhere").status, 404);
+    let text = scrape(port);
+    assert!(
+        text.contains("ferricorn_request_duration_seconds_bucket{le=\"+Inf\"}"),
+        "{text}"
+    );
+    let mut parser = std::process::Command::new("python3")
+        .args(["-c", STRICT_PARSER])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    parser
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = parser.wait_with_output().unwrap();
+    let families = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for family in [
+        "ferricorn_requests",
+        "ferricorn_request_duration_seconds histogram",
+    ] {
+        assert!(families.contains(family), "{family} missing: {families}");
+    }
+}

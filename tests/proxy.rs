@@ -193,3 +193,82 @@ fn proxy_protocol_sets_the_client_and_server_addresses() {
     assert_eq!(response.status, 400);
     assert_eq!(untrusted.echo(get.as_bytes())["REMOTE_ADDR"], "127.0.0.1");
 }
+
+#[test]
+fn a_value_that_is_not_an_address_never_makes_the_proxy_the_client() {
+    // Before: any unparsable element made REMOTE_ADDR the proxy's own address (127.0.0.1),
+    // which passes "localhost only" checks.
+    let xff = Server::start("echo", "workers: 1\nreal_ip_header: X-Forwarded-For\n", &[]);
+    for (value, client) in [
+        // What nginx forwards when the client sent `X-Forwarded-For: garbage`.
+        ("garbage, 127.0.0.2", "127.0.0.2"),
+        ("6.6.6.6, garbage, 9.9.9.9", "9.9.9.9"),
+        ("garbage, 9.9.9.9:5678", "9.9.9.9"),
+        ("unknown, [2001:db8::7]:80, 127.0.0.1", "2001:db8::7"),
+    ] {
+        let json = echo(&xff, &format!("X-Forwarded-For: {value}\r\n"));
+        assert_eq!(json["REMOTE_ADDR"], client, "X-Forwarded-For: {value}");
+    }
+    let forwarded = Server::start("echo", "workers: 1\nreal_ip_header: Forwarded\n", &[]);
+    for (value, client) in [
+        ("for=unknown, for=6.6.6.6", "6.6.6.6"),
+        ("for=_hidden, for=\"[2001:db8::1]:80\"", "2001:db8::1"),
+        ("for=6.6.6.6, for=_obfuscated", "127.0.0.1"),
+    ] {
+        let json = echo(&forwarded, &format!("Forwarded: {value}\r\n"));
+        assert_eq!(json["REMOTE_ADDR"], client, "Forwarded: {value}");
+    }
+}
+
+#[test]
+fn scheme_headers_that_disagree_are_refused() {
+    let server = Server::start("echo", "workers: 1\n", &[]);
+    // nginx sets X-Forwarded-Proto; a client adds another scheme header.
+    for fields in [
+        "X-Forwarded-Proto: http\r\nX-Forwarded-Ssl: on\r\n",
+        "X-Forwarded-Proto: http\r\nX-Forwarded-Protocol: ssl\r\n",
+        "X-Forwarded-Proto: https\r\nX-Forwarded-Proto: http\r\n",
+        "X-Forwarded-Proto: http\r\nForwarded: for=1.2.3.4;proto=https\r\n",
+    ] {
+        let response = server.send(format!("GET / HTTP/1.1\r\nHost: a\r\n{fields}\r\n").as_bytes());
+        assert_eq!(response.status, 400, "{fields}");
+        assert!(response.closes(), "{fields}");
+    }
+    let json = echo(
+        &server,
+        "X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: on\r\n",
+    );
+    assert_eq!(json["url_scheme"], "https", "headers that agree");
+    // From an untrusted peer the headers are not read at all: no 400.
+    let untrusted = Server::start(
+        "echo",
+        "workers: 1\nforwarded_allow_ips: \"10.0.0.1\"\n",
+        &[],
+    );
+    let json = echo(
+        &untrusted,
+        "X-Forwarded-Proto: http\r\nX-Forwarded-Ssl: on\r\n",
+    );
+    assert_eq!(json["url_scheme"], "http");
+}
+
+#[test]
+fn behind_proxy_protocol_only_a_trusted_client_may_forward() {
+    let server = Server::start(
+        "echo",
+        "workers: 1\nproxy_protocol: auto\nreal_ip_header: X-Forwarded-For\n",
+        &[],
+    );
+    let get =
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n";
+    // A TCP-mode proxy passes the client's own headers through: not believed.
+    let json =
+        server.echo(format!("PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n{get}").as_bytes());
+    assert_eq!(json["url_scheme"], "http");
+    assert_eq!(json["REMOTE_ADDR"], "192.0.2.7");
+    // The client the PROXY header names is itself a trusted proxy: believed.
+    let json =
+        server.echo(format!("PROXY TCP4 127.0.0.1 198.51.100.1 40000 443\r\n{get}").as_bytes());
+    assert_eq!(json["url_scheme"], "https");
+    assert_eq!(json["REMOTE_ADDR"], "6.6.6.6");
+}

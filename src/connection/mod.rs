@@ -674,7 +674,12 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
         if !conn.buf.is_empty() && !conn.proxy_pending {
             if !conn.request_ready {
                 match conn.proto.next_event(&conn.buf, READ_CHUNK) {
-                    Event::Request => conn.request_ready = true,
+                    Event::Request => {
+                        if let Err(reject) = check_forwarded(ctx, conn) {
+                            return fail(ctx, conn, reject);
+                        }
+                        conn.request_ready = true;
+                    }
                     Event::Reject(reject) => return fail(ctx, conn, reject),
                     Event::NeedData(_) => {}
                     // Between exchanges the machine reads heads; anything else means it is done.
@@ -798,6 +803,32 @@ fn body_ready(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
     }
 }
 
+/// The head's fields as (name, value) byte slices of `buf`.
+fn fields_of<'b>(
+    buf: &'b [u8],
+    head: &'b Head,
+) -> impl Iterator<Item = (&'b [u8], &'b [u8])> + Clone + 'b {
+    head.fields
+        .iter()
+        .map(move |f| (&buf[f.name.clone()], &buf[f.value.clone()]))
+}
+
+/// For a request from a trusted peer (head just found): its forwarding headers must agree
+/// about the scheme. Errors: 400 ([`crate::forwarded::SchemeConflict`]).
+fn check_forwarded(ctx: &Context, conn: &Conn) -> Result<(), Reject> {
+    if !conn.trusted {
+        return Ok(());
+    }
+    let head = conn.proto.head();
+    match ctx.forwarding.read(fields_of(&conn.buf, head)) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Reject {
+            status: 400,
+            why: "forwarding headers disagree about the scheme (secure_scheme_headers)",
+        }),
+    }
+}
+
 /// Reads a PROXY header at the start of the buffer, if one is complete or known absent:
 /// REMOTE_ADDR/PORT become the client's, SERVER_NAME/PORT the address it connected to (a
 /// `LOCAL` or `UNKNOWN` header leaves them). Errors: 400 (malformed, or missing where
@@ -810,6 +841,9 @@ fn proxy_header(ctx: &Context, conn: &mut Conn) -> Result<(), Reject> {
         proxy::Parsed::Header { len, header } => {
             conn.buf.drain(..len);
             if let Some(source) = header.source {
+                // Forwarding headers are believed only from a client that is itself a
+                // trusted proxy: a TCP-mode proxy passes the client's own ones through.
+                conn.trusted = ctx.forwarding.allow.contains(source.ip());
                 let peer_addr = std::mem::replace(&mut conn.remote_addr, source.ip().to_string());
                 let peer_port = std::mem::replace(&mut conn.remote_port, source.port().to_string());
                 conn.peer = Some((peer_addr, peer_port));
@@ -923,14 +957,13 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         name: FcStr::new(&buf_all[f.name.clone()]),
         value: FcStr::new(&buf_all[f.value.clone()]),
     }));
-    let forwarded = if *trusted {
-        ctx.forwarding.read(
-            head.fields
-                .iter()
-                .map(|f| (&buf_all[f.name.clone()], &buf_all[f.value.clone()])),
-        )
-    } else {
-        Default::default()
+    // A scheme conflict was refused before the request was served (see `drive`).
+    let forwarded = match trusted {
+        true => ctx
+            .forwarding
+            .read(fields_of(buf_all, &head))
+            .unwrap_or_default(),
+        false => Default::default(),
     };
     let (client_addr, client_port): (&str, &str) = match forwarded.client {
         Some(ip) => {
