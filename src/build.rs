@@ -3,7 +3,8 @@
 //! (skipped, with the reason) otherwise, never counted as passed:
 //! - `conformance_corpus`: gunicorn's request corpus (`../shared/conformance`) is beside the
 //!   checkout;
-//! - `have_nginx`, `have_haproxy`: the programs are installed (on PATH or in /usr/sbin);
+//! - `have_nginx`, `have_haproxy`, `have_strace`: the programs are installed (on PATH or in
+//!   /usr/sbin);
 //! - `have_prometheus_client`: `python3` imports the Prometheus Python client (its strict
 //!   OpenMetrics parser reads `/metrics` in a test).
 
@@ -17,14 +18,14 @@ fn installed(program: &str) -> bool {
 }
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(conformance_corpus, have_nginx, have_haproxy, have_prometheus_client)");
+    println!("cargo::rustc-check-cfg=cfg(conformance_corpus, have_nginx, have_haproxy, have_strace, have_prometheus_client)");
     let manifest =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/manifest.json");
     // (A missing manifest reruns this script at every build, until the corpus is there.)
     println!("cargo::rerun-if-changed={}", manifest.display());
     println!("cargo::rerun-if-env-changed=PATH");
     // Watch only paths that exist: a missing one would rerun this script at every build.
-    for program in ["/usr/sbin/nginx", "/usr/sbin/haproxy"] {
+    for program in ["/usr/sbin/nginx", "/usr/sbin/haproxy", "/usr/bin/strace"] {
         if Path::new(program).exists() {
             println!("cargo::rerun-if-changed={program}");
         }
@@ -37,6 +38,9 @@ fn main() {
     }
     if installed("haproxy") {
         println!("cargo::rustc-cfg=have_haproxy");
+    }
+    if installed("strace") {
+        println!("cargo::rustc-cfg=have_strace");
     }
     let imports = std::process::Command::new("python3")
         .args(["-c", "import prometheus_client"])

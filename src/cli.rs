@@ -145,7 +145,7 @@ pub fn main() -> i32 {
     }
     if cli.check_config {
         return match logging::check_paths(&config.log_targets())
-            .and_then(|()| master::probe(&config))
+            .and_then(|()| crate::probe::probe(&config))
         {
             Ok(name) => {
                 println!("ferricorn: configuration OK; app `{name}` loads and initialises");
@@ -173,7 +173,7 @@ fn serve(config: config::Config, overrides: Overrides) -> i32 {
     if let Some(warning) = process::raise_nofile_limit(config.worker_connections) {
         logging::warning(warning);
     }
-    match master::probe(&config) {
+    match crate::probe::probe(&config) {
         Ok(name) => logging::info(format_args!(
             "Using app `{name}` from {}",
             config

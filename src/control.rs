@@ -13,10 +13,20 @@ use nix::poll::PollFlags;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-/// Most connections served at once; more wait in the listener's queue.
-const MAX_CONNS: usize = 16;
-/// Longest a connection may take to send its request and read the answer.
-const DEADLINE: Duration = Duration::from_secs(5);
+/// Most connections served at once. When a new one arrives past it, the oldest connection
+/// that has not sent a complete request yet is closed to make room, so idle or slow clients
+/// can never keep a scrape or a command out.
+pub const MAX_CONNS: usize = 512;
+/// The listen(2) backlog of the master's listeners: room for a crowd of idle clients queued
+/// behind [`MAX_CONNS`].
+pub const BACKLOG: i32 = 512;
+/// Longest a client may take to send its complete request.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Longest a client may take to read its answer.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest an answer the master gives later ([`Answer::Later`]: a reload's trial load, at
+/// most 60 s) may take.
+const LATER_DEADLINE: Duration = Duration::from_secs(75);
 /// Largest request read.
 const MAX_REQUEST: usize = 8192;
 /// How long the listener is left alone after accept(2) found no descriptor or memory left
@@ -24,13 +34,43 @@ const MAX_REQUEST: usize = 8192;
 /// accept from.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 
+/// What the master answers to a complete request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// These bytes, now; the connection closes once they are sent (empty: close at once).
+    Now(Vec<u8>),
+    /// Later, through [`Server::answer_waiting`] (the request started something that takes
+    /// time, like a reload's trial load).
+    Later,
+}
+
+/// Where one connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Reading its request.
+    Reading,
+    /// Its answer comes later.
+    Waiting,
+    /// Sending its answer.
+    Answering,
+}
+
 #[derive(Debug)]
 struct Conn {
     fd: OwnedFd,
     input: Vec<u8>,
     out: Vec<u8>,
     sent: usize,
+    stage: Stage,
     deadline: Instant,
+}
+
+impl Conn {
+    fn answer(&mut self, bytes: Vec<u8>) {
+        self.out = bytes;
+        self.stage = Stage::Answering;
+        self.deadline = Instant::now() + ANSWER_DEADLINE;
+    }
 }
 
 /// A listener of the master's and the requests in progress on it.
@@ -62,40 +102,66 @@ impl Server {
         &self.listener
     }
 
-    /// What to poll: the listener (while there is room) and each connection (input until
-    /// its request is complete, then output).
+    /// What to poll: the listener (unless accepting is paused) and each connection (input
+    /// while its request is incomplete, output while it is answered; nothing while it waits
+    /// for a later answer).
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
         let mut fds = Vec::new();
-        let paused = self.paused_until.is_some_and(|t| Instant::now() < t);
-        if self.conns.len() < MAX_CONNS && !paused {
+        if self.paused_until.is_none_or(|t| Instant::now() >= t) {
             fds.push((self.listener.fd.as_fd(), PollFlags::POLLIN));
         }
         for c in &self.conns {
-            let want = match c.out.is_empty() {
-                true => PollFlags::POLLIN,
-                false => PollFlags::POLLOUT,
-            };
-            fds.push((c.fd.as_fd(), want));
+            match c.stage {
+                Stage::Reading => fds.push((c.fd.as_fd(), PollFlags::POLLIN)),
+                Stage::Answering => fds.push((c.fd.as_fd(), PollFlags::POLLOUT)),
+                Stage::Waiting => {}
+            }
         }
         fds
     }
 
     /// Accepts, reads and answers without waiting: once `complete(input)` says a request is
-    /// in, `answer(input)` makes the bytes to send; the connection closes once they are
-    /// sent, or at its deadline.
-    pub fn serve(&mut self, complete: fn(&[u8]) -> bool, answer: &mut dyn FnMut(&[u8]) -> Vec<u8>) {
-        let paused = self.paused_until.is_some_and(|t| Instant::now() < t);
-        while self.conns.len() < MAX_CONNS && !paused {
+    /// in, `answer(input)` says what to send; the connection closes once it is sent, or at
+    /// its deadline.
+    pub fn serve(&mut self, complete: fn(&[u8]) -> bool, answer: &mut dyn FnMut(&[u8]) -> Answer) {
+        self.accept();
+        let now = Instant::now();
+        self.conns
+            .retain_mut(|c| now < c.deadline && step(c, complete, answer));
+    }
+
+    /// Gives every connection waiting for a later answer ([`Answer::Later`]) `bytes`.
+    pub fn answer_waiting(&mut self, bytes: &[u8]) {
+        for c in self.conns.iter_mut().filter(|c| c.stage == Stage::Waiting) {
+            c.answer(bytes.to_vec());
+        }
+        self.conns.retain_mut(flush);
+    }
+
+    /// Accepts what is queued; past [`MAX_CONNS`] the oldest connection still reading its
+    /// request makes room (if none, the new one is closed).
+    fn accept(&mut self) {
+        if self.paused_until.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        loop {
             match crate::listeners::accept_client(self.listener.raw_fd()) {
                 Ok((fd, _)) => {
                     // The end of an exhaustion episode: the next one is logged again.
                     self.paused_until = None;
+                    if self.conns.len() >= MAX_CONNS {
+                        match self.conns.iter().position(|c| c.stage == Stage::Reading) {
+                            Some(oldest) => drop(self.conns.remove(oldest)),
+                            None => continue,
+                        }
+                    }
                     self.conns.push(Conn {
                         fd,
                         input: Vec::new(),
                         out: Vec::new(),
                         sent: 0,
-                        deadline: Instant::now() + DEADLINE,
+                        stage: Stage::Reading,
+                        deadline: Instant::now() + REQUEST_DEADLINE,
                     });
                 }
                 Err(
@@ -112,14 +178,11 @@ impl Server {
                         ));
                     }
                     self.paused_until = Some(Instant::now() + ACCEPT_PAUSE);
-                    break;
+                    return;
                 }
-                Err(_) => break,
+                Err(_) => return,
             }
         }
-        let now = Instant::now();
-        self.conns
-            .retain_mut(|c| now < c.deadline && step(c, complete, answer));
     }
 }
 
@@ -127,42 +190,51 @@ impl Server {
 fn step(
     c: &mut Conn,
     complete: fn(&[u8]) -> bool,
-    answer: &mut dyn FnMut(&[u8]) -> Vec<u8>,
+    answer: &mut dyn FnMut(&[u8]) -> Answer,
 ) -> bool {
-    if c.out.is_empty() {
-        let mut buf = [0u8; 2048];
-        loop {
-            match nix::unistd::read(&c.fd, &mut buf) {
-                // The client is done sending: answer what came, if complete.
-                Ok(0) => return complete(&c.input) && answer_now(c, answer),
-                Ok(n) => c.input.extend_from_slice(&buf[..n]),
-                Err(nix::errno::Errno::EAGAIN) => break,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => return false,
-            }
-            if c.input.len() > MAX_REQUEST {
-                return false;
-            }
+    match c.stage {
+        Stage::Waiting => return true,
+        Stage::Answering => return flush(c),
+        Stage::Reading => {}
+    }
+    let mut buf = [0u8; 2048];
+    let ended = loop {
+        match nix::unistd::read(&c.fd, &mut buf) {
+            // The client is done sending: answer what came, if complete.
+            Ok(0) => break true,
+            Ok(n) => c.input.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EAGAIN) => break false,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
         }
-        if !complete(&c.input) {
-            return true;
-        }
-        c.out = answer(&c.input);
-        if c.out.is_empty() {
+        if c.input.len() > MAX_REQUEST {
             return false;
         }
+    };
+    if !complete(&c.input) {
+        // A request cut short by the client's end is refused at once (closed).
+        return !ended;
     }
-    flush(c)
+    match answer(&c.input) {
+        Answer::Now(bytes) if bytes.is_empty() => false,
+        Answer::Now(bytes) => {
+            c.answer(bytes);
+            flush(c)
+        }
+        Answer::Later => {
+            c.stage = Stage::Waiting;
+            c.deadline = Instant::now() + LATER_DEADLINE;
+            true
+        }
+    }
 }
 
-/// Answers a connection whose client already half-closed; false when done.
-fn answer_now(c: &mut Conn, answer: &mut dyn FnMut(&[u8]) -> Vec<u8>) -> bool {
-    c.out = answer(&c.input);
-    flush(c)
-}
-
-/// Sends what is left of the answer; false once all is sent (or the client is gone).
+/// Sends what is left of the answer; false once all is sent (or the client is gone). A
+/// connection not answering yet is kept.
 fn flush(c: &mut Conn) -> bool {
+    if c.stage != Stage::Answering {
+        return true;
+    }
     while c.sent < c.out.len() {
         match nix::unistd::write(&c.fd, &c.out[c.sent..]) {
             Ok(n) => c.sent += n,
@@ -428,12 +500,13 @@ pub fn ctl_main(args: Vec<std::ffi::OsString>) -> i32 {
     }
 }
 
-/// Sends `line` to the socket at `path` and reads the JSON answer (10 s at most).
+/// Sends `line` to the socket at `path` and reads the JSON answer (a reload's answer comes
+/// once its trial load is done: 75 s at most).
 fn ask(path: &std::path::Path, line: &str) -> Result<serde_json::Value, String> {
     use std::io::{Read, Write};
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| e.to_string())?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(LATER_DEADLINE))
         .map_err(|e| e.to_string())?;
     stream
         .write_all(format!("{line}\n").as_bytes())

@@ -155,6 +155,59 @@ fn check_target(method: &[u8], target: &[u8]) -> Result<(), Reject> {
     }
 }
 
+/// Whether `value` is a valid Host field value (RFC 9110 §7.2: `uri-host [ ":" port ]`, with
+/// RFC 3986 §3.2.2's `IP-literal / IPv4address / reg-name` and §3.2.3's `port = *DIGIT`). An
+/// empty value is valid (a target without an authority). No userinfo (`a@b`), no spaces.
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(rest) => match rest.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = &rest[..end];
+                let ok = !literal.is_empty()
+                    && literal
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+                if !ok {
+                    return false;
+                }
+                (&b""[..], &rest[end + 1..])
+            }
+            None => return false,
+        },
+        None => {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            (&value[..end], &value[end..])
+        }
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(b":")
+            .is_some_and(|p| p.iter().all(u8::is_ascii_digit));
+    port_ok && reg_name(host)
+}
+
+/// RFC 3986 §3.2.2 `reg-name = *( unreserved / pct-encoded / sub-delims )` (an IPv4 address
+/// is one too).
+fn reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        match host[i] {
+            b'%' => {
+                let hex = host.get(i + 1..i + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Fields that must not appear in a trailer section (RFC 9110 §6.5.1): framing, routing,
 /// request modifiers and content metadata the recipient may already have acted on.
 pub fn forbidden_in_trailers(name: &[u8]) -> bool {
@@ -192,6 +245,9 @@ pub fn semantics(buf: &[u8], head: &Head, limits: &Limits) -> Result<Semantics, 
         let value = &buf[field.value.clone()];
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            if !valid_host(value) {
+                return Err(reject(400, "invalid Host"));
+            }
         } else if name.eq_ignore_ascii_case(b"content-length") {
             length = Some(content_length(value, length)?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {

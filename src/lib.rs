@@ -8,7 +8,7 @@
 //! ([`gateway`]). Settings live in [`config`] (gunicorn's names it does not have in
 //! [`gunicorn`]); logs in [`logging`] and [`access_log`]; the command line in [`cli`];
 //! privileges, environment and process titles in [`process`]; the systemd protocol in
-//! [`systemd`]; the USR2 binary upgrade in [`upgrade`]; Prometheus metrics in [`metrics`]; the control socket in [`control`]; TLS in [`tls`].
+//! [`systemd`]; the USR2 binary upgrade in [`upgrade`]; Prometheus metrics in [`metrics`]; the control socket in [`control`]; TLS in [`tls`]; the trial load of a reload or `--check-config` in [`probe`].
 
 #![warn(
     missing_docs,
@@ -30,6 +30,7 @@ pub mod logging;
 pub mod master;
 pub mod metrics;
 pub mod pool;
+pub mod probe;
 pub mod process;
 pub mod proto;
 pub mod report;

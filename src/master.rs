@@ -7,11 +7,11 @@
 //! A reload bumps the generation; old workers are retired one by one as new ones report ready.
 
 use crate::config::{self, Config, Overrides};
-use crate::control::{self, Command, Stop};
-use crate::gateway;
+use crate::control::{self, Answer, Command, Stop};
 use crate::listeners::{self, Listener};
 use crate::logging;
 use crate::metrics::{self, Restart};
+use crate::probe::Probe;
 use crate::process;
 use crate::report::Report;
 use crate::scoreboard::{Counters, Scoreboard};
@@ -39,16 +39,15 @@ const TICK: Duration = Duration::from_millis(250);
 const RSS_CHECK: Duration = Duration::from_secs(1);
 /// Deadline for workers to exit after a quick stop (INT/QUIT) before SIGKILL.
 const QUICK_STOP: Duration = Duration::from_secs(2);
-/// Longest a trial load of the app (probe child) may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// First and largest delay before respawning after a worker died while booting.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// The signals the master handles, each behind a flag, all waking a self-pipe.
 struct Signals {
-    wake: OwnedFd,
-    wake_write: OwnedFd,
+    /// The self-pipe's read end (`None` in a forked child, which closed it).
+    wake: Option<OwnedFd>,
+    wake_write: Option<OwnedFd>,
     flags: Vec<(i32, Arc<AtomicBool>)>,
     ids: Vec<SigId>,
 }
@@ -62,8 +61,8 @@ impl Signals {
         let (wake, wake_write) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
             .map_err(|e| format!("cannot create the signal pipe: {e}"))?;
         let mut signals = Signals {
-            wake,
-            wake_write,
+            wake: Some(wake),
+            wake_write: Some(wake_write),
             flags: Vec::new(),
             ids: Vec::new(),
         };
@@ -74,7 +73,13 @@ impl Signals {
                 .ids
                 .push(signal_hook::flag::register(sig, flag.clone()).map_err(err)?);
             // Each registration owns a duplicate of the pipe's write end.
-            let write_end = signals.wake_write.try_clone().map_err(err)?;
+            let write_end = signals
+                .wake_write
+                .as_ref()
+                .map(OwnedFd::try_clone)
+                .transpose()
+                .map_err(err)?
+                .ok_or_else(|| format!("cannot handle signal {sig}: no signal pipe"))?;
             signals
                 .ids
                 .push(signal_hook::low_level::pipe::register_raw(sig, write_end).map_err(err)?);
@@ -93,15 +98,18 @@ impl Signals {
 
     fn drain(&self) {
         let mut buf = [0u8; 64];
-        while matches!(nix::unistd::read(&self.wake, &mut buf), Ok(n) if n > 0) {}
+        let Some(wake) = &self.wake else { return };
+        while matches!(nix::unistd::read(wake, &mut buf), Ok(n) if n > 0) {}
     }
 
     /// In a forked child: remove the master's actions, so a signal to the child never writes
-    /// to the master's pipe. The child then installs its own.
-    fn forget_in_child(&self) {
+    /// to the master's pipe, and close the pipe. The child then installs its own.
+    fn forget_in_child(&mut self) {
         for id in &self.ids {
             signal_hook::low_level::unregister(*id);
         }
+        self.wake = None;
+        self.wake_write = None;
     }
 }
 
@@ -238,6 +246,11 @@ struct Master {
     restarts: [u64; 5],
     /// Reloads that succeeded, and that failed.
     reloads: (u64, u64),
+    /// A reload's trial load under way.
+    probe: Option<Probe>,
+    /// WINCH asked for no workers since the last reload started: the reload's new generation
+    /// starts with none (a HUP after the WINCH starts workers again, as in nginx).
+    held: bool,
 }
 
 /// Where the master's listening sockets came from.
@@ -335,6 +348,8 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
         retired: Counters::zeroed(),
         restarts: [0; 5],
         reloads: (0, 0),
+        probe: None,
+        held: false,
         scoreboard: match Scoreboard::new(0) {
             Ok(board) => Some(board),
             Err(e) => {
@@ -361,7 +376,9 @@ impl Master {
             self.read_reports();
             self.serve_metrics();
             self.serve_control();
-            if let Some(code) = self.reap() {
+            let code = self.reap();
+            self.step_probe();
+            if let Some(code) = code {
                 self.stop(Signal::SIGTERM, self.config.graceful_timeout);
                 self.finish_stop();
                 return code;
@@ -377,12 +394,23 @@ impl Master {
 
     /// Sleeps until a signal, a worker report, or the tick.
     fn wait(&self) {
-        let mut fds = vec![PollFd::new(self.signals.wake.as_fd(), PollFlags::POLLIN)];
+        let mut fds: Vec<PollFd<'_>> = self
+            .signals
+            .wake
+            .iter()
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
         fds.extend(
             self.workers
                 .values()
                 .filter_map(|w| w.report.as_ref())
                 .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
+        );
+        fds.extend(
+            self.probe
+                .as_ref()
+                .and_then(Probe::poll_fd)
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
         );
         for server in self.metrics.iter().chain(self.control.iter()) {
             fds.extend(
@@ -429,7 +457,8 @@ impl Master {
             return;
         }
         if hup {
-            self.reload();
+            // A failure is logged and counted; the current workers serve on.
+            let _ = self.reload();
         }
         if ttin && self.desired < config::MAX_WORKERS {
             self.desired += 1;
@@ -448,6 +477,7 @@ impl Master {
         if winch {
             logging::info("Handling signal: winch: stopping all workers gracefully");
             self.desired = 0;
+            self.held = true;
         }
         if usr1 {
             logging::reopen(&self.config.log_targets());
@@ -467,6 +497,11 @@ impl Master {
 
     /// Begins stopping: `signal` to every worker, SIGKILL after `grace`.
     fn stop(&mut self, signal: Signal, grace: Duration) {
+        if let Some(mut probe) = self.probe.take() {
+            probe.abort();
+            logging::info("Reload abandoned: the server is stopping");
+            self.answer_reload_waiters(control::error("reload abandoned: the server is stopping"));
+        }
         if self.stop_deadline.is_none() {
             systemd::stopping();
             // Stop accepting now, as gunicorn's arbiter does: new clients are refused (a load
@@ -561,6 +596,10 @@ impl Master {
                 _ => continue,
             };
             self.read_reports();
+            if let Some(probe) = self.probe.as_mut().filter(|p| p.child() == pid) {
+                probe.reaped(status);
+                continue;
+            }
             if self.upgrade_child == Some(pid) {
                 self.upgrade_ended(pid, code, signal);
                 continue;
@@ -673,7 +712,9 @@ impl Master {
             return;
         };
         server.serve(metrics::head_complete, &mut |head| {
-            metrics::answer(head, &mut || metrics::render(self.snapshot()))
+            Answer::Now(metrics::answer(head, &mut || {
+                metrics::render(self.snapshot())
+            }))
         });
         self.metrics = Some(server);
     }
@@ -687,12 +728,27 @@ impl Master {
         self.control = Some(server);
     }
 
-    /// Runs one control-socket command line; the JSON answer.
-    fn command(&mut self, input: &[u8]) -> Vec<u8> {
+    /// Runs one control-socket command line; the JSON answer (a reload's comes once its
+    /// trial load is over).
+    fn command(&mut self, input: &[u8]) -> Answer {
         let command = match control::parse_request(input) {
             Ok(c) => c,
-            Err(e) => return control::error(&e),
+            Err(e) => return Answer::Now(control::error(&e)),
         };
+        if command == Command::Reload && self.stop_deadline.is_none() {
+            logging::info("Control socket: reload");
+            return match self.reload() {
+                Ok(()) => Answer::Later,
+                Err(e) => Answer::Now(control::error(&format!(
+                    "reload failed: {e}; the current workers keep serving"
+                ))),
+            };
+        }
+        Answer::Now(self.run_command(command))
+    }
+
+    /// Runs a command that answers at once; the JSON answer.
+    fn run_command(&mut self, command: Command) -> Vec<u8> {
         let shows = matches!(
             command,
             Command::ShowWorkers
@@ -728,16 +784,8 @@ impl Master {
                 self.retire(pid);
                 control::ok(serde_json::json!({ "stopping": pid.as_raw() }))
             }
-            Command::Reload => {
-                let before = self.reloads;
-                self.reload();
-                match self.reloads.0 > before.0 {
-                    true => control::ok(serde_json::json!({ "generation": self.generation })),
-                    false => control::error(
-                        "reload failed: the current workers keep serving (see the error log)",
-                    ),
-                }
-            }
+            // Answered by `command` (later, once its trial load is over).
+            Command::Reload => control::error("the server is stopping"),
             Command::Reopen => {
                 logging::reopen(&self.config.log_targets());
                 self.signal_all(Signal::SIGUSR1);
@@ -959,15 +1007,17 @@ impl Master {
             board.free_slot(|i| self.workers.values().any(|w| w.slot == Some(i)))
         });
         let place = slot.and_then(|i| self.scoreboard.as_ref()?.place(i));
+        let mask = process::block_fork_signals();
         // SAFETY: the master is single-threaded (it never starts a thread), so the child is a
         // complete copy in which any code may run.
-        match unsafe { fork() } {
+        let forked = unsafe { fork() };
+        if !matches!(forked, Ok(ForkResult::Child)) {
+            process::restore_signal_mask(&mask);
+        }
+        match forked {
             Ok(ForkResult::Child) => {
                 drop(report_read);
-                // The metrics and control listeners are the master's alone.
-                drop(self.metrics.take());
-                drop(self.control.take());
-                self.signals.forget_in_child();
+                self.close_in_child();
                 let code = worker::run(
                     &self.config,
                     self.tls.clone(),
@@ -1003,31 +1053,78 @@ impl Master {
         }
     }
 
-    /// HUP: re-read the configuration, trial-load the app, then start a new generation. On any
-    /// failure the current workers keep serving.
-    fn reload(&mut self) {
+    /// HUP (or `ctl reload`): re-reads the configuration and starts its trial load; the
+    /// reload goes on in [`Master::step_probe`] once the probe is over, while the event loop
+    /// keeps serving. A trial load already under way is ended and replaced (the newest
+    /// configuration wins). Errors: the configuration's (the reload failed at once).
+    fn reload(&mut self) -> Result<(), String> {
         logging::info("Handling signal: hup");
         systemd::reloading();
-        let result = self.try_reload();
-        match &result {
-            Ok(()) => self.reloads.0 += 1,
-            Err(_) => self.reloads.1 += 1,
+        self.held = false;
+        if let Some(mut old) = self.probe.take() {
+            old.abort();
+            logging::info("Reload: the trial load under way is replaced by a new one");
         }
-        if let Err(e) = result {
-            logging::error(format_args!(
-                "Reload failed, keeping the current workers: {e}"
-            ));
-            systemd::ready(&format!(
-                "reload failed; serving generation {}",
-                self.generation
-            ));
+        let started = config::load(self.config.file.as_deref(), &self.overrides)
+            .and_then(|config| Probe::start(config, &mut || self.close_in_child()));
+        match started {
+            Ok(probe) => {
+                self.probe = Some(probe);
+                Ok(())
+            }
+            Err(e) => {
+                self.reload_failed(&e);
+                Err(e)
+            }
         }
     }
 
-    fn try_reload(&mut self) -> Result<(), String> {
-        let config = config::load(self.config.file.as_deref(), &self.overrides)?;
-        probe_with(&config, Some(&self.signals))?;
-        // The probe read the files too; they may have changed since, so this can still fail.
+    /// Moves a reload's trial load on; once it is over, starts the new generation or keeps
+    /// the current one, and answers the control clients waiting for it.
+    fn step_probe(&mut self) {
+        let Some(result) = self.probe.as_mut().and_then(Probe::step) else {
+            return;
+        };
+        let Some(probe) = self.probe.take() else {
+            return;
+        };
+        match result.and_then(|_| self.apply_reload(probe.into_config())) {
+            Ok(()) => {
+                self.reloads.0 += 1;
+                let answer = control::ok(serde_json::json!({ "generation": self.generation }));
+                self.answer_reload_waiters(answer);
+            }
+            Err(e) => {
+                self.reload_failed(&e);
+                self.answer_reload_waiters(control::error(&format!(
+                    "reload failed: {e}; the current workers keep serving"
+                )));
+            }
+        }
+    }
+
+    /// Answers the control clients waiting for a reload's outcome.
+    fn answer_reload_waiters(&mut self, answer: Vec<u8>) {
+        if let Some(control) = &mut self.control {
+            control.answer_waiting(&answer);
+        }
+    }
+
+    fn reload_failed(&mut self, e: &str) {
+        self.reloads.1 += 1;
+        logging::error(format_args!(
+            "Reload failed, keeping the current workers: {e}"
+        ));
+        systemd::ready(&format!(
+            "reload failed; serving generation {}",
+            self.generation
+        ));
+    }
+
+    /// After a successful trial load: takes `config` (its TLS files, listeners and log
+    /// files) and starts a new generation. Errors: what could still fail (the files may have
+    /// changed since the probe read them; a new address may not bind).
+    fn apply_reload(&mut self, config: Config) -> Result<(), String> {
         let tls = config.tls().as_ref().map(tls::load).transpose()?;
         let before: Vec<listeners::Address> =
             self.listeners.iter().map(|l| l.address.clone()).collect();
@@ -1048,7 +1145,9 @@ impl Master {
         }
         self.listeners = listeners;
         self.tls = tls;
-        self.desired = config.workers;
+        if !self.held {
+            self.desired = config.workers;
+        }
         self.config = config;
         self.generation += 1;
         logging::info(format_args!(
@@ -1057,6 +1156,21 @@ impl Master {
         ));
         self.reload_pending = true;
         Ok(())
+    }
+
+    /// In a forked child (worker or trial load): closes what is the master's alone (the
+    /// metrics and control listeners, the signal pipe, the other workers' report pipes) and
+    /// forgets the master's signal actions.
+    fn close_in_child(&mut self) {
+        drop(self.metrics.take());
+        drop(self.control.take());
+        self.signals.forget_in_child();
+        for worker in self.workers.values_mut() {
+            drop(worker.report.take());
+        }
+        if let Some(probe) = &mut self.probe {
+            probe.forget_in_child();
+        }
     }
 
     /// USR2: start a new master from the binary on disk with our listening sockets; this one
@@ -1149,14 +1263,17 @@ fn state_name(state: WorkerState) -> &'static str {
     }
 }
 
-/// Binds `control_socket` at `path` with file mode `mode`. Errors name the path.
+/// Binds `control_socket` at `path`, created with file mode `mode` at once: the umask is set
+/// to its complement while bind(2) creates the file (the master is single-threaded), so there
+/// is no window with another mode and no chmod through a path that could have become a
+/// symlink. Errors name the path.
 fn bind_control(path: &std::path::Path, mode: u32) -> Result<control::Server, String> {
-    use std::os::unix::fs::PermissionsExt;
+    use nix::sys::stat::{umask, Mode};
     let address = listeners::Address::Unix(path.to_path_buf());
-    let listener = listeners::bind_listener(&address, 16, false)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
-    let server = control::Server::new(listener);
+    let before = umask(Mode::from_bits_truncate(!mode & 0o777));
+    let bound = listeners::bind_listener(&address, control::BACKLOG, false);
+    umask(before);
+    let server = control::Server::new(bound?);
     logging::info(format_args!("Control socket at: {}", server.url()));
     Ok(server)
 }
@@ -1263,7 +1380,7 @@ fn plan(workers: &[WorkerView], wanted: &Wanted) -> Vec<Action> {
 /// Binds `metrics_bind` at `address`; on failure logs why (if `first`, the first attempt)
 /// and returns `None`: the master serves on and tries again each second.
 fn bind_metrics(address: &listeners::Address, first: bool) -> Option<control::Server> {
-    match listeners::bind_listener(address, 64, false) {
+    match listeners::bind_listener(address, control::BACKLOG, false) {
         Ok(listener) => {
             let server = control::Server::new(listener);
             logging::info(format_args!("Metrics at: {}/metrics", server.url()));
@@ -1308,106 +1425,6 @@ fn rebind(current: &mut Vec<Listener>, config: &Config) -> Result<Vec<Listener>,
         }
     }
     Ok(out)
-}
-
-/// Trial-loads the app of `config` in a child process (dlopen, ABI check, init, shutdown), so
-/// a broken plugin can neither crash nor pollute the calling process. Returns the app's name,
-/// or the one-line reason it failed. Call it only while the process is single-threaded.
-pub fn probe(config: &Config) -> Result<String, String> {
-    probe_with(config, None)
-}
-
-/// [`probe`] from the running master, whose signal handlers are removed in the child.
-fn probe_with(config: &Config, signals: Option<&Signals>) -> Result<String, String> {
-    let Some(path) = config.app_path.clone() else {
-        return Err(
-            "no app configured: set app.path in the configuration or pass the plugin path".into(),
-        );
-    };
-    let (read_end, write_end) =
-        pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
-    // SAFETY: the calling process is single-threaded (the master, or the CLI before serving).
-    match unsafe { fork() }.map_err(|e| format!("cannot fork the trial load: {e}"))? {
-        ForkResult::Child => {
-            drop(read_end);
-            if let Some(signals) = signals {
-                signals.forget_in_child();
-            }
-            // The key may be readable by root only: loaded before the user switch, as the
-            // master does.
-            let loaded = trial_tls(config)
-                .and_then(|()| process::enter_worker(config))
-                .and_then(|()| gateway::trial_load(&path, &config.app_config));
-            let (code, message) = match loaded {
-                Ok(name) => (0, name),
-                Err(e) => (1, e),
-            };
-            let _ = nix::unistd::write(&write_end, message.as_bytes());
-            std::process::exit(code);
-        }
-        ForkResult::Parent { child } => {
-            drop(write_end);
-            let message = read_until_eof(&read_end, PROBE_TIMEOUT);
-            let status = match message {
-                Some(_) => waitpid(child, None),
-                None => {
-                    let _ = kill(child, Signal::SIGKILL);
-                    let _ = waitpid(child, None);
-                    return Err(format!("plugin {}: trial load timed out", path.display()));
-                }
-            };
-            let message = message.unwrap_or_default();
-            match status {
-                Ok(WaitStatus::Exited(_, 0)) => Ok(message),
-                Ok(WaitStatus::Exited(_, _)) => Err(message),
-                Ok(WaitStatus::Signaled(_, signal, _)) => Err(format!(
-                    "plugin {}: crashed during trial load ({signal})",
-                    path.display()
-                )),
-                other => Err(format!(
-                    "plugin {}: trial load ended unexpectedly: {other:?}",
-                    path.display()
-                )),
-            }
-        }
-    }
-}
-
-/// Loads the TLS files of `config` (if any), as the master will: their one-line error.
-fn trial_tls(config: &Config) -> Result<(), String> {
-    config
-        .tls()
-        .map_or(Ok(()), |settings| tls::load(&settings).map(drop))
-}
-
-/// Reads everything from `fd` until EOF, giving up (None) after `timeout`.
-fn read_until_eof(fd: &OwnedFd, timeout: Duration) -> Option<String> {
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-        if let Err(e) = nix::poll::poll(
-            &mut fds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-        ) {
-            if e != nix::errno::Errno::EINTR {
-                return None;
-            }
-            continue;
-        }
-        match nix::unistd::read(fd, &mut buf) {
-            Ok(0) => return Some(String::from_utf8_lossy(&out).into_owned()),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
-            Err(_) => return Some(String::from_utf8_lossy(&out).into_owned()),
-        }
-    }
 }
 
 #[cfg(test)]

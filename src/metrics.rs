@@ -288,7 +288,16 @@ pub fn listen_queue(fd: BorrowedFd<'_>) -> Option<u64> {
 
 /// Whether `input` holds a complete HTTP request head.
 pub fn head_complete(input: &[u8]) -> bool {
-    input.windows(4).any(|w| w == b"\r\n\r\n")
+    input.windows(4).any(|w| w == b"\r\n\r\n") || bare_lf(input)
+}
+
+/// Whether `input` has a line feed without its carriage return: not HTTP (RFC 9112 §2.2), so
+/// the request is refused at once, as on the main listeners.
+fn bare_lf(input: &[u8]) -> bool {
+    input
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || input[i - 1] != b'\r'))
 }
 
 /// The response to the request head `head`: the metrics for `GET /metrics`, else 404.
@@ -298,6 +307,11 @@ pub fn answer(head: &[u8], render: &mut dyn FnMut() -> String) -> Vec<u8> {
     let (method, target) = (parts.next(), parts.next());
     let path = target.map(|t| t.split(|&b| b == b'?').next().unwrap_or_default());
     let (status, kind, body) = match (method, path) {
+        _ if bare_lf(head) => (
+            "400 Bad Request",
+            "text/plain",
+            "bad request: lines end with CRLF\n".into(),
+        ),
         (Some(b"GET"), Some(b"/metrics")) => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

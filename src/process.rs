@@ -18,6 +18,54 @@ pub fn apply_startup(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// The signals the master and its workers handle (HUP, TERM, INT, QUIT, TTIN, TTOU, USR1,
+/// USR2, WINCH, CHLD): blocked in the master across fork(2) (see [`block_fork_signals`]).
+pub const FORK_BLOCKED: [nix::sys::signal::Signal; 10] = {
+    use nix::sys::signal::Signal::*;
+    [
+        SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD,
+    ]
+};
+
+fn fork_set() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for signal in FORK_BLOCKED {
+        set.add(signal);
+    }
+    set
+}
+
+/// Blocks [`FORK_BLOCKED`] before a fork(2) (sigprocmask(2); the caller is single-threaded),
+/// returning the mask to restore in the parent with [`restore_signal_mask`]. The child starts
+/// with them blocked: a signal sent to it before it has installed its own handlers stays
+/// pending (it would otherwise hit the master's inherited handler, whose registrations the
+/// child forgets, and be lost) until [`unblock_fork_signals`].
+pub fn block_fork_signals() -> nix::sys::signal::SigSet {
+    let mut old = nix::sys::signal::SigSet::empty();
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&fork_set()),
+        Some(&mut old),
+    );
+    old
+}
+
+/// In the parent after fork(2): the mask [`block_fork_signals`] returned.
+pub fn restore_signal_mask(old: &nix::sys::signal::SigSet) {
+    let _ =
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(old), None);
+}
+
+/// In a forked child, once its own signal handlers are installed: unblocks
+/// [`FORK_BLOCKED`], delivering what arrived meanwhile.
+pub fn unblock_fork_signals() {
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+        Some(&fork_set()),
+        None,
+    );
+}
+
 /// Descriptors a worker needs besides its connections (listeners, epoll, pipes, log files,
 /// the app's own), for the RLIMIT_NOFILE check.
 pub const WORKER_OWN_DESCRIPTORS: u64 = 64;

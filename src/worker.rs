@@ -178,6 +178,9 @@ pub fn run(
         Ok(s) => s,
         Err(e) => return boot_failed(&report_fd, &format!("cannot install signal handlers: {e}")),
     };
+    // The master forked this process with its signals blocked: what was sent meanwhile
+    // reaches the handlers just installed.
+    process::unblock_fork_signals();
     let Some(path) = &config.app_path else {
         return boot_failed(&report_fd, "no app.path configured");
     };

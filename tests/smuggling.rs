@@ -132,6 +132,24 @@ fn framing_and_smuggling_rules_with(threads: usize, tls: Option<&Pki>) {
         // RFC 9112 §2.2: a server MAY reject a bare LF or bare CR anywhere in the head; we do
         // (gunicorn 27 and llhttp too): a proxy that does not split lines on a lone LF would
         // see one request where a lenient server sees two.
+        // RFC 9112 §3.2: exactly one Host in HTTP/1.1; RFC 9110 §7.2 with RFC 3986 §3.2.2:
+        // its value is uri-host [":" port].
+        ("Host missing", "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n".into(), 400),
+        ("Host twice", "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n".into(), 400),
+        ("Host twice in HTTP/1.0", "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n".into(), 400),
+        ("Host with a space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n".into(), 400),
+        ("Host with userinfo", "GET / HTTP/1.1\r\nHost: a@b\r\n\r\n".into(), 400),
+        ("Host with a slash", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n".into(), 400),
+        ("Host with a bad port", "GET / HTTP/1.1\r\nHost: a:80x\r\n\r\n".into(), 400),
+        ("Host with two ports", "GET / HTTP/1.1\r\nHost: a:80:81\r\n\r\n".into(), 400),
+        ("Host unclosed IP-literal", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n".into(), 400),
+        ("Host bad percent-encoding", "GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n".into(), 400),
+        ("Host name and port", "GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n".into(), 200),
+        ("Host IP-literal and port", "GET / HTTP/1.1\r\nHost: [2001:db8::1]:80\r\n\r\n".into(), 200),
+        ("Host sub-delims", "GET / HTTP/1.1\r\nHost: 0.0.0.0=5000\r\n\r\n".into(), 200),
+        ("Host empty", "GET / HTTP/1.1\r\nHost:\r\n\r\n".into(), 200),
+        ("Host empty port", "GET / HTTP/1.1\r\nHost: a:\r\n\r\n".into(), 200),
+        ("no Host in HTTP/1.0", "GET / HTTP/1.0\r\n\r\n".into(), 200),
         ("bare LF in head", "GET / HTTP/1.1\nHost: a\n\n".into(), 400),
         ("bare LF smuggles a Content-Length", "GET / HTTP/1.1\r\nHost: localhost\r\nDummy: x\nContent-Length: 23\r\n\r\nGET / HTTP/1.1\r\nDummy: GET /admin HTTP/1.1\r\nHost: localhost\r\n\r\n".into(), 400),
         ("bare LF smuggles chunked", format!("{POST}x:x\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400),

@@ -11,7 +11,8 @@
 //! With `app.config: {fail_init: "true"}` its init fails with a message; with
 //! `{fail_init_marker: PATH}` only the first init ever succeeds (it creates PATH; every later
 //! init, e.g. in the workers after the startup trial load, fails); with
-//! `{fail_init_if_exists: PATH}` init fails while PATH exists.
+//! `{fail_init_if_exists: PATH}` init fails while PATH exists; with `{init_sleep_ms: N}`
+//! init takes N ms (a slow app to boot, in workers and trial loads alike).
 
 use ferricorn_sdk::{App, AppConfig, HandlerResult, Level, Request, Response};
 use std::time::Duration;
@@ -31,6 +32,9 @@ fn text(res: &mut Response<'_>, body: &str) -> HandlerResult {
 
 impl App for Chaos {
     fn init(config: &AppConfig) -> Result<Self, String> {
+        if let Some(ms) = config.get("init_sleep_ms").and_then(|v| v.parse().ok()) {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
         if config.get("fail_init") == Some("true") {
             return Err("chaos: init failed on purpose (app.config fail_init=true)".into());
         }
