@@ -58,6 +58,10 @@ const ACCEPT_PER_EVENT: usize = 1;
 /// Most connections accepted when a thread looks at the queue without an event (the idle
 /// poll, a stopping worker draining its wakeup).
 const ACCEPT_DRAIN: usize = 64;
+/// Connection slots beyond `worker_connections` for refusals: a connection past the limit
+/// gets its 503 and a lingering close in one of them ([`connection::refuse`]); only when
+/// these are taken too is a refusal closed at once.
+const REFUSAL_SLOTS: usize = 32;
 /// How often the main thread checks timers and signals.
 const TICK: Duration = Duration::from_millis(100);
 /// How often the worker tells the master it is alive.
@@ -87,8 +91,14 @@ struct Shared {
     ctx: Context,
     epoll: Epoll,
     listeners: Vec<(RawFd, bool)>,
+    /// `worker_connections` slots, then [`REFUSAL_SLOTS`].
     cells: Box<[Cell]>,
+    /// Free slots below `worker_connections`.
     free: Mutex<Vec<usize>>,
+    /// Free refusal slots (at `worker_connections` and above).
+    refusals: Mutex<Vec<usize>>,
+    /// `worker_connections`.
+    capacity: usize,
     open: AtomicUsize,
     /// Accepting is paused (descriptor or memory exhaustion) until this many milliseconds
     /// after `ctx.epoch`; 0 = not paused.
@@ -304,7 +314,7 @@ fn build(
         ctx,
         epoll,
         listeners: listeners.iter().map(|l| (l.raw_fd(), l.is_tcp)).collect(),
-        cells: (0..capacity)
+        cells: (0..capacity + REFUSAL_SLOTS)
             .map(|_| Cell {
                 slot: Mutex::new(Slot {
                     generation: 0,
@@ -315,6 +325,8 @@ fn build(
             })
             .collect(),
         free: Mutex::new((0..capacity).rev().collect()),
+        refusals: Mutex::new((capacity..capacity + REFUSAL_SLOTS).collect()),
+        capacity,
         open: AtomicUsize::new(0),
         accept_paused_until: AtomicU64::new(0),
         exhausted: AtomicBool::new(false),
@@ -541,12 +553,14 @@ fn accept_some(shared: &Shared, listener: usize, most: usize) {
         }
         let tls_config = shared.ctx.tls.as_ref().filter(|_| is_tcp);
         let Some(index) = lock(&shared.free).pop() else {
-            // Before a TLS handshake there is no way to say 503: just close.
-            if tls_config.is_none() {
-                connection::refuse_overload(client.as_fd());
-            }
-            shared.ctx.count_rejected(503);
-            logging::debug("worker_connections reached: answered 503");
+            refuse(
+                shared,
+                client,
+                listener,
+                remote,
+                is_tcp,
+                tls_config.is_some(),
+            );
             continue;
         };
         let tls = match tls_config.map(Session::new).transpose() {
@@ -569,6 +583,43 @@ fn accept_some(shared: &Shared, listener: usize, most: usize) {
         // usually arrives after the accept, so reading at once mostly costs an EAGAIN.
         register(shared, index, &mut slot);
     }
+}
+
+/// A connection past `worker_connections`: a 503 and a lingering close in a refusal slot
+/// (not counted as open), or, with none left or on TLS (no HTTP before a handshake), a 503
+/// written at once (plain) and a close.
+fn refuse(
+    shared: &Shared,
+    client: OwnedFd,
+    listener: usize,
+    remote: (String, String),
+    is_tcp: bool,
+    tls: bool,
+) {
+    let index = match tls {
+        false => lock(&shared.refusals).pop(),
+        true => None,
+    };
+    let Some(index) = index else {
+        if !tls {
+            connection::refuse_overload(client.as_fd());
+        }
+        shared.ctx.count_rejected(503);
+        logging::debug("worker_connections reached: answered 503 and closed");
+        return;
+    };
+    let mut conn = Conn::new(client, listener, remote, is_tcp, None, &shared.ctx);
+    if connection::refuse(&shared.ctx, &mut conn) == Next::Close {
+        lock(&shared.refusals).push(index);
+        return;
+    }
+    let cell = &shared.cells[index];
+    let mut slot = lock(&cell.slot);
+    slot.generation = slot.generation.wrapping_add(1);
+    slot.conn = Some(conn);
+    slot.watch_output = false;
+    cell.pending.store(0, Ordering::Release);
+    register(shared, index, &mut slot);
 }
 
 /// Adds `delta` (±1) to the open connections, here and on the scoreboard.
@@ -688,20 +739,29 @@ fn register(shared: &Shared, index: usize, slot: &mut Slot) {
 
 fn close(shared: &Shared, index: usize, slot: &mut Slot) {
     if slot.conn.take().is_some() {
-        count_open(shared, -1);
-        lock(&shared.free).push(index);
+        if index < shared.capacity {
+            count_open(shared, -1);
+            lock(&shared.free).push(index);
+        } else {
+            lock(&shared.refusals).push(index);
+        }
     }
 }
 
-/// Closes connections whose deadline passed (those not being served right now).
+/// Closes connections whose deadline passed (those not being served right now), and, in a
+/// stopping worker, those between requests ([`connection::idle_at_stop`]).
 fn sweep(shared: &Shared) {
     let now = Instant::now();
+    let stopping = shared.ctx.stopping.load(Ordering::Acquire);
     for (index, cell) in shared.cells.iter().enumerate() {
         let Ok(mut slot) = cell.slot.try_lock() else {
             continue;
         };
         let expired = match slot.conn.as_mut() {
-            Some(conn) => connection::expired(&shared.ctx, conn, now),
+            Some(conn) => {
+                connection::expired(&shared.ctx, conn, now)
+                    || (stopping && connection::idle_at_stop(&shared.ctx, conn, now))
+            }
             None => false,
         };
         if expired {

@@ -342,12 +342,13 @@ fn each_worker_holds_only_its_own_descriptors() {
         // self-pipe, the other workers' report pipes).
         assert_eq!(pipes.len(), 1, "worker {worker}: {fds:?}");
         assert_eq!(pipes[0].2 & 3, libc::O_WRONLY as u32, "{fds:?}");
-        let sockets: Vec<&(i32, String, u32)> = fds
+        // Of the master's sockets, the HTTP listener only: not the metrics listener nor the
+        // control socket (its own connections are its own).
+        let shared: Vec<&(i32, String, u32)> = fds
             .iter()
-            .filter(|(_, t, _)| t.starts_with("socket:"))
+            .filter(|(_, t, _)| t.starts_with("socket:") && masters_own(t))
             .collect();
-        // The HTTP listener only: not the metrics listener nor the control socket.
-        assert_eq!(sockets.len(), 1, "worker {worker}: {fds:?}");
+        assert_eq!(shared.len(), 1, "worker {worker}: {fds:?}");
         for (fd, target, _) in &fds {
             let expected = *fd <= 2
                 || target.starts_with("socket:")
@@ -359,7 +360,6 @@ fn each_worker_holds_only_its_own_descriptors() {
                 "worker {worker} holds fd {fd} ({target}): {fds:?}"
             );
         }
-        assert!(masters_own(&sockets[0].1), "the listener is the master's");
     }
 }
 
@@ -410,4 +410,108 @@ fn the_control_socket_is_created_with_its_mode_not_chmodded() {
     );
     assert!(calls.contains("umask(0137)"), "{calls}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_503_past_worker_connections_reaches_the_client() {
+    let server = Server::start("hello", "workers: 1\nworker_connections: 2\n", &[]);
+    let _held: Vec<_> = (0..2).map(|_| server.held_connection()).collect();
+    for attempt in 0..30 {
+        // As most clients do: the request right after connect, then read.
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: test\r\n\r\n")
+            .unwrap();
+        let mut text = Vec::new();
+        let read = stream.read_to_end(&mut text);
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            read.is_ok(),
+            "attempt {attempt}: {read:?} after {text:?} (a reset instead of the 503)"
+        );
+        assert!(
+            text.starts_with("HTTP/1.1 503"),
+            "attempt {attempt}: {text}"
+        );
+        assert!(text.contains("Retry-After: 1"), "{text}");
+    }
+}
+
+/// A connection that has sent nothing.
+fn silent(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+}
+
+#[test]
+fn a_stop_does_not_wait_on_idle_connections() {
+    // Timeouts far beyond the test's patience: only closing idle connections at once passes.
+    let mut server = Server::start(
+        "hello",
+        "workers: 2\nkeepalive: 30\nheader_timeout: 30\n",
+        &[],
+    );
+    let silent_ones: Vec<TcpStream> = (0..6).map(|_| silent(&server)).collect();
+    let idle_ones: Vec<_> = (0..6).map(|_| server.held_connection()).collect();
+    // One more whose next request is already in the socket when the stop comes: it is
+    // answered, not closed unanswered.
+    let mut pending = server.held_connection();
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(libc::SIGTERM);
+    pending
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the master took {:?} to stop with idle connections open",
+        started.elapsed()
+    );
+    let answer = common::read_response(&mut pending);
+    if let Ok(response) = answer {
+        assert_eq!(response.status, 200);
+    }
+    for mut stream in silent_ones {
+        assert_eq!(
+            stream.read(&mut [0u8; 64]).unwrap_or(0),
+            0,
+            "closed, no answer"
+        );
+    }
+    drop(idle_ones);
+}
+
+#[test]
+fn a_reload_retires_old_workers_without_waiting_on_idle_connections() {
+    let server = Server::start(
+        "hello",
+        "workers: 1\nkeepalive: 30\nheader_timeout: 30\ngraceful_timeout: 30\n",
+        &[],
+    );
+    let old = booted_pids(&server.log_text())[0];
+    let _silent: Vec<TcpStream> = (0..4).map(|_| silent(&server)).collect();
+    let mut idle = server.held_connection();
+    server.signal(libc::SIGHUP);
+    let started = Instant::now();
+    wait_for("the old worker to exit", Duration::from_secs(20), || {
+        common::exited(&server.log_text(), old).then_some(())
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the old worker took {:?} to leave",
+        started.elapsed()
+    );
+    // The idle keep-alive connection was closed, not left to its keepalive.
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
 }

@@ -47,6 +47,10 @@ const FIRST_BUFFER: usize = 2048;
 /// An app call at least this long marks a blocking app, whose worker may shed a kept-alive
 /// connection when it is overloaded (see [`Context::shed_load`]).
 const SHED_AFTER: Duration = Duration::from_millis(1);
+/// How long a stopping worker lets a connection that has sent nothing stay silent before it
+/// closes it: the first bytes of a connection accepted just before the stop may still be on
+/// their way.
+const STOP_GRACE: Duration = Duration::from_millis(250);
 /// A backlog's buffer larger than this is freed once sent (idle connections hold none).
 const KEEP_BACKLOG: usize = 64 * 1024;
 
@@ -559,8 +563,30 @@ fn send_error(io: &mut Io<'_>, status: u16, extra: &str, timeout: Duration) {
     io.write_all(&bytes, timeout);
 }
 
-/// Sends `503 Service Unavailable` with Retry-After to a connection over worker_connections,
-/// without waiting: the caller closes it at once (SPEC §2).
+/// Answers a connection past `worker_connections` (SPEC §2) with `503 Service Unavailable`
+/// and `Retry-After: 1`, then closes it the way an error response does: half-closed, what the
+/// client sends is read and dropped until it closes or [`LINGER`] passes, so that close(2)
+/// never sends a reset that could destroy the 503 before the client reads it.
+pub fn refuse(ctx: &Context, conn: &mut Conn) -> Next {
+    ctx.count_rejected(503);
+    debug_reject(
+        conn,
+        Reject {
+            status: 503,
+            why: "worker_connections reached",
+        },
+    );
+    send_error(
+        &mut Io::new(&conn.fd, &mut conn.tls),
+        503,
+        "Retry-After: 1\r\n",
+        ctx.stall_timeout,
+    );
+    start_linger(conn)
+}
+
+/// Sends `503 Service Unavailable` with Retry-After to a connection over worker_connections
+/// when not even a slot for [`refuse`] is left, without waiting: the caller closes it at once.
 pub fn refuse_overload(fd: BorrowedFd<'_>) {
     let bytes = with_date(Instant::now(), |date| {
         http::error_response(503, date, "Retry-After: 1\r\n")
@@ -889,6 +915,34 @@ pub fn expired(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
         // Best effort and non-blocking: the timer thread must not wait on a slow client.
         let bytes = with_date(now, |date| http::error_response(408, date, ""));
         let _ = Io::new(&conn.fd, &mut conn.tls).write_some(&bytes);
+    }
+    true
+}
+
+/// Called by a stopping worker's timer (TERM, a reload, max_requests) for a connection that
+/// is not being served: true if it is between requests and must be closed now, as nginx and
+/// gunicorn close idle connections on a graceful stop. Between requests means idle after a
+/// response (keep-alive), or silent since it was accepted for [`STOP_GRACE`]. A connection
+/// whose next request already waits in the socket is not idle: it moves to the head phase and
+/// is served (with `Connection: close`). A TLS connection in its handshake is not idle.
+pub fn idle_at_stop(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
+    let silent = match conn.phase {
+        Phase::Idle => true,
+        Phase::Head => {
+            let accepted = conn.deadline.checked_sub(ctx.header_timeout);
+            conn.buf.is_empty()
+                && !conn.handshaking()
+                && accepted.is_some_and(|at| now.saturating_duration_since(at) >= STOP_GRACE)
+        }
+        _ => false,
+    };
+    if !silent {
+        return false;
+    }
+    if has_input(conn.fd.as_fd()) {
+        conn.phase = Phase::Head;
+        conn.deadline = now + ctx.header_timeout;
+        return false;
     }
     true
 }
