@@ -47,9 +47,10 @@ const FIRST_BUFFER: usize = 2048;
 /// An app call at least this long marks a blocking app, whose worker may shed a kept-alive
 /// connection when it is overloaded (see [`Context::shed_load`]).
 const SHED_AFTER: Duration = Duration::from_millis(1);
-/// How long a stopping worker lets a connection that has sent nothing stay silent before it
-/// closes it: the first bytes of a connection accepted just before the stop may still be on
-/// their way.
+/// How long a stopping worker lets a connection between requests stay silent before it
+/// closes it: the next request of a client that just read its response, or the first bytes
+/// of a connection accepted just before the stop, may still be on their way (closing then
+/// would reset a request the client has sent).
 const STOP_GRACE: Duration = Duration::from_millis(250);
 /// A backlog's buffer larger than this is freed once sent (idle connections hold none).
 const KEEP_BACKLOG: usize = 64 * 1024;
@@ -921,21 +922,19 @@ pub fn expired(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
 
 /// Called by a stopping worker's timer (TERM, a reload, max_requests) for a connection that
 /// is not being served: true if it is between requests and must be closed now, as nginx and
-/// gunicorn close idle connections on a graceful stop. Between requests means idle after a
-/// response (keep-alive), or silent since it was accepted for [`STOP_GRACE`]. A connection
+/// gunicorn close idle connections on a graceful stop. Between requests means silent for
+/// [`STOP_GRACE`] since its last response (keep-alive) or since it was accepted. A connection
 /// whose next request already waits in the socket is not idle: it moves to the head phase and
 /// is served (with `Connection: close`). A TLS connection in its handshake is not idle.
 pub fn idle_at_stop(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
-    let silent = match conn.phase {
-        Phase::Idle => true,
-        Phase::Head => {
-            let accepted = conn.deadline.checked_sub(ctx.header_timeout);
-            conn.buf.is_empty()
-                && !conn.handshaking()
-                && accepted.is_some_and(|at| now.saturating_duration_since(at) >= STOP_GRACE)
-        }
-        _ => false,
+    // When the phase began: its deadline less the time it allows.
+    let since = |allowed: Duration| conn.deadline.checked_sub(allowed);
+    let silent_since = match conn.phase {
+        Phase::Idle => since(ctx.keepalive.unwrap_or_default()),
+        Phase::Head if conn.buf.is_empty() && !conn.handshaking() => since(ctx.header_timeout),
+        _ => None,
     };
+    let silent = silent_since.is_some_and(|at| now.saturating_duration_since(at) >= STOP_GRACE);
     if !silent {
         return false;
     }
