@@ -573,16 +573,22 @@ fn accept_some(shared: &Shared, listener: usize, most: usize) {
         };
         let conn = Conn::new(client, listener, remote, is_tcp, tls, &shared.ctx);
         count_open(shared, 1);
-        let cell = &shared.cells[index];
-        let mut slot = lock(&cell.slot);
-        slot.generation = slot.generation.wrapping_add(1);
-        slot.conn = Some(conn);
-        slot.watch_output = false;
-        cell.pending.store(0, Ordering::Release);
         // Wait for the request in epoll, as nginx does: on loopback and fast links the request
         // usually arrives after the accept, so reading at once mostly costs an EAGAIN.
-        register(shared, index, &mut slot);
+        occupy(shared, index, conn);
     }
+}
+
+/// Puts `conn` in slot `index` (a new generation of it, nothing pending) and registers it
+/// with epoll.
+fn occupy(shared: &Shared, index: usize, conn: Conn) {
+    let cell = &shared.cells[index];
+    let mut slot = lock(&cell.slot);
+    slot.generation = slot.generation.wrapping_add(1);
+    slot.conn = Some(conn);
+    slot.watch_output = false;
+    cell.pending.store(0, Ordering::Release);
+    register(shared, index, &mut slot);
 }
 
 /// A connection past `worker_connections`: a 503 and a lingering close in a refusal slot
@@ -609,17 +615,10 @@ fn refuse(
         return;
     };
     let mut conn = Conn::new(client, listener, remote, is_tcp, None, &shared.ctx);
-    if connection::refuse(&shared.ctx, &mut conn) == Next::Close {
-        lock(&shared.refusals).push(index);
-        return;
+    match connection::refuse(&shared.ctx, &mut conn) {
+        Next::Close => lock(&shared.refusals).push(index),
+        Next::Wait => occupy(shared, index, conn),
     }
-    let cell = &shared.cells[index];
-    let mut slot = lock(&cell.slot);
-    slot.generation = slot.generation.wrapping_add(1);
-    slot.conn = Some(conn);
-    slot.watch_output = false;
-    cell.pending.store(0, Ordering::Release);
-    register(shared, index, &mut slot);
 }
 
 /// Adds `delta` (±1) to the open connections, here and on the scoreboard.

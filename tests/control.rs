@@ -3,27 +3,10 @@
 
 mod common;
 
-use common::{binary, booted_pids, exited, wait_for, Server};
+use common::{booted_pids, ctl, exited, wait_for, Server};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-/// Runs `ferricorn ctl -s SOCKET ARGS`: (exit code, stdout, stderr).
-fn ctl(socket: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary())
-        .arg("ctl")
-        .arg("-s")
-        .arg(socket)
-        .args(args)
-        .output()
-        .expect("run ferricorn ctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn ok(socket: &Path, args: &[&str]) -> String {
     let (code, out, err) = ctl(socket, args);

@@ -47,22 +47,27 @@ fn pause(round: u64) -> Duration {
     Duration::from_millis((round * 37) % 150)
 }
 
+/// TERM to the master, which must exit (0) within [`PROMPT_EXIT`].
+fn term_and_expect_a_prompt_exit(server: &mut Server, round: u64) {
+    server.signal(libc::SIGTERM);
+    let started = Instant::now();
+    let status = server.wait_exit(Duration::from_secs(40));
+    assert!(status.success(), "round {round}: {status:?}");
+    assert!(
+        started.elapsed() < PROMPT_EXIT,
+        "round {round}: the master took {:?} to stop (a worker lost its TERM)\n{}",
+        started.elapsed(),
+        server.log_text()
+    );
+}
+
 #[test]
 fn hup_then_term_with_a_slow_init_never_waits_for_graceful_timeout() {
     for round in 0..20 {
         let mut server = slow_init(2, 250, "");
         server.signal(libc::SIGHUP);
         std::thread::sleep(pause(round));
-        server.signal(libc::SIGTERM);
-        let started = Instant::now();
-        let status = server.wait_exit(Duration::from_secs(40));
-        assert!(status.success(), "round {round}: {status:?}");
-        assert!(
-            started.elapsed() < PROMPT_EXIT,
-            "round {round}: the master took {:?} to stop (a worker lost its TERM)\n{}",
-            started.elapsed(),
-            server.log_text()
-        );
+        term_and_expect_a_prompt_exit(&mut server, round);
     }
 }
 
@@ -72,16 +77,7 @@ fn ttin_then_term_never_waits_for_graceful_timeout() {
         let mut server = slow_init(1, 100, "");
         server.signal(libc::SIGTTIN);
         std::thread::sleep(pause(round) / 10);
-        server.signal(libc::SIGTERM);
-        let started = Instant::now();
-        let status = server.wait_exit(Duration::from_secs(40));
-        assert!(status.success(), "round {round}: {status:?}");
-        assert!(
-            started.elapsed() < PROMPT_EXIT,
-            "round {round}: the master took {:?} to stop (a worker lost its TERM)\n{}",
-            started.elapsed(),
-            server.log_text()
-        );
+        term_and_expect_a_prompt_exit(&mut server, round);
     }
 }
 
@@ -133,18 +129,10 @@ fn scrape(port: u16, limit: Duration) -> Result<String, String> {
     Ok(text.lines().next().unwrap_or_default().to_string())
 }
 
-/// Runs `ferricorn ctl -s SOCKET ARGS`: (exit code, stdout + stderr).
+/// Runs `ferricorn ctl -s SOCKET ARGS`: (exit code, stdout and stderr together).
 fn ctl(socket: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(binary())
-        .arg("ctl")
-        .arg("-s")
-        .arg(socket)
-        .args(args)
-        .output()
-        .expect("run ferricorn ctl");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
+    let (code, out, err) = common::ctl(socket, args);
+    (code, out + &err)
 }
 
 /// Rewrites the server's YAML so that the app's init takes `ms` (and fails if `fail`).

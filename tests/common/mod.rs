@@ -824,3 +824,19 @@ pub fn load_while(
         .flat_map(|h| h.join().expect("client thread"))
         .collect()
 }
+
+/// Runs `ferricorn ctl -s SOCKET ARGS`: (exit code, stdout, stderr).
+pub fn ctl(socket: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .arg("ctl")
+        .arg("-s")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run ferricorn ctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
