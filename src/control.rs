@@ -24,9 +24,9 @@ pub const BACKLOG: i32 = 512;
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 /// Longest a client may take to read its answer.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
-/// Longest an answer the master gives later ([`Answer::Later`]: a reload's trial load, at
-/// most 60 s) may take.
-const LATER_DEADLINE: Duration = Duration::from_secs(75);
+/// Longest an answer the master gives later ([`Answer::Later`]: a reload's, once its trial
+/// load is over) may take.
+const LATER_DEADLINE: Duration = Duration::from_secs(crate::probe::PROBE_TIMEOUT.as_secs() + 15);
 /// Largest request read.
 const MAX_REQUEST: usize = 8192;
 /// How long the listener is left alone after accept(2) found no descriptor or memory left

@@ -23,7 +23,7 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, pipe2, ForkResult, Pid};
+use nix::unistd::{pipe2, ForkResult, Pid};
 use signal_hook::consts::signal::*;
 use signal_hook::SigId;
 use std::collections::BTreeMap;
@@ -52,10 +52,6 @@ struct Signals {
     ids: Vec<SigId>,
 }
 
-const HANDLED: [i32; 10] = [
-    SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD,
-];
-
 impl Signals {
     fn install() -> Result<Signals, String> {
         let (wake, wake_write) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
@@ -66,7 +62,7 @@ impl Signals {
             flags: Vec::new(),
             ids: Vec::new(),
         };
-        for sig in HANDLED {
+        for sig in process::FORK_BLOCKED.map(|s| s as i32) {
             let flag = Arc::new(AtomicBool::new(false));
             let err = |e: std::io::Error| format!("cannot handle signal {sig}: {e}");
             signals
@@ -784,7 +780,8 @@ impl Master {
                 self.retire(pid);
                 control::ok(serde_json::json!({ "stopping": pid.as_raw() }))
             }
-            // Answered by `command` (later, once its trial load is over).
+            // `command` starts a reload itself unless the server is stopping, which is
+            // answered above: this arm is never reached.
             Command::Reload => control::error("the server is stopping"),
             Command::Reopen => {
                 logging::reopen(&self.config.log_targets());
@@ -1007,14 +1004,9 @@ impl Master {
             board.free_slot(|i| self.workers.values().any(|w| w.slot == Some(i)))
         });
         let place = slot.and_then(|i| self.scoreboard.as_ref()?.place(i));
-        let mask = process::block_fork_signals();
         // SAFETY: the master is single-threaded (it never starts a thread), so the child is a
         // complete copy in which any code may run.
-        let forked = unsafe { fork() };
-        if !matches!(forked, Ok(ForkResult::Child)) {
-            process::restore_signal_mask(&mask);
-        }
-        match forked {
+        match unsafe { process::fork_with_signals_blocked() } {
             Ok(ForkResult::Child) => {
                 drop(report_read);
                 self.close_in_child();

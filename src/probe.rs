@@ -13,7 +13,7 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, pipe2, ForkResult, Pid};
+use nix::unistd::{pipe2, ForkResult, Pid};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -47,13 +47,9 @@ impl Probe {
         };
         let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
             .map_err(|e| format!("cannot create a pipe: {e}"))?;
-        let mask = process::block_fork_signals();
         // SAFETY: the calling process is single-threaded (the master, or the command line
         // before serving), so the child is a complete copy in which any code may run.
-        let forked = unsafe { fork() };
-        if !matches!(forked, Ok(ForkResult::Child)) {
-            process::restore_signal_mask(&mask);
-        }
+        let forked = unsafe { process::fork_with_signals_blocked() };
         match forked.map_err(|e| format!("cannot fork the trial load: {e}"))? {
             ForkResult::Child => {
                 drop(read_end);

@@ -19,7 +19,8 @@ pub fn apply_startup(config: &Config) -> Result<(), String> {
 }
 
 /// The signals the master and its workers handle (HUP, TERM, INT, QUIT, TTIN, TTOU, USR1,
-/// USR2, WINCH, CHLD): blocked in the master across fork(2) (see [`block_fork_signals`]).
+/// USR2, WINCH, CHLD): blocked in the master across fork(2) (see
+/// [`fork_with_signals_blocked`]).
 pub const FORK_BLOCKED: [nix::sys::signal::Signal; 10] = {
     use nix::sys::signal::Signal::*;
     [
@@ -35,25 +36,25 @@ fn fork_set() -> nix::sys::signal::SigSet {
     set
 }
 
-/// Blocks [`FORK_BLOCKED`] before a fork(2) (sigprocmask(2); the caller is single-threaded),
-/// returning the mask to restore in the parent with [`restore_signal_mask`]. The child starts
-/// with them blocked: a signal sent to it before it has installed its own handlers stays
-/// pending (it would otherwise hit the master's inherited handler, whose registrations the
-/// child forgets, and be lost) until [`unblock_fork_signals`].
-pub fn block_fork_signals() -> nix::sys::signal::SigSet {
-    let mut old = nix::sys::signal::SigSet::empty();
-    let _ = nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_BLOCK,
-        Some(&fork_set()),
-        Some(&mut old),
-    );
-    old
-}
-
-/// In the parent after fork(2): the mask [`block_fork_signals`] returned.
-pub fn restore_signal_mask(old: &nix::sys::signal::SigSet) {
-    let _ =
-        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(old), None);
+/// fork(2) with [`FORK_BLOCKED`] blocked across it (sigprocmask(2)), restored in the parent.
+/// The child starts with them blocked: a signal sent to it before it has installed its own
+/// handlers stays pending (it would otherwise hit the master's inherited handler, whose
+/// registrations the child forgets, and be lost) until it calls [`unblock_fork_signals`].
+///
+/// # Safety
+///
+/// As [`nix::unistd::fork`]: the calling process must be single-threaded (the master, or the
+/// command line before serving), so that the child may run any code.
+pub unsafe fn fork_with_signals_blocked() -> nix::Result<nix::unistd::ForkResult> {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+    let mut old = SigSet::empty();
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&fork_set()), Some(&mut old));
+    // SAFETY: the caller guarantees the process is single-threaded.
+    let forked = unsafe { nix::unistd::fork() };
+    if !matches!(forked, Ok(nix::unistd::ForkResult::Child)) {
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+    forked
 }
 
 /// In a forked child, once its own signal handlers are installed: unblocks

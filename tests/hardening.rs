@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{binary, booted_pids, wait_for, Server};
+use common::{binary, booted_pids, metrics_port, wait_for, Server};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -102,17 +102,6 @@ fn hup_then_winch_stops_every_worker_promptly() {
     let mut server = server;
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(20)).success());
-}
-
-/// The metrics port from the master's `Metrics at:` line.
-fn metrics_port(server: &Server) -> u16 {
-    wait_for("the Metrics at: line", Duration::from_secs(20), || {
-        let log = server.log_text();
-        let after = log
-            .lines()
-            .find_map(|l| l.split("Metrics at: http://").nth(1))?;
-        after.split('/').next()?.rsplit(':').next()?.parse().ok()
-    })
 }
 
 /// One scrape with `limit` for the whole exchange: its status line, or why it failed.

@@ -3,21 +3,10 @@
 
 mod common;
 
-use common::{booted_pids, read_response, wait_for, Server};
+use common::{booted_pids, metrics_port, read_response, wait_for, Server};
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-
-/// The metrics port from the master's `Metrics at:` line.
-fn metrics_port(server: &Server) -> u16 {
-    wait_for("the Metrics at: line", Duration::from_secs(20), || {
-        let log = server.log_text();
-        let line = log.lines().find(|l| l.contains("Metrics at: http://"))?;
-        let after = line.split("Metrics at: http://").nth(1)?;
-        let host_port = after.split('/').next()?;
-        host_port.rsplit(':').next()?.parse().ok()
-    })
-}
 
 /// GET `path` on the metrics port: (status, body).
 fn scrape_path(port: u16, path: &str) -> (u16, String) {

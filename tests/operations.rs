@@ -413,3 +413,46 @@ fn winch_stops_the_workers_and_hup_brings_them_back() {
     server.signal(libc::SIGHUP);
     server.wait_ready();
 }
+
+/// Issue #23: a slow trial load does not stop the watchdog pings (systemd would kill a
+/// master that stays silent past WatchdogSec).
+#[test]
+fn the_watchdog_is_pinged_while_a_slow_reload_loads() {
+    let dir = common::scratch_dir();
+    let (socket, notify) = fake_systemd(&dir);
+    let env = [
+        ("NOTIFY_SOCKET", notify.as_str()),
+        ("WATCHDOG_USEC", "400000"),
+    ];
+    let server = Server::spawn_env("chaos", "workers: 1\n", &[], &env);
+    expect_notification(&socket, "READY=1");
+    // The new configuration's app takes 3 s to initialise.
+    let yaml = std::fs::read_to_string(&server.config).unwrap();
+    let slow = yaml.replacen(
+        "app:\n",
+        "app:\n  config:\n    init_sleep_ms: \"3000\"\n",
+        1,
+    );
+    std::fs::write(&server.config, slow).unwrap();
+    server.signal(libc::SIGHUP);
+    expect_notification(&socket, "RELOADING=1");
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    let mut pings = 0;
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < until {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let message = String::from_utf8_lossy(&buf[..n]);
+            assert!(
+                !message.contains("READY=1"),
+                "the reload finished early: {message}"
+            );
+            pings += message.lines().filter(|l| *l == "WATCHDOG=1").count();
+        }
+    }
+    assert!(
+        pings >= 4,
+        "{pings} watchdog pings in the first 2 s of the trial load"
+    );
+    let ready = expect_notification(&socket, "READY=1");
+    assert!(ready.contains("generation 2"), "{ready}");
+}

@@ -12,7 +12,7 @@
 mod exchange;
 
 use crate::access_log::{AccessEntry, AccessFormat};
-use crate::forwarded::{Forwarding, IpSet};
+use crate::forwarded::{Forwarded, Forwarding, IpSet};
 use crate::gateway::App;
 use crate::http::{self, Framing, Head, Limits, Reject};
 use crate::logging;
@@ -701,12 +701,7 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
         if !conn.buf.is_empty() && !conn.proxy_pending {
             if !conn.request_ready {
                 match conn.proto.next_event(&conn.buf, READ_CHUNK) {
-                    Event::Request => {
-                        if let Err(reject) = check_forwarded(ctx, conn) {
-                            return fail(ctx, conn, reject);
-                        }
-                        conn.request_ready = true;
-                    }
+                    Event::Request => conn.request_ready = true,
                     Event::Reject(reject) => return fail(ctx, conn, reject),
                     Event::NeedData(_) => {}
                     // Between exchanges the machine reads heads; anything else means it is done.
@@ -715,7 +710,11 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
             }
             if conn.request_ready && body_ready(ctx, conn, scratch.now) {
                 conn.request_ready = false;
-                let served = serve(ctx, conn, scratch);
+                let forwarded = match forwarded(ctx, conn) {
+                    Ok(forwarded) => forwarded,
+                    Err(reject) => return fail(ctx, conn, reject),
+                };
+                let served = serve(ctx, conn, scratch, forwarded);
                 if !conn.out.is_empty() || conn.tls_pending() {
                     // The socket is full: the event loop sends the rest when the client reads
                     // (the writer's EAGAIN means an EPOLLOUT edge follows).
@@ -840,20 +839,19 @@ fn fields_of<'b>(
         .map(move |f| (&buf[f.name.clone()], &buf[f.value.clone()]))
 }
 
-/// For a request from a trusted peer (head just found): its forwarding headers must agree
-/// about the scheme. Errors: 400 ([`crate::forwarded::SchemeConflict`]).
-fn check_forwarded(ctx: &Context, conn: &Conn) -> Result<(), Reject> {
+/// What the forwarding headers of the request at the start of the buffer say: read only
+/// from a trusted peer (nothing otherwise), once per request. Errors: 400 when they disagree
+/// about the scheme ([`crate::forwarded::SchemeConflict`]).
+fn forwarded(ctx: &Context, conn: &Conn) -> Result<Forwarded, Reject> {
     if !conn.trusted {
-        return Ok(());
+        return Ok(Forwarded::default());
     }
-    let head = conn.proto.head();
-    match ctx.forwarding.read(fields_of(&conn.buf, head)) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(Reject {
+    ctx.forwarding
+        .read(fields_of(&conn.buf, conn.proto.head()))
+        .map_err(|_| Reject {
             status: 400,
             why: "forwarding headers disagree about the scheme (secure_scheme_headers)",
-        }),
-    }
+        })
 }
 
 /// Reads a PROXY header at the start of the buffer, if one is complete or known absent:
@@ -981,8 +979,9 @@ fn count_request(ctx: &Context) {
     }
 }
 
-/// Serves the request whose head the machine found at the start of `conn.buf`.
-fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
+/// Serves the request whose head the machine found at the start of `conn.buf`; `forwarded`
+/// is what its forwarding headers said ([`forwarded`]).
+fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, forwarded: Forwarded) -> Served {
     count_request(ctx);
     let Conn {
         fd,
@@ -991,7 +990,6 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         remote_port,
         peer,
         local,
-        trusted,
         buf,
         stage,
         out,
@@ -1010,14 +1008,6 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) -> Served {
         name: FcStr::new(&buf_all[f.name.clone()]),
         value: FcStr::new(&buf_all[f.value.clone()]),
     }));
-    // A scheme conflict was refused before the request was served (see `drive`).
-    let forwarded = match trusted {
-        true => ctx
-            .forwarding
-            .read(fields_of(buf_all, &head))
-            .unwrap_or_default(),
-        false => Default::default(),
-    };
     let (client_addr, client_port): (&str, &str) = match forwarded.client {
         Some(ip) => {
             scratch.client_addr.clear();

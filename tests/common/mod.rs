@@ -840,3 +840,14 @@ pub fn ctl(socket: &std::path::Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The metrics port from the master's `Metrics at:` line.
+pub fn metrics_port(server: &Server) -> u16 {
+    wait_for("the Metrics at: line", Duration::from_secs(20), || {
+        let log = server.log_text();
+        let line = log.lines().find(|l| l.contains("Metrics at: http://"))?;
+        let after = line.split("Metrics at: http://").nth(1)?;
+        let host_port = after.split('/').next()?;
+        host_port.rsplit(':').next()?.parse().ok()
+    })
+}
