@@ -156,11 +156,6 @@ struct Stop {
 }
 
 impl Forwarding {
-    /// Whether the peer `addr` (the connection's REMOTE_ADDR) may forward.
-    pub fn trusts(&self, addr: &str) -> bool {
-        addr.parse().is_ok_and(|ip| self.allow.contains(ip))
-    }
-
     /// Reads the forwarding headers among `fields` (name, value) of a request from a trusted
     /// peer. Errors: [`SchemeConflict`] when the scheme headers present disagree.
     pub fn read<'f>(

@@ -254,10 +254,10 @@ pub fn unlink(listener: &Listener) {
 }
 
 /// accept4(2) on `listener` with SOCK_NONBLOCK | SOCK_CLOEXEC, returning the new connection
-/// and the peer as (REMOTE_ADDR, REMOTE_PORT) text, as accept4 reported it (no getpeername(2)
-/// call); both are empty for unix sockets.
+/// and the peer's IP address and port as accept4 reported it (no getpeername(2) call);
+/// `None` for unix sockets.
 /// Errors: accept4's errno (EAGAIN when the queue is empty).
-pub fn accept_client(listener: RawFd) -> nix::Result<(OwnedFd, (String, String))> {
+pub fn accept_client(listener: RawFd) -> nix::Result<(OwnedFd, Option<std::net::SocketAddr>)> {
     // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -282,17 +282,15 @@ pub fn accept_client(listener: RawFd) -> nix::Result<(OwnedFd, (String, String))
             Some(len),
         )
     };
-    let peer = peer.map_or((String::new(), String::new()), |p| describe_peer(&p));
-    Ok((fd, peer))
+    Ok((fd, peer.and_then(|p| ip_peer(&p))))
 }
 
-fn describe_peer(peer: &SockaddrStorage) -> (String, String) {
+fn ip_peer(peer: &SockaddrStorage) -> Option<std::net::SocketAddr> {
     if let Some(v4) = peer.as_sockaddr_in() {
-        (v4.ip().to_string(), v4.port().to_string())
-    } else if let Some(v6) = peer.as_sockaddr_in6() {
-        (v6.ip().to_string(), v6.port().to_string())
+        Some(std::net::SocketAddrV4::from(*v4).into())
     } else {
-        (String::new(), String::new())
+        peer.as_sockaddr_in6()
+            .map(|v6| std::net::SocketAddrV6::from(*v6).into())
     }
 }
 

@@ -9,6 +9,7 @@
 //! ([`Phase::Body`]), and a response the socket did not take is sent after it
 //! ([`Phase::Send`], up to `response_buffer`).
 
+mod address;
 mod exchange;
 
 use crate::access_log::{AccessEntry, AccessFormat};
@@ -23,10 +24,12 @@ use crate::proto::response::ResponseBuffers;
 use crate::proto::{Buffered, Event, Outcome, ServerConn};
 use crate::scoreboard::Place;
 use crate::tls::Session;
+pub use address::AddrText;
 use exchange::Exchange;
 use ferricorn_sdk::abi::{FcField, FcRequest, FcStr};
 use std::cell::RefCell;
 use std::io::IoSlice;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -52,8 +55,14 @@ const SHED_AFTER: Duration = Duration::from_millis(1);
 /// of a connection accepted just before the stop, may still be on their way (closing then
 /// would reset a request the client has sent).
 const STOP_GRACE: Duration = Duration::from_millis(250);
-/// A backlog's buffer larger than this is freed once sent (idle connections hold none).
+/// A backlog's buffer larger than this is freed once sent.
 const KEEP_BACKLOG: usize = 64 * 1024;
+/// Request states a serving thread keeps for the next connections ([`Scratch::recycle`]):
+/// one is enough when each connection's request is read in one go; a few more cover those
+/// that another thread began.
+const SPARES: usize = 4;
+/// A spare request state's input buffers larger than this are freed rather than kept.
+const KEEP_SPARE: usize = 4 * FIRST_BUFFER;
 
 /// The listener a connection arrived on, as the request's SERVER_NAME and SERVER_PORT.
 #[derive(Clone, Debug)]
@@ -317,30 +326,51 @@ pub struct Readiness {
     pub hangup: bool,
 }
 
-/// A client connection owned by a worker.
+/// A client connection owned by a worker: between requests only its descriptor, its
+/// peer's name, its phase and deadline, and its TLS session; the state of a request in
+/// progress is in [`Active`], taken when its first bytes arrive and given back after it.
 pub struct Conn {
     /// The socket (non-blocking).
     pub fd: OwnedFd,
     /// Index of the listener it was accepted on.
     pub listener: usize,
-    /// REMOTE_ADDR.
-    pub remote_addr: String,
-    /// REMOTE_PORT.
-    pub remote_port: String,
-    /// The TCP peer's address and port, once a PROXY header replaced REMOTE_ADDR/REMOTE_PORT
-    /// (until then they are the peer's: no copy per connection).
-    peer: Option<(String, String)>,
+    /// REMOTE_ADDR and REMOTE_PORT: the TCP peer's, or the client's once a PROXY header gave
+    /// them.
+    remote: AddrText,
+    /// The TCP peer, once a PROXY header replaced REMOTE_ADDR/REMOTE_PORT.
+    peer: Option<Box<AddrText>>,
     /// SERVER_NAME and SERVER_PORT from a PROXY header (the address the client connected to).
-    local: Option<(String, String)>,
+    local: Option<Box<AddrText>>,
     /// A PROXY header may still come before the first request (`proxy_protocol`, from a peer
     /// in `proxy_allow_ips`).
     proxy_pending: bool,
     /// The peer is in `forwarded_allow_ips`: its forwarding headers are believed.
     trusted: bool,
+    /// A TCP connection whose TCP_NODELAY is not set yet (set once it is kept alive).
+    nodelay_pending: bool,
+    /// Within one [`drive`]: the last recv(2) returned less than it asked for, so the socket
+    /// had nothing more, and epoll will report whatever arrives next. Reading again would
+    /// only return EAGAIN (one system call per request saved, as nginx does).
+    drained: bool,
     /// Where the connection is between requests.
     pub phase: Phase,
     /// When the current phase times out.
     pub deadline: Instant,
+    /// Bytes read and dropped in phase [`Phase::Linger`].
+    lingered: usize,
+    /// The TLS session, on a TLS listener.
+    tls: Option<Box<Session>>,
+    /// The request in progress; `None` while the connection waits for a request's first
+    /// bytes (kept alive or just accepted) or lingers.
+    active: Option<Box<Active>>,
+}
+
+/// What a connection holds only while a request is in progress (nginx's request as against
+/// its connection): input not consumed yet, the protocol machine, response bytes not sent.
+/// Taken from the serving thread's spares when a request's first bytes arrive and given
+/// back when the connection is between requests again ([`Scratch::spare`],
+/// [`Scratch::recycle`]), so an idle connection holds no buffer (issue #27).
+pub(crate) struct Active {
     /// Unconsumed input: the next request's head (and what follows it) starts at byte 0.
     buf: Vec<u8>,
     /// Body bytes the app's thread read from the socket after `buf` ran out.
@@ -353,15 +383,13 @@ pub struct Conn {
     request_ready: bool,
     /// The protocol state.
     proto: ServerConn,
-    lingered: usize,
-    /// A TCP connection whose TCP_NODELAY is not set yet (set once it is kept alive).
-    nodelay_pending: bool,
-    /// Within one [`drive`]: the last recv(2) returned less than it asked for, so the socket
-    /// had nothing more, and epoll will report whatever arrives next. Reading again would
-    /// only return EAGAIN (one system call per request saved, as nginx does).
-    drained: bool,
-    /// The TLS session, on a TLS listener.
-    tls: Option<Box<Session>>,
+}
+
+impl Active {
+    /// Nothing of a request is held: no input, no response waiting.
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.out.is_empty() && !self.request_ready
+    }
 }
 
 /// What the worker does with a connection after [`drive`].
@@ -382,37 +410,28 @@ impl Conn {
     pub fn new(
         fd: OwnedFd,
         listener: usize,
-        remote: (String, String),
+        remote: Option<SocketAddr>,
         is_tcp: bool,
         tls: Option<Box<Session>>,
         ctx: &Context,
     ) -> Conn {
-        let peer_ip = match ctx.proxy_mode {
-            ProxyMode::Off => None,
-            _ => remote.0.parse().ok(),
-        };
+        let ip = remote.map(|r| r.ip());
         Conn {
             fd,
             listener,
-            trusted: ctx.forwarding.trusts(&remote.0),
-            proxy_pending: ctx.proxy_mode != ProxyMode::Off
-                && peer_ip.is_some_and(|ip| ctx.proxy_allow.contains(ip)),
+            remote: AddrText::new(remote),
             peer: None,
             local: None,
-            remote_addr: remote.0,
-            remote_port: remote.1,
-            phase: Phase::Head,
-            deadline: Instant::now() + ctx.header_timeout,
-            buf: Vec::new(),
-            stage: Vec::new(),
-            out: Backlog::default(),
-            after: None,
-            request_ready: false,
-            proto: ServerConn::new(ctx.limits),
-            lingered: 0,
+            trusted: ip.is_some_and(|ip| ctx.forwarding.allow.contains(ip)),
+            proxy_pending: ctx.proxy_mode != ProxyMode::Off
+                && ip.is_some_and(|ip| ctx.proxy_allow.contains(ip)),
             nodelay_pending: is_tcp,
             drained: false,
+            phase: Phase::Head,
+            deadline: Instant::now() + ctx.header_timeout,
+            lingered: 0,
             tls,
+            active: None,
         }
     }
 }
@@ -449,6 +468,13 @@ pub struct Scratch {
     /// The monotonic clock as last read by this thread: at each wakeup ([`Scratch::tick`])
     /// and after each app call. Deadlines are counted from it.
     now: Instant,
+    /// Request state given back by connections between requests, for the next to take
+    /// (at most [`SPARES`]).
+    #[expect(
+        clippy::vec_box,
+        reason = "connections hold their request state boxed: a spare moves as a pointer"
+    )]
+    spares: Vec<Box<Active>>,
 }
 
 impl Scratch {
@@ -461,7 +487,43 @@ impl Scratch {
             client_addr: String::new(),
             buffers: ResponseBuffers::default(),
             now: Instant::now(),
+            spares: Vec::new(),
         }
+    }
+
+    /// Request state for a connection whose request's first bytes may be arriving: a spare
+    /// one (its buffers' capacity kept), or a new one.
+    fn spare(&mut self, limits: Limits) -> Box<Active> {
+        self.spares.pop().unwrap_or_else(|| {
+            Box::new(Active {
+                buf: Vec::new(),
+                stage: Vec::new(),
+                out: Backlog::default(),
+                after: None,
+                request_ready: false,
+                proto: ServerConn::new(limits),
+            })
+        })
+    }
+
+    /// Takes back the request state of a connection now between requests (or ending): kept
+    /// for the next request with its buffers emptied (those grown past [`KEEP_SPARE`] freed),
+    /// or freed when [`SPARES`] are kept already.
+    fn recycle(&mut self, mut active: Box<Active>) {
+        if self.spares.len() >= SPARES {
+            return;
+        }
+        for buf in [&mut active.buf, &mut active.stage] {
+            buf.clear();
+            if buf.capacity() > KEEP_SPARE {
+                *buf = Vec::new();
+            }
+        }
+        active.out = Backlog::default();
+        active.after = None;
+        active.request_ready = false;
+        active.proto.reset();
+        self.spares.push(active);
     }
 
     /// Reads the clock; the worker calls it after each epoll_wait, so the requests served in
@@ -472,7 +534,7 @@ impl Scratch {
 }
 
 fn debug_reject(conn: &Conn, reject: Reject) {
-    debug_rejected(&conn.remote_addr, &conn.remote_port, reject);
+    debug_rejected(conn.remote.addr(), conn.remote.port(), reject);
 }
 
 /// Logs a refused request at debug level with the peer and the reason (issue #6).
@@ -644,7 +706,6 @@ fn start_linger(conn: &mut Conn) -> Next {
     let _ = nix::sys::socket::shutdown(conn.fd.as_raw_fd(), nix::sys::socket::Shutdown::Write);
     conn.phase = Phase::Linger;
     conn.deadline = Instant::now() + LINGER;
-    conn.buf.clear();
     linger(conn)
 }
 
@@ -668,7 +729,8 @@ fn linger(conn: &mut Conn) -> Next {
 
 /// Serves everything the connection has ready: sends what its last response left, parses
 /// heads, waits for bodies up to body_buffer, serves requests (pipelined ones too), reads
-/// more when a head or body is incomplete. Returns when it would block or must close.
+/// more when a head or body is incomplete. Returns when it would block or must close. The
+/// request state ([`Active`]) is the thread's spare while the connection is between requests.
 pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readiness) -> Next {
     if conn.phase != Phase::Send {
         if let Some(session) = conn.tls.as_mut().filter(|s| s.pending()) {
@@ -682,43 +744,66 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
     }
     match conn.phase {
         Phase::Linger => return linger(conn),
-        Phase::Send => {
-            if let Some(next) = send_backlog(ctx, conn, scratch.now) {
-                return next;
-            }
-        }
+        Phase::Send => {}
         // A writable edge with nothing to send.
         _ if !ready.readable && !ready.hangup => return Next::Wait,
         _ => {}
     }
+    let mut active = match conn.active.take() {
+        Some(active) => active,
+        None => scratch.spare(ctx.limits),
+    };
+    let next = drive_active(ctx, conn, &mut active, scratch, ready);
+    let between = matches!(conn.phase, Phase::Idle | Phase::Head) && active.is_empty();
+    if next == Next::Close || conn.phase == Phase::Linger || between {
+        scratch.recycle(active);
+    } else {
+        conn.active = Some(active);
+    }
+    next
+}
+
+/// [`drive`] with the connection's request state `a`.
+fn drive_active(
+    ctx: &Context,
+    conn: &mut Conn,
+    a: &mut Active,
+    scratch: &mut Scratch,
+    ready: Readiness,
+) -> Next {
+    if conn.phase == Phase::Send {
+        if let Some(next) = send_backlog(ctx, conn, a, scratch.now) {
+            return next;
+        }
+    }
     conn.drained = false;
     loop {
-        if conn.proxy_pending && !conn.buf.is_empty() {
-            if let Err(reject) = proxy_header(ctx, conn) {
+        if conn.proxy_pending && !a.buf.is_empty() {
+            if let Err(reject) = proxy_header(ctx, conn, a) {
                 return fail(ctx, conn, reject);
             }
         }
-        if !conn.buf.is_empty() && !conn.proxy_pending {
-            if !conn.request_ready {
-                match conn.proto.next_event(&conn.buf, READ_CHUNK) {
-                    Event::Request => conn.request_ready = true,
+        if !a.buf.is_empty() && !conn.proxy_pending {
+            if !a.request_ready {
+                match a.proto.next_event(&a.buf, READ_CHUNK) {
+                    Event::Request => a.request_ready = true,
                     Event::Reject(reject) => return fail(ctx, conn, reject),
                     Event::NeedData(_) => {}
                     // Between exchanges the machine reads heads; anything else means it is done.
                     _ => return start_linger(conn),
                 }
             }
-            if conn.request_ready && body_ready(ctx, conn, scratch.now) {
-                conn.request_ready = false;
-                let forwarded = match forwarded(ctx, conn) {
+            if a.request_ready && body_ready(ctx, conn, a, scratch.now) {
+                a.request_ready = false;
+                let forwarded = match forwarded(ctx, conn, a) {
                     Ok(forwarded) => forwarded,
                     Err(reject) => return fail(ctx, conn, reject),
                 };
-                let served = serve(ctx, conn, scratch, forwarded);
-                if !conn.out.is_empty() || conn.tls_pending() {
+                let served = serve(ctx, conn, a, scratch, forwarded);
+                if !a.out.is_empty() || conn.tls_pending() {
                     // The socket is full: the event loop sends the rest when the client reads
                     // (the writer's EAGAIN means an EPOLLOUT edge follows).
-                    conn.after = Some(served);
+                    a.after = Some(served);
                     conn.phase = Phase::Send;
                     conn.deadline = scratch.now + ctx.stall_timeout;
                     return Next::Wait;
@@ -732,57 +817,68 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
         if conn.drained {
             return Next::Wait;
         }
-        match Io::new(&conn.fd, &mut conn.tls).recv(&mut conn.buf) {
-            Ok((0, _)) => return Next::Close,
-            Ok((n, short)) => {
-                ctx.count_bytes(n, 0);
-                conn.drained = short && !ready.hangup;
-                match conn.phase {
-                    Phase::Idle => {
-                        conn.phase = Phase::Head;
-                        conn.deadline = scratch.now + ctx.header_timeout;
-                    }
-                    Phase::Body => conn.deadline = scratch.now + ctx.stall_timeout,
-                    _ => {}
+        if let Some(next) = read_more(ctx, conn, a, scratch.now, ready) {
+            return next;
+        }
+    }
+}
+
+/// One recv(2) into the request state's input: `None` when bytes came (the phase's deadline
+/// moves on), or what the driver returns (the socket is empty, closed or failed).
+fn read_more(
+    ctx: &Context,
+    conn: &mut Conn,
+    a: &mut Active,
+    now: Instant,
+    ready: Readiness,
+) -> Option<Next> {
+    match Io::new(&conn.fd, &mut conn.tls).recv(&mut a.buf) {
+        Ok((0, _)) => Some(Next::Close),
+        Ok((n, short)) => {
+            ctx.count_bytes(n, 0);
+            conn.drained = short && !ready.hangup;
+            match conn.phase {
+                Phase::Idle => {
+                    conn.phase = Phase::Head;
+                    conn.deadline = now + ctx.header_timeout;
                 }
+                Phase::Body => conn.deadline = now + ctx.stall_timeout,
+                _ => {}
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Next::Wait,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                if e.kind() == std::io::ErrorKind::InvalidData && logging::enabled(LogLevel::Debug)
-                {
-                    logging::debug(format_args!(
-                        "TLS with {}:{} failed: {e}",
-                        conn.remote_addr, conn.remote_port
-                    ));
-                }
-                return Next::Close;
+            None
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(Next::Wait),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => None,
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::InvalidData && logging::enabled(LogLevel::Debug) {
+                logging::debug(format_args!("TLS with {:?} failed: {e}", conn.remote));
             }
+            Some(Next::Close)
         }
     }
 }
 
 /// Phase [`Phase::Send`]: sends what waits. `Some` when the driver returns that (the socket is
 /// still full, or the connection ends); `None` when all was sent and the connection goes on.
-fn send_backlog(ctx: &Context, conn: &mut Conn, now: Instant) -> Option<Next> {
-    let before = conn.out.len();
-    let sent = conn.out.send(&mut Io::new(&conn.fd, &mut conn.tls));
-    ctx.count_bytes(0, before - conn.out.len());
+fn send_backlog(ctx: &Context, conn: &mut Conn, a: &mut Active, now: Instant) -> Option<Next> {
+    let before = a.out.len();
+    let sent = a.out.send(&mut Io::new(&conn.fd, &mut conn.tls));
+    ctx.count_bytes(0, before - a.out.len());
     match sent {
         Ok(true) => {}
         Ok(false) => {
-            if conn.out.len() < before {
+            if a.out.len() < before {
                 conn.deadline = now + ctx.stall_timeout;
             }
             return Some(Next::Wait);
         }
         Err(_) => return Some(Next::Close),
     }
-    (conn.phase, conn.deadline) = match conn.buf.is_empty() {
+    (conn.phase, conn.deadline) = match a.buf.is_empty() {
         true => (Phase::Idle, now + ctx.keepalive.unwrap_or_default()),
         false => (Phase::Head, now + ctx.header_timeout),
     };
-    let served = conn.after.take().unwrap_or(Served::Close);
+    let served = a.after.take().unwrap_or(Served::Close);
     after_response(conn, served)
 }
 
@@ -812,12 +908,9 @@ fn after_response(conn: &mut Conn, served: Served) -> Option<Next> {
 /// Whether the request whose head is at the start of the buffer can be served now: its body
 /// is buffered, or too large to wait for (`body_buffer`). If not, the connection waits in
 /// phase [`Phase::Body`].
-fn body_ready(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
-    let head_len = conn.proto.head().len;
-    match conn
-        .proto
-        .body_buffered(&conn.buf[head_len..], ctx.body_buffer)
-    {
+fn body_ready(ctx: &Context, conn: &mut Conn, a: &mut Active, now: Instant) -> bool {
+    let head_len = a.proto.head().len;
+    match a.proto.body_buffered(&a.buf[head_len..], ctx.body_buffer) {
         Buffered::Partial => {
             if conn.phase != Phase::Body {
                 conn.phase = Phase::Body;
@@ -842,12 +935,12 @@ fn fields_of<'b>(
 /// What the forwarding headers of the request at the start of the buffer say: read only
 /// from a trusted peer (nothing otherwise), once per request. Errors: 400 when they disagree
 /// about the scheme ([`crate::forwarded::SchemeConflict`]).
-fn forwarded(ctx: &Context, conn: &Conn) -> Result<Forwarded, Reject> {
+fn forwarded(ctx: &Context, conn: &Conn, a: &Active) -> Result<Forwarded, Reject> {
     if !conn.trusted {
         return Ok(Forwarded::default());
     }
     ctx.forwarding
-        .read(fields_of(&conn.buf, conn.proto.head()))
+        .read(fields_of(&a.buf, a.proto.head()))
         .map_err(|_| Reject {
             status: 400,
             why: "forwarding headers disagree about the scheme (secure_scheme_headers)",
@@ -858,23 +951,22 @@ fn forwarded(ctx: &Context, conn: &Conn) -> Result<Forwarded, Reject> {
 /// REMOTE_ADDR/PORT become the client's, SERVER_NAME/PORT the address it connected to (a
 /// `LOCAL` or `UNKNOWN` header leaves them). Errors: 400 (malformed, or missing where
 /// `proxy_protocol` requires one).
-fn proxy_header(ctx: &Context, conn: &mut Conn) -> Result<(), Reject> {
-    match proxy::parse(&conn.buf, ctx.proxy_mode) {
+fn proxy_header(ctx: &Context, conn: &mut Conn, a: &mut Active) -> Result<(), Reject> {
+    match proxy::parse(&a.buf, ctx.proxy_mode) {
         proxy::Parsed::NeedData => return Ok(()),
         proxy::Parsed::Absent => {}
         proxy::Parsed::Invalid(reject) => return Err(reject),
         proxy::Parsed::Header { len, header } => {
-            conn.buf.drain(..len);
+            a.buf.drain(..len);
             if let Some(source) = header.source {
                 // Forwarding headers are believed only from a client that is itself a
                 // trusted proxy: a TCP-mode proxy passes the client's own ones through.
                 conn.trusted = ctx.forwarding.allow.contains(source.ip());
-                let peer_addr = std::mem::replace(&mut conn.remote_addr, source.ip().to_string());
-                let peer_port = std::mem::replace(&mut conn.remote_port, source.port().to_string());
-                conn.peer = Some((peer_addr, peer_port));
+                let peer = std::mem::replace(&mut conn.remote, AddrText::new(Some(source)));
+                conn.peer = Some(Box::new(peer));
             }
             if let Some(destination) = header.destination {
-                conn.local = Some((destination.ip().to_string(), destination.port().to_string()));
+                conn.local = Some(Box::new(AddrText::new(Some(destination))));
             }
         }
     }
@@ -929,7 +1021,7 @@ pub fn idle_at_stop(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
     let since = |allowed: Duration| conn.deadline.checked_sub(allowed);
     let silent_since = match conn.phase {
         Phase::Idle => since(ctx.keepalive.unwrap_or_default()),
-        Phase::Head if conn.buf.is_empty() && !conn.handshaking() => since(ctx.header_timeout),
+        Phase::Head if conn.active.is_none() && !conn.handshaking() => since(ctx.header_timeout),
         _ => None,
     };
     let silent = silent_since.is_some_and(|at| now.saturating_duration_since(at) >= STOP_GRACE);
@@ -981,22 +1073,31 @@ fn count_request(ctx: &Context) {
 
 /// Serves the request whose head the machine found at the start of `conn.buf`; `forwarded`
 /// is what its forwarding headers said ([`forwarded`]).
-fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, forwarded: Forwarded) -> Served {
+fn serve(
+    ctx: &Context,
+    conn: &mut Conn,
+    a: &mut Active,
+    scratch: &mut Scratch,
+    forwarded: Forwarded,
+) -> Served {
     count_request(ctx);
     let Conn {
         fd,
         listener,
-        remote_addr,
-        remote_port,
+        remote,
         peer,
         local,
+        tls,
+        ..
+    } = conn;
+    let Active {
         buf,
         stage,
         out,
         proto,
-        tls,
         ..
-    } = conn;
+    } = a;
+    let (remote_addr, remote_port) = (remote.addr(), remote.port());
     let buf_all: &[u8] = buf;
     // The head's ranges, held apart while the exchange borrows the machine.
     let head = proto.take_head();
@@ -1029,7 +1130,7 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, forwarded: Forwa
     };
     let listener_name = &ctx.listeners[*listener];
     let (server_name, server_port) = match local {
-        Some((name, port)) => (name.as_str(), port.as_str()),
+        Some(local) => (local.addr(), local.port()),
         None => (listener_name.name.as_str(), listener_name.port.as_str()),
     };
     let protocol: &[u8] = if head.minor == 1 {
@@ -1061,16 +1162,8 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, forwarded: Forwa
         },
         headers: scratch.fields.as_ptr(),
         header_count: scratch.fields.len(),
-        peer_addr: FcStr::new(
-            peer.as_ref()
-                .map_or(remote_addr.as_str(), |p| &p.0)
-                .as_bytes(),
-        ),
-        peer_port: FcStr::new(
-            peer.as_ref()
-                .map_or(remote_port.as_str(), |p| &p.1)
-                .as_bytes(),
-        ),
+        peer_addr: FcStr::new(peer.as_ref().map_or(remote_addr, |p| p.addr()).as_bytes()),
+        peer_port: FcStr::new(peer.as_ref().map_or(remote_port, |p| p.port()).as_bytes()),
         tls_version: tls_text(facts.map(|f| f.version)),
         tls_cipher: tls_text(facts.map(|f| f.cipher.as_str())),
         tls_client_subject: tls_text(facts.map(|f| f.client_subject.as_str())),
@@ -1139,7 +1232,7 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, forwarded: Forwa
     buf.drain(..consumed);
     buf.extend_from_slice(&stage[stage_pos..]);
     // Bytes already buffered are the start of the next (pipelined) head.
-    (conn.phase, conn.deadline) = match conn.buf.is_empty() {
+    (conn.phase, conn.deadline) = match buf.is_empty() {
         true => (Phase::Idle, finished + ctx.keepalive.unwrap_or_default()),
         false => (Phase::Head, finished + ctx.header_timeout),
     };
@@ -1148,7 +1241,7 @@ fn serve(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, forwarded: Forwa
         Outcome::Close {
             client_asked: true,
             promised,
-        } if conn.buf.is_empty() => Served::CloseAsked { promised },
+        } if buf.is_empty() => Served::CloseAsked { promised },
         Outcome::Close { .. } => Served::Close,
     }
 }

@@ -148,6 +148,20 @@ impl ServerConn {
         }
     }
 
+    /// Back to a connection waiting for its first request (as [`ServerConn::new`] with the
+    /// same limits), keeping the capacity of its field and trailer vectors for reuse.
+    pub fn reset(&mut self) {
+        self.read = Read::Head;
+        self.scan = HeadScan::new(Section::Head);
+        self.semantics = Semantics::default();
+        self.body = None;
+        self.body_read = 0;
+        self.trailers.clear();
+        self.expect = Continue::NotExpected;
+        self.response = Response::default();
+        self.probe = None;
+    }
+
     /// The current request's head (ranges into the input given with [`Event::Request`]).
     pub fn head(&self) -> &Head {
         &self.head

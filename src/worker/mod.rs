@@ -16,6 +16,8 @@
 //! The worker's main thread runs the timers (keepalive, header_timeout, timeout, lingering),
 //! the heartbeat to the master, signals, and the graceful stop.
 
+mod slots;
+
 use crate::config::Config;
 use crate::connection::{self, Conn, Context, LocalName, Next, Readiness, Scratch};
 use crate::gateway;
@@ -29,8 +31,9 @@ use crate::scoreboard::Place;
 use crate::tls::Session;
 use ferricorn_sdk::abi;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use slots::{Slot, Slots};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -72,33 +75,12 @@ const DEFAULT_STALL: Duration = Duration::from_secs(30);
 /// memory left (EMFILE, ENFILE, ENOBUFS, ENOMEM), as nginx does (its accept delay is 500 ms).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 
-struct Slot {
-    generation: u32,
-    conn: Option<Conn>,
-    /// The registration includes EPOLLOUT (added once a response first waited for room).
-    watch_output: bool,
-}
-
-/// A connection's place: the connection behind its lock (held by the thread serving it, the
-/// owner), and the events that arrived for it, which the owner serves before it lets go.
-struct Cell {
-    slot: Mutex<Slot>,
-    /// PENDING_* bits of events not served yet.
-    pending: AtomicU8,
-}
-
 struct Shared {
     ctx: Context,
     epoll: Epoll,
     listeners: Vec<(RawFd, bool)>,
     /// `worker_connections` slots, then [`REFUSAL_SLOTS`].
-    cells: Box<[Cell]>,
-    /// Free slots below `worker_connections`.
-    free: Mutex<Vec<usize>>,
-    /// Free refusal slots (at `worker_connections` and above).
-    refusals: Mutex<Vec<usize>>,
-    /// `worker_connections`.
-    capacity: usize,
+    slots: Slots,
     open: AtomicUsize,
     /// Accepting is paused (descriptor or memory exhaustion) until this many milliseconds
     /// after `ctx.epoch`; 0 = not paused.
@@ -314,19 +296,7 @@ fn build(
         ctx,
         epoll,
         listeners: listeners.iter().map(|l| (l.raw_fd(), l.is_tcp)).collect(),
-        cells: (0..capacity + REFUSAL_SLOTS)
-            .map(|_| Cell {
-                slot: Mutex::new(Slot {
-                    generation: 0,
-                    conn: None,
-                    watch_output: false,
-                }),
-                pending: AtomicU8::new(0),
-            })
-            .collect(),
-        free: Mutex::new((0..capacity).rev().collect()),
-        refusals: Mutex::new((capacity..capacity + REFUSAL_SLOTS).collect()),
-        capacity,
+        slots: Slots::new(capacity, REFUSAL_SLOTS),
         open: AtomicUsize::new(0),
         accept_paused_until: AtomicU64::new(0),
         exhausted: AtomicBool::new(false),
@@ -552,7 +522,7 @@ fn accept_some(shared: &Shared, listener: usize, most: usize) {
             ));
         }
         let tls_config = shared.ctx.tls.as_ref().filter(|_| is_tcp);
-        let Some(index) = lock(&shared.free).pop() else {
+        let Some(index) = shared.slots.take() else {
             refuse(
                 shared,
                 client,
@@ -567,7 +537,7 @@ fn accept_some(shared: &Shared, listener: usize, most: usize) {
             Ok(session) => session.map(Box::new),
             Err(e) => {
                 logging::debug(format_args!("TLS session refused: {e}"));
-                lock(&shared.free).push(index);
+                shared.slots.release(index);
                 continue;
             }
         };
@@ -582,13 +552,31 @@ fn accept_some(shared: &Shared, listener: usize, most: usize) {
 /// Puts `conn` in slot `index` (a new generation of it, nothing pending) and registers it
 /// with epoll.
 fn occupy(shared: &Shared, index: usize, conn: Conn) {
-    let cell = &shared.cells[index];
+    let cell = shared.slots.cell(index);
     let mut slot = lock(&cell.slot);
     slot.generation = slot.generation.wrapping_add(1);
-    slot.conn = Some(conn);
+    slot.conn = Some(Box::new(conn));
     slot.watch_output = false;
     cell.pending.store(0, Ordering::Release);
     register(shared, index, &mut slot);
+    publish_deadline(shared, index, &slot);
+    // The connection's first bytes may have been reported, to a thread that found the slot
+    // locked, between the registration and here.
+    unlock(shared, index, slot);
+}
+
+/// Lets go of slot `index`, held by a thread that does not serve events (the accepting one,
+/// the timer): an event that arrived meanwhile found the slot locked and was left to the
+/// holder, so it is queued for a serving thread.
+fn unlock(shared: &Shared, index: usize, slot: MutexGuard<'_, Slot>) {
+    let generation = slot.generation;
+    drop(slot);
+    if shared.slots.cell(index).pending.load(Ordering::SeqCst) != 0 {
+        shared.ctx.pool.push(Ready {
+            token: token(index, generation),
+            events: 0,
+        });
+    }
 }
 
 /// A connection past `worker_connections`: a 503 and a lingering close in a refusal slot
@@ -598,12 +586,12 @@ fn refuse(
     shared: &Shared,
     client: OwnedFd,
     listener: usize,
-    remote: (String, String),
+    remote: Option<std::net::SocketAddr>,
     is_tcp: bool,
     tls: bool,
 ) {
     let index = match tls {
-        false => lock(&shared.refusals).pop(),
+        false => shared.slots.take_refusal(),
         true => None,
     };
     let Some(index) = index else {
@@ -616,7 +604,7 @@ fn refuse(
     };
     let mut conn = Conn::new(client, listener, remote, is_tcp, None, &shared.ctx);
     match connection::refuse(&shared.ctx, &mut conn) {
-        Next::Close => lock(&shared.refusals).push(index),
+        Next::Close => shared.slots.release(index),
         Next::Wait => occupy(shared, index, conn),
     }
 }
@@ -646,7 +634,7 @@ fn connection_ready(
     bits: u8,
     scratch: &mut Scratch,
 ) {
-    let Some(cell) = shared.cells.get(index) else {
+    let Some(cell) = shared.slots.get(index) else {
         return;
     };
     cell.pending.fetch_or(bits, Ordering::SeqCst);
@@ -701,6 +689,22 @@ fn serve_slot(
         Next::Wait => {}
         Next::Close => close(shared, index, slot),
     }
+    publish_deadline(shared, index, slot);
+}
+
+/// Copies the deadline of the slot's connection (none: `u64::MAX`) where the timer reads it
+/// without locking ([`slots::Cell::deadline`]); called by whoever holds the slot after the
+/// connection's phase may have changed.
+fn publish_deadline(shared: &Shared, index: usize, slot: &Slot) {
+    let at = slot.conn.as_ref().map_or(u64::MAX, |conn| {
+        let since = conn.deadline.saturating_duration_since(shared.ctx.epoch);
+        since.as_millis() as u64
+    });
+    shared
+        .slots
+        .cell(index)
+        .deadline
+        .store(at, Ordering::Release);
 }
 
 /// Registers (or with `output`, re-registers) a connection in the epoll set, edge-triggered:
@@ -738,21 +742,25 @@ fn register(shared: &Shared, index: usize, slot: &mut Slot) {
 
 fn close(shared: &Shared, index: usize, slot: &mut Slot) {
     if slot.conn.take().is_some() {
-        if index < shared.capacity {
+        if !shared.slots.is_refusal(index) {
             count_open(shared, -1);
-            lock(&shared.free).push(index);
-        } else {
-            lock(&shared.refusals).push(index);
         }
+        shared.slots.release(index);
     }
 }
 
 /// Closes connections whose deadline passed (those not being served right now), and, in a
-/// stopping worker, those between requests ([`connection::idle_at_stop`]).
+/// stopping worker, those between requests ([`connection::idle_at_stop`]). Connections whose
+/// published deadline is still ahead are not locked (one load each: with 50,000 idle
+/// connections a sweep costs a few hundred microseconds).
 fn sweep(shared: &Shared) {
     let now = Instant::now();
+    let now_ms = now.saturating_duration_since(shared.ctx.epoch).as_millis() as u64;
     let stopping = shared.ctx.stopping.load(Ordering::Acquire);
-    for (index, cell) in shared.cells.iter().enumerate() {
+    for (index, cell) in shared.slots.iter() {
+        if !stopping && cell.deadline.load(Ordering::Acquire) > now_ms {
+            continue;
+        }
         let Ok(mut slot) = cell.slot.try_lock() else {
             continue;
         };
@@ -766,16 +774,8 @@ fn sweep(shared: &Shared) {
         if expired {
             close(shared, index, &mut slot);
         }
-        let generation = slot.generation;
-        drop(slot);
-        // An event that arrived while this thread held the connection is a serving
-        // thread's to handle (this one does no I/O beyond timers).
-        if cell.pending.load(Ordering::SeqCst) != 0 {
-            shared.ctx.pool.push(Ready {
-                token: token(index, generation),
-                events: 0,
-            });
-        }
+        publish_deadline(shared, index, &slot);
+        unlock(shared, index, slot);
     }
 }
 
