@@ -288,28 +288,7 @@ fn log_files_are_checked_and_access_log_losses_reported() {
 
 /// VmHWM (peak resident set) of `pid` in bytes.
 fn peak_rss(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM")
-        * 1024
-}
-
-/// Raises this test process's RLIMIT_NOFILE soft limit to its hard limit.
-fn raise_own_nofile() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit on a struct this function owns.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
-    limit.rlim_cur
+    common::status_bytes(pid, "VmHWM")
 }
 
 #[test]
@@ -317,7 +296,7 @@ fn memory_under_many_incomplete_heads_stays_within_the_bound() {
     const CONNECTIONS: usize = 1000;
     const HEAD_LIMIT: usize = 65536;
     assert!(
-        raise_own_nofile() > CONNECTIONS as u64 + 100,
+        common::raise_own_nofile() > CONNECTIONS as u64 + 100,
         "descriptors for the test"
     );
     let server = Server::start(

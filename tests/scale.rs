@@ -90,3 +90,87 @@ fn many_connections_spread_over_the_workers() {
         "connections are spread: {per_worker:?}"
     );
 }
+
+/// Bytes of the worker's resident memory per connection held that a connection may cost
+/// between requests. A 2 KiB read buffer kept per connection (as before issue #27) costs
+/// more than twice this; a connection's slot, state and peer name cost under 300 bytes.
+const IDLE_CONNECTION_BYTES: u64 = 1024;
+
+/// Connections held for the memory checks (fewer if the test's descriptor limit is lower).
+const HELD: usize = 3000;
+
+/// The worker's resident memory (VmRSS) in bytes.
+fn worker_rss(server: &Server) -> u64 {
+    let worker = *common::booted_pids(&server.log_text())
+        .last()
+        .expect("a worker");
+    common::status_bytes(worker, "VmRSS")
+}
+
+/// Between requests (kept alive, or accepted and silent), a connection holds no read buffer
+/// and no protocol state: the worker's memory grows by less than [`IDLE_CONNECTION_BYTES`]
+/// per connection held (nginx: about 500). The buffers come back when the next requests
+/// arrive, on every held connection.
+#[test]
+fn idle_connections_hold_no_buffer() {
+    let held = HELD.min(common::raise_own_nofile().saturating_sub(256) as usize);
+    assert!(held >= 1000, "descriptors for the test: {held} connections");
+    let server = Server::start(
+        "hello",
+        "workers: 1\nthreads: 1\nworker_connections: 5000\nkeepalive: 120\nheader_timeout: 120\n",
+        &[],
+    );
+    // The thread's own buffers grow first (they are reused, not per connection).
+    for _ in 0..50 {
+        assert_eq!(server.get("/").status, 200);
+    }
+    let grown_per_connection = |before: u64, count: usize| {
+        let after = worker_rss(&server);
+        let per_connection = after.saturating_sub(before) / count as u64;
+        eprintln!("{count} connections: {before} -> {after} bytes, {per_connection} each");
+        assert!(
+            per_connection < IDLE_CONNECTION_BYTES,
+            "{per_connection} bytes per idle connection ({before} -> {after} bytes for {count})"
+        );
+    };
+    let before = worker_rss(&server);
+    let mut kept: Vec<_> = (0..held / 2).map(|_| server.held_connection()).collect();
+    grown_per_connection(before, kept.len());
+    let before = worker_rss(&server);
+    let silent: Vec<_> = (0..held - held / 2).map(|_| server.connect()).collect();
+    // Every silent connection is accepted (a request after them is answered, and the worker
+    // accepts in order).
+    assert_eq!(server.get("/").status, 200);
+    grown_per_connection(before, silent.len());
+    for reader in kept.iter_mut().step_by(97) {
+        reader
+            .get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        assert_eq!(common::read_response(reader).unwrap().status, 200);
+    }
+    drop(silent);
+}
+
+/// The connection slots are allocated as connections come: a worker configured for 100,000
+/// connections that holds a few costs about what one configured for 1,000 costs (before
+/// issue #27 it held 100,000 preallocated slots of 900 bytes: 90 MB).
+#[test]
+fn worker_connections_reserves_no_memory() {
+    let rss = |worker_connections: usize| {
+        let server = Server::start(
+            "hello",
+            &format!("workers: 1\nworker_connections: {worker_connections}\n"),
+            &[],
+        );
+        let held: Vec<_> = (0..10).map(|_| server.held_connection()).collect();
+        let rss = worker_rss(&server);
+        drop(held);
+        rss
+    };
+    let (small, large) = (rss(1000), rss(100_000));
+    assert!(
+        large < small + 2 * 1024 * 1024,
+        "worker_connections 100000: {large} bytes resident, 1000: {small}"
+    );
+}

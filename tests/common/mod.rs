@@ -851,3 +851,29 @@ pub fn metrics_port(server: &Server) -> u16 {
         host_port.rsplit(':').next()?.parse().ok()
     })
 }
+
+/// A size field of /proc/PID/status (`VmRSS`, `VmHWM`…) in bytes.
+pub fn status_bytes(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+        * 1024
+}
+
+/// Raises this test process's RLIMIT_NOFILE soft limit to its hard limit; returns it.
+pub fn raise_own_nofile() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a struct this function owns.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
+}
