@@ -311,6 +311,11 @@ impl Pool {
                     let _ = self.monitor_wake.wait_timeout(guard, MONITOR_NAP);
                 }
                 self.monitor_asleep.store(false, Ordering::SeqCst);
+                let calls = self.calls.load(Ordering::Relaxed);
+                if calls == last_calls && self.in_app.load(Ordering::SeqCst) == 0 {
+                    // The nap ran out with no app call since: nap again, without ticking.
+                    continue;
+                }
                 idle_ticks = 0;
                 interval = TICK;
             }
