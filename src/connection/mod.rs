@@ -43,9 +43,9 @@ const LINGER: Duration = Duration::from_secs(2);
 const MAX_LINGER_BYTES: usize = 1024 * 1024;
 /// Most bytes read from the socket per recv(2).
 const READ_CHUNK: usize = 16 * 1024;
-/// A connection's first read buffer (allocated at its first read): a typical request head
-/// fits; it doubles as needed, up to what the head limits allow. Idle connections thus cost
-/// about 2 KiB each, not READ_CHUNK.
+/// A request state's first read buffer (allocated at its first read, then reused by the
+/// thread's later requests, see [`Scratch::recycle`]): a typical request head fits; it
+/// doubles as needed, up to what the head limits allow.
 const FIRST_BUFFER: usize = 2048;
 /// An app call at least this long marks a blocking app, whose worker may shed a kept-alive
 /// connection when it is overloaded (see [`Context::shed_load`]).
