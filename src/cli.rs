@@ -212,6 +212,9 @@ fn listening_sockets(
             "Upgrade: serving on {} socket(s) handed over by the previous master",
             inherited.len()
         ));
+        for listener in &inherited {
+            listeners::defer_accept_on(listener, config.defer_accept)?;
+        }
         return Ok((inherited, master::Origin::Upgrade));
     }
     let activated = systemd::activated_listeners()?;
@@ -236,6 +239,6 @@ fn bind_all(config: &config::Config) -> Result<Vec<listeners::Listener>, String>
     config
         .bind
         .iter()
-        .map(|address| listeners::bind_listener(address, config.backlog, config.reuse_port))
+        .map(|address| listeners::bind_listener(address, config.listen_options()))
         .collect()
 }

@@ -7,7 +7,7 @@
 
 use crate::access_log::AccessFormat;
 use crate::forwarded::{Forwarding, IpSet, RealIpHeader};
-use crate::listeners::Address;
+use crate::listeners::{Address, ListenOptions};
 use crate::logging::{LogLevel, LogTargets};
 use crate::proto::proxy::Mode as ProxyMode;
 use crate::tls::{ClientAuth, TlsSettings};
@@ -198,6 +198,9 @@ settings! {
     Backlog => backlog: i32 = whole,
         Setting { flag: "backlog", short: None, kind: int(1, 65535, "connections"), default: "2048",
         doc: "listen(2) backlog: connections the kernel queues before they are accepted." },
+    DeferAccept => defer_accept: u32 = whole,
+        Setting { flag: "defer-accept", short: None, kind: int(0, 3600, "seconds"), default: "1",
+        doc: "TCP_DEFER_ACCEPT on the TCP listeners ferricorn binds (nginx's `listen ... deferred`, systemd's `DeferAcceptSec=`): the kernel hands a connection over only once its first bytes have arrived, so the worker reads the request right after accepting it; a connection that stays silent is handed over after about this long, and `header_timeout` runs from then. 0 = off. Listeners from systemd keep what their unit says." },
     WorkerConnections => worker_connections: usize = whole,
         Setting { flag: "worker-connections", short: None, kind: int(1, 1_000_000, "connections"), default: "1000",
         doc: "Open connections per worker; beyond it new connections get 503 and are closed." },
@@ -869,6 +872,15 @@ impl Config {
             allow: self.forwarded_allow_ips.clone(),
             secure_headers: self.secure_scheme_headers.clone(),
             real_ip: self.real_ip_header,
+        }
+    }
+
+    /// How the listeners ferricorn binds are set up (`backlog`, `reuse_port`, `defer_accept`).
+    pub fn listen_options(&self) -> ListenOptions {
+        ListenOptions {
+            backlog: self.backlog,
+            reuse_port: self.reuse_port,
+            defer_accept: self.defer_accept,
         }
     }
 

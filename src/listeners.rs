@@ -128,13 +128,37 @@ pub fn close_in_place(fds: impl Iterator<Item = RawFd>) {
     }
 }
 
-/// `reuse_port`: SO_REUSEPORT on a TCP socket (gunicorn's `reuse_port`), so that another
-/// master can bind the same address; the kernel spreads new connections over them.
-pub fn bind_listener(
-    address: &Address,
-    backlog: i32,
-    reuse_port: bool,
-) -> Result<Listener, String> {
+/// How a listening socket that ferricorn binds is set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// listen(2)'s backlog (`backlog`).
+    pub backlog: i32,
+    /// SO_REUSEPORT on a TCP socket (gunicorn's `reuse_port`), so that another master can
+    /// bind the same address; the kernel spreads new connections over them.
+    pub reuse_port: bool,
+    /// TCP_DEFER_ACCEPT in seconds, 0 = off (`defer_accept`, tcp(7); nginx's `deferred`).
+    pub defer_accept: u32,
+}
+
+impl ListenOptions {
+    /// The master's own listeners (control socket, metrics): `backlog`, nothing else.
+    pub fn plain(backlog: i32) -> ListenOptions {
+        ListenOptions {
+            backlog,
+            reuse_port: false,
+            defer_accept: 0,
+        }
+    }
+}
+
+/// Binds and listens on `address` with `options` (an `fd://N` address adopts the inherited
+/// socket instead). Errors: one line naming the address and the call that failed.
+pub fn bind_listener(address: &Address, options: ListenOptions) -> Result<Listener, String> {
+    let ListenOptions {
+        backlog,
+        reuse_port,
+        defer_accept,
+    } = options;
     let backlog = Backlog::new(backlog).map_err(|e| sys("use backlog for", address, e))?;
     let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
     let fd = match address {
@@ -174,7 +198,56 @@ pub fn bind_listener(
         Address::Fd(raw) => return inherit(address, *raw),
     };
     listen(&fd, backlog).map_err(|e| sys("listen on", address, e))?;
-    describe_socket(address.clone(), fd)
+    let listener = describe_socket(address.clone(), fd)?;
+    defer_accept_on(&listener, defer_accept)?;
+    Ok(listener)
+}
+
+/// Whether TCP_DEFER_ACCEPT is on for `listener` (however it was set: by ferricorn, or by
+/// systemd for an activated socket); false for unix sockets or if it cannot be read.
+pub fn deferred(listener: &Listener) -> bool {
+    if !listener.is_tcp {
+        return false;
+    }
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into a local c_int and updates `len`.
+    let done = unsafe {
+        libc::getsockopt(
+            listener.fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    done == 0 && value > 0
+}
+
+/// Sets TCP_DEFER_ACCEPT to `seconds` (0: off) on `listener` if ferricorn bound it (a TCP
+/// address of `bind`: at startup, on a reload, after USR2); a socket inherited as `fd://N`
+/// or from systemd keeps what its owner set (systemd's `DeferAcceptSec=`). Errors: one line
+/// naming the address.
+pub fn defer_accept_on(listener: &Listener, seconds: u32) -> Result<(), String> {
+    if !matches!(listener.address, Address::Tcp(_)) {
+        return Ok(());
+    }
+    let value = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads one c_int from a local that outlives the call.
+    let done = unsafe {
+        libc::setsockopt(
+            listener.fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if done != 0 {
+        let e = nix::errno::Errno::last();
+        return Err(sys("set TCP_DEFER_ACCEPT on", &listener.address, e));
+    }
+    Ok(())
 }
 
 /// Adopts the inherited listening socket `raw` as the listener for `address` (an `fd://N`

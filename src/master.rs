@@ -8,7 +8,7 @@
 
 use crate::config::{self, Config, Overrides};
 use crate::control::{self, Answer, Command, Stop};
-use crate::listeners::{self, Listener};
+use crate::listeners::{self, ListenOptions, Listener};
 use crate::logging;
 use crate::metrics::{self, Restart};
 use crate::probe::Probe;
@@ -1263,7 +1263,7 @@ fn bind_control(path: &std::path::Path, mode: u32) -> Result<control::Server, St
     use nix::sys::stat::{umask, Mode};
     let address = listeners::Address::Unix(path.to_path_buf());
     let before = umask(Mode::from_bits_truncate(!mode & 0o777));
-    let bound = listeners::bind_listener(&address, control::BACKLOG, false);
+    let bound = listeners::bind_listener(&address, ListenOptions::plain(control::BACKLOG));
     umask(before);
     let server = control::Server::new(bound?);
     logging::info(format_args!("Control socket at: {}", server.url()));
@@ -1372,7 +1372,7 @@ fn plan(workers: &[WorkerView], wanted: &Wanted) -> Vec<Action> {
 /// Binds `metrics_bind` at `address`; on failure logs why (if `first`, the first attempt)
 /// and returns `None`: the master serves on and tries again each second.
 fn bind_metrics(address: &listeners::Address, first: bool) -> Option<control::Server> {
-    match listeners::bind_listener(address, control::BACKLOG, false) {
+    match listeners::bind_listener(address, ListenOptions::plain(control::BACKLOG)) {
         Ok(listener) => {
             let server = control::Server::new(listener);
             logging::info(format_args!("Metrics at: {}/metrics", server.url()));
@@ -1401,12 +1401,11 @@ fn rebind(current: &mut Vec<Listener>, config: &Config) -> Result<Vec<Listener>,
     let mut fresh = Vec::new();
     for address in &config.bind {
         if !current.iter().any(|l| &l.address == address) {
-            fresh.push(listeners::bind_listener(
-                address,
-                config.backlog,
-                config.reuse_port,
-            )?);
+            fresh.push(listeners::bind_listener(address, config.listen_options())?);
         }
+    }
+    for kept in current.iter().filter(|l| config.bind.contains(&l.address)) {
+        listeners::defer_accept_on(kept, config.defer_accept)?;
     }
     let mut out = Vec::new();
     for address in &config.bind {

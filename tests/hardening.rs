@@ -429,9 +429,11 @@ fn silent(server: &Server) -> TcpStream {
 #[test]
 fn a_stop_does_not_wait_on_idle_connections() {
     // Timeouts far beyond the test's patience: only closing idle connections at once passes.
+    // defer_accept off: silent connections are accepted (with it, the kernel keeps them
+    // until they speak, and they are never the worker's).
     let mut server = Server::start(
         "hello",
-        "workers: 2\nkeepalive: 30\nheader_timeout: 30\n",
+        "workers: 2\nkeepalive: 30\nheader_timeout: 30\ndefer_accept: 0\n",
         &[],
     );
     let silent_ones: Vec<TcpStream> = (0..6).map(|_| silent(&server)).collect();
@@ -471,7 +473,7 @@ fn a_stop_does_not_wait_on_idle_connections() {
 fn a_reload_retires_old_workers_without_waiting_on_idle_connections() {
     let server = Server::start(
         "hello",
-        "workers: 1\nkeepalive: 30\nheader_timeout: 30\ngraceful_timeout: 30\n",
+        "workers: 1\nkeepalive: 30\nheader_timeout: 30\ngraceful_timeout: 30\ndefer_accept: 0\n",
         &[],
     );
     let old = booted_pids(&server.log_text())[0];

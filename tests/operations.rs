@@ -248,7 +248,8 @@ fn socket_activation(tls: Option<&common::Pki>) {
         });
     }
     let child = command.spawn().expect("start ferricorn under sh");
-    drop(activated);
+    // The test's copy of the socket (the same open socket), to read its options.
+    let shared_socket = activated;
     let server = Server {
         child: Some(child),
         port,
@@ -270,12 +271,14 @@ fn socket_activation(tls: Option<&common::Pki>) {
         "{}",
         server.log_text()
     );
-    // A reload keeps the activated socket.
+    // A reload keeps the activated socket, and its options: the unit did not ask for
+    // TCP_DEFER_ACCEPT (DeferAcceptSec=), so `defer_accept` (on by default) leaves it off.
     server.signal(libc::SIGHUP);
     wait_for("the reload", Duration::from_secs(20), || {
         server.log_text().contains("Reload complete").then_some(())
     });
     assert_eq!(server.get("/").status, 200);
+    assert_eq!(common::tcp_defer_accept(&shared_socket), 0);
 }
 
 #[test]

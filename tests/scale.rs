@@ -117,7 +117,8 @@ fn idle_connections_hold_no_buffer() {
     assert!(held >= 1000, "descriptors for the test: {held} connections");
     let server = Server::start(
         "hello",
-        "workers: 1\nthreads: 1\nworker_connections: 5000\nkeepalive: 120\nheader_timeout: 120\n",
+        // defer_accept off: a silent connection is accepted at once, not when it speaks.
+        "workers: 1\nthreads: 1\nworker_connections: 5000\nkeepalive: 120\nheader_timeout: 120\ndefer_accept: 0\n",
         &[],
     );
     // The thread's own buffers grow first (they are reused, not per connection).
@@ -173,4 +174,27 @@ fn worker_connections_reserves_no_memory() {
         large < small + 2 * 1024 * 1024,
         "worker_connections 100000: {large} bytes resident, 1000: {small}"
     );
+}
+
+/// With `defer_accept` (on by default) the kernel hands a connection to a worker only once
+/// it speaks: silent connections take no slot, so with `worker_connections: 1` a request
+/// behind two silent connections is served. With `defer_accept: 0` the silent ones are
+/// accepted and fill the worker: the request gets 503.
+#[test]
+fn silent_connections_take_no_slot_with_deferred_accept() {
+    let status_behind_silent = |defer: u32| {
+        let server = Server::start(
+            "hello",
+            &format!("workers: 1\nworker_connections: 1\ndefer_accept: {defer}\n"),
+            &[],
+        );
+        let silent: Vec<_> = (0..2).map(|_| server.connect()).collect();
+        let status = server.get("/").status;
+        drop(silent);
+        status
+    };
+    // 30 s: the kernel hands a silent connection over only after several SYN-ACK
+    // retransmissions, far beyond this test.
+    assert_eq!(status_behind_silent(30), 200);
+    assert_eq!(status_behind_silent(0), 503);
 }

@@ -75,10 +75,21 @@ const DEFAULT_STALL: Duration = Duration::from_secs(30);
 /// memory left (EMFILE, ENFILE, ENOBUFS, ENOMEM), as nginx does (its accept delay is 500 ms).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 
+/// A listening socket as the worker uses it.
+#[derive(Clone, Copy, Debug)]
+struct Socket {
+    fd: RawFd,
+    /// TCP (TLS applies), not a unix socket.
+    is_tcp: bool,
+    /// TCP_DEFER_ACCEPT is on: an accepted connection's first bytes are there, so it is read
+    /// at once ([`serve_accepted`]).
+    deferred: bool,
+}
+
 struct Shared {
     ctx: Context,
     epoll: Epoll,
-    listeners: Vec<(RawFd, bool)>,
+    listeners: Vec<Socket>,
     /// `worker_connections` slots, then [`REFUSAL_SLOTS`].
     slots: Slots,
     open: AtomicUsize,
@@ -295,7 +306,14 @@ fn build(
     Ok(Shared {
         ctx,
         epoll,
-        listeners: listeners.iter().map(|l| (l.raw_fd(), l.is_tcp)).collect(),
+        listeners: listeners
+            .iter()
+            .map(|l| Socket {
+                fd: l.raw_fd(),
+                is_tcp: l.is_tcp,
+                deferred: listeners::deferred(l),
+            })
+            .collect(),
         slots: Slots::new(capacity, REFUSAL_SLOTS),
         open: AtomicUsize::new(0),
         accept_paused_until: AtomicU64::new(0),
@@ -329,7 +347,7 @@ fn serve_loop(shared: &Shared, thread: usize) {
                 scratch.tick();
                 match first {
                     Some(ready) => dispatch(shared, ready, &mut scratch),
-                    None => idle_poll(shared),
+                    None => idle_poll(shared, &mut scratch),
                 }
             }
             Work::Nothing => {}
@@ -340,12 +358,12 @@ fn serve_loop(shared: &Shared, thread: usize) {
 /// EPOLLEXCLUSIVE wakes one waiter per new connection; if that waiter's process died or
 /// stopped before accepting, nobody else is woken for it. A leader whose wait ended without
 /// events looks at the accept queues itself, so nothing waits long.
-fn idle_poll(shared: &Shared) {
+fn idle_poll(shared: &Shared, scratch: &mut Scratch) {
     if shared.ctx.stopping.load(Ordering::Acquire) {
         return;
     }
     for listener in 0..shared.listeners.len() {
-        accept_ready(shared, listener, ACCEPT_DRAIN);
+        accept_ready(shared, listener, ACCEPT_DRAIN, Some(&mut *scratch));
     }
 }
 
@@ -360,7 +378,7 @@ fn dispatch(shared: &Shared, ready: Ready, scratch: &mut Scratch) {
             true => ACCEPT_DRAIN,
             false => ACCEPT_PER_EVENT,
         };
-        accept_ready(shared, listener, most);
+        accept_ready(shared, listener, most, Some(scratch));
         yield_listener(shared, listener);
         return;
     }
@@ -395,7 +413,7 @@ fn yield_listener(shared: &Shared, listener: usize) {
     if !overloaded(shared) || stopping() || accept_paused(shared) {
         return;
     }
-    let Some(&(raw, _)) = shared.listeners.get(listener) else {
+    let Some(&Socket { fd: raw, .. }) = shared.listeners.get(listener) else {
         return;
     };
     // SAFETY: the listener descriptors stay open for the whole life of the worker.
@@ -436,7 +454,7 @@ fn accept_paused(shared: &Shared) -> bool {
 
 /// The listeners leave (`watch` false) or rejoin this worker's epoll set.
 fn watch_listeners(shared: &Shared, watch: bool) {
-    for (index, &(raw, _)) in shared.listeners.iter().enumerate() {
+    for (index, &Socket { fd: raw, .. }) in shared.listeners.iter().enumerate() {
         // SAFETY: the listener descriptors stay open for the whole life of the worker (a
         // closed one is replaced by /dev/null, see close_listeners).
         let fd = unsafe { BorrowedFd::borrow_raw(raw) };
@@ -475,15 +493,21 @@ fn resume_accepting(shared: &Shared) {
     watch_listeners(shared, true);
 }
 
-/// Accepts up to `most` connections from listener number `listener` and registers them.
-fn accept_ready(shared: &Shared, listener: usize, most: usize) {
-    shared.accepting.fetch_add(1, Ordering::SeqCst);
-    accept_some(shared, listener, most);
-    shared.accepting.fetch_sub(1, Ordering::SeqCst);
+/// What one accept4(2) gave.
+enum Accepted {
+    /// A connection, counted as open, with its slot.
+    Conn(usize, Conn),
+    /// Nothing to serve (refused, aborted); try the next.
+    Next,
+    /// Nothing more now (the queue is empty, or accepting is paused or failed).
+    Stop,
 }
 
-fn accept_some(shared: &Shared, listener: usize, most: usize) {
-    let Some(&(fd, is_tcp)) = shared.listeners.get(listener) else {
+/// Accepts up to `most` connections from listener number `listener`; a serving thread
+/// (`scratch`) serves each at once on a deferred listener ([`serve_accepted`]), otherwise it
+/// is registered to wait for its request in epoll.
+fn accept_ready(shared: &Shared, listener: usize, most: usize, mut scratch: Option<&mut Scratch>) {
+    let Some(&socket) = shared.listeners.get(listener) else {
         return;
     };
     if accept_paused(shared) {
@@ -495,57 +519,98 @@ fn accept_some(shared: &Shared, listener: usize, most: usize) {
         if n > 0 && !shared.ctx.stopping.load(Ordering::Acquire) && overloaded(shared) {
             return;
         }
-        let (client, remote) = match listeners::accept_client(fd) {
-            Ok(accepted) => accepted,
-            Err(nix::errno::Errno::EAGAIN) => return,
-            Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => continue,
-            Err(
-                e @ (nix::errno::Errno::EMFILE
-                | nix::errno::Errno::ENFILE
-                | nix::errno::Errno::ENOBUFS
-                | nix::errno::Errno::ENOMEM),
-            ) => {
-                pause_accepting(shared, e);
-                return;
-            }
-            // A stopping worker closes its listeners while a thread may still accept.
-            Err(_) if shared.ctx.stopping.load(Ordering::Acquire) => return,
-            Err(e) => {
-                logging::warning(format_args!("accept failed: {e}"));
-                return;
-            }
+        // A stopping worker exits only when no thread is between accept4 and counting the
+        // connection as open, so that one accepted as the listeners closed is served.
+        shared.accepting.fetch_add(1, Ordering::SeqCst);
+        let accepted = accept_one(shared, listener, socket);
+        shared.accepting.fetch_sub(1, Ordering::SeqCst);
+        let (index, conn) = match accepted {
+            Accepted::Conn(index, conn) => (index, conn),
+            Accepted::Next => continue,
+            Accepted::Stop => return,
         };
-        if shared.exhausted.swap(false, Ordering::AcqRel) {
-            logging::info(format_args!(
-                "accepting again after descriptor exhaustion ({} connections open)",
-                shared.open.load(Ordering::Acquire)
-            ));
+        match scratch.as_deref_mut().filter(|_| socket.deferred) {
+            Some(scratch) => serve_accepted(shared, index, conn, scratch),
+            // Wait for the request in epoll, as nginx does without `deferred`: on loopback
+            // and fast links it usually arrives after the accept, so reading at once would
+            // mostly cost an EAGAIN.
+            None => occupy(shared, index, conn),
         }
-        let tls_config = shared.ctx.tls.as_ref().filter(|_| is_tcp);
-        let Some(index) = shared.slots.take() else {
-            refuse(
-                shared,
-                client,
-                listener,
-                remote,
-                is_tcp,
-                tls_config.is_some(),
-            );
-            continue;
-        };
-        let tls = match tls_config.map(Session::new).transpose() {
-            Ok(session) => session.map(Box::new),
-            Err(e) => {
-                logging::debug(format_args!("TLS session refused: {e}"));
-                shared.slots.release(index);
-                continue;
-            }
-        };
-        let conn = Conn::new(client, listener, remote, is_tcp, tls, &shared.ctx);
-        count_open(shared, 1);
-        // Wait for the request in epoll, as nginx does: on loopback and fast links the request
-        // usually arrives after the accept, so reading at once mostly costs an EAGAIN.
-        occupy(shared, index, conn);
+    }
+}
+
+/// One accept4(2) on `socket` (listener number `listener`): the connection with a slot and
+/// its TLS session, or a 503 past `worker_connections`, or why accepting stops.
+fn accept_one(shared: &Shared, listener: usize, socket: Socket) -> Accepted {
+    let (client, remote) = match listeners::accept_client(socket.fd) {
+        Ok(accepted) => accepted,
+        Err(nix::errno::Errno::EAGAIN) => return Accepted::Stop,
+        Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => return Accepted::Next,
+        Err(
+            e @ (nix::errno::Errno::EMFILE
+            | nix::errno::Errno::ENFILE
+            | nix::errno::Errno::ENOBUFS
+            | nix::errno::Errno::ENOMEM),
+        ) => {
+            pause_accepting(shared, e);
+            return Accepted::Stop;
+        }
+        // A stopping worker closes its listeners while a thread may still accept.
+        Err(_) if shared.ctx.stopping.load(Ordering::Acquire) => return Accepted::Stop,
+        Err(e) => {
+            logging::warning(format_args!("accept failed: {e}"));
+            return Accepted::Stop;
+        }
+    };
+    if shared.exhausted.swap(false, Ordering::AcqRel) {
+        logging::info(format_args!(
+            "accepting again after descriptor exhaustion ({} connections open)",
+            shared.open.load(Ordering::Acquire)
+        ));
+    }
+    let is_tcp = socket.is_tcp;
+    let tls_config = shared.ctx.tls.as_ref().filter(|_| is_tcp);
+    let Some(index) = shared.slots.take() else {
+        refuse(
+            shared,
+            client,
+            listener,
+            remote,
+            is_tcp,
+            tls_config.is_some(),
+        );
+        return Accepted::Next;
+    };
+    let tls = match tls_config.map(Session::new).transpose() {
+        Ok(session) => session.map(Box::new),
+        Err(e) => {
+            logging::debug(format_args!("TLS session refused: {e}"));
+            shared.slots.release(index);
+            return Accepted::Next;
+        }
+    };
+    let conn = Conn::new(client, listener, remote, is_tcp, tls, &shared.ctx);
+    count_open(shared, 1);
+    Accepted::Conn(index, conn)
+}
+
+/// Serves a connection just accepted (in slot `index`, not registered yet) at once: with
+/// `defer_accept` its first bytes are there, so the request is read and answered before
+/// the connection ever enters epoll, which it does only if it must wait (nginx reads a
+/// deferred connection at once too). A connection that closes after its response costs no
+/// epoll_ctl(2) at all.
+fn serve_accepted(shared: &Shared, index: usize, mut conn: Conn, scratch: &mut Scratch) {
+    let ready = Readiness {
+        readable: true,
+        hangup: false,
+    };
+    match connection::drive(&shared.ctx, &mut conn, scratch, ready) {
+        Next::Wait => occupy(shared, index, conn),
+        Next::Close => {
+            drop(conn);
+            count_open(shared, -1);
+            shared.slots.release(index);
+        }
     }
 }
 
@@ -555,8 +620,9 @@ fn occupy(shared: &Shared, index: usize, conn: Conn) {
     let cell = shared.slots.cell(index);
     let mut slot = lock(&cell.slot);
     slot.generation = slot.generation.wrapping_add(1);
+    // A response the socket did not take in full (served at accept) waits for room.
+    slot.watch_output = conn.sending();
     slot.conn = Some(Box::new(conn));
-    slot.watch_output = false;
     cell.pending.store(0, Ordering::Release);
     register(shared, index, &mut slot);
     publish_deadline(shared, index, &slot);
@@ -682,7 +748,15 @@ fn serve_slot(
             // Modifying the registration looks at readiness again, so room that came since
             // the write's EAGAIN is reported, not lost.
             slot.watch_output = true;
-            if watch(shared, conn.fd.as_fd(), index, slot.generation, true).is_err() {
+            if watch(
+                shared,
+                conn.fd.as_fd(),
+                index,
+                slot.generation,
+                Watch::Output,
+            )
+            .is_err()
+            {
                 close(shared, index, slot);
             }
         }
@@ -707,26 +781,34 @@ fn publish_deadline(shared: &Shared, index: usize, slot: &Slot) {
         .store(at, Ordering::Release);
 }
 
-/// Registers (or with `output`, re-registers) a connection in the epoll set, edge-triggered:
-/// input and hangup, and with `output` room for output too (nginx registers both at once;
-/// output is left out until needed, since epoll would report every new connection as
-/// writable at once, an event per connection for nothing).
+/// What a connection's epoll registration is for ([`watch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Watch {
+    /// A new connection: input and hangup; room for output too if it is `sending` already.
+    New { sending: bool },
+    /// A registered connection whose response now waits for room.
+    Output,
+}
+
+/// Registers (or, for [`Watch::Output`], re-registers) a connection in the epoll set,
+/// edge-triggered: input and hangup, and room for output once a response waits for it
+/// (nginx registers both at once; output is left out until needed, since epoll would report
+/// every new connection as writable at once, an event per connection for nothing).
 fn watch(
     shared: &Shared,
     fd: BorrowedFd<'_>,
     index: usize,
     generation: u32,
-    output: bool,
+    what: Watch,
 ) -> nix::Result<()> {
     let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
-    if output {
+    if matches!(what, Watch::Output | Watch::New { sending: true }) {
         flags |= EpollFlags::EPOLLOUT;
     }
     let mut event = EpollEvent::new(flags, token(index, generation));
-    if output {
-        shared.epoll.modify(fd, &mut event)
-    } else {
-        shared.epoll.add(fd, event)
+    match what {
+        Watch::Output => shared.epoll.modify(fd, &mut event),
+        Watch::New { .. } => shared.epoll.add(fd, event),
     }
 }
 
@@ -735,7 +817,10 @@ fn register(shared: &Shared, index: usize, slot: &mut Slot) {
     let Some(conn) = slot.conn.as_ref() else {
         return;
     };
-    if watch(shared, conn.fd.as_fd(), index, slot.generation, false).is_err() {
+    let what = Watch::New {
+        sending: slot.watch_output,
+    };
+    if watch(shared, conn.fd.as_fd(), index, slot.generation, what).is_err() {
         close(shared, index, slot);
     }
 }
@@ -798,7 +883,7 @@ fn stop_accepting(shared: &Shared) {
     watch_listeners(shared, false);
     shared.accept_paused_until.store(0, Ordering::Release);
     for listener in 0..shared.listeners.len() {
-        accept_ready(shared, listener, ACCEPT_DRAIN);
+        accept_ready(shared, listener, ACCEPT_DRAIN, None);
     }
     close_listeners(shared);
 }
@@ -809,7 +894,7 @@ fn stop_accepting(shared: &Shared) {
 /// put in their place with dup2), so a thread still about to accept gets an error, never
 /// another file that reused the number.
 fn close_listeners(shared: &Shared) {
-    listeners::close_in_place(shared.listeners.iter().map(|&(raw, _)| raw));
+    listeners::close_in_place(shared.listeners.iter().map(|l| l.fd));
 }
 
 /// The worker's main thread: timers, heartbeat, signals, graceful stop, max_requests and

@@ -877,3 +877,21 @@ pub fn raise_own_nofile() -> u64 {
     }
     limit.rlim_cur
 }
+
+/// TCP_DEFER_ACCEPT of a listening socket as getsockopt(2) reads it (0: off).
+pub fn tcp_defer_accept(socket: &impl std::os::fd::AsRawFd) -> i32 {
+    let mut value: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into a local c_int.
+    let done = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(done, 0, "getsockopt TCP_DEFER_ACCEPT");
+    value
+}
