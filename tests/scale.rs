@@ -198,3 +198,70 @@ fn silent_connections_take_no_slot_with_deferred_accept() {
     assert_eq!(status_behind_silent(30), 200);
     assert_eq!(status_behind_silent(0), 503);
 }
+
+/// A `Connection: close` request costs the worker five system calls, as in nginx with
+/// `listen ... deferred`: epoll_wait (the listener), accept4, one recvfrom (the request is
+/// there: TCP_DEFER_ACCEPT), one writev, close. The connection never enters epoll
+/// (no epoll_ctl), and an HTTP/1.1 client that asked to close is closed without peeking
+/// for more input.
+#[test]
+#[cfg_attr(not(have_strace), ignore = "needs strace (apt install strace)")]
+fn a_close_mode_request_costs_five_system_calls() {
+    const REQUESTS: usize = 40;
+    let server = Server::start("hello", "workers: 1\nthreads: 1\n", &[]);
+    let worker = *common::booted_pids(&server.log_text())
+        .last()
+        .expect("a worker");
+    let trace = server.dir.join("worker.trace");
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .args([
+            "-e",
+            "trace=accept4,recvfrom,recvmsg,read,writev,write,sendto,epoll_ctl,epoll_wait,close,shutdown",
+            "-p",
+            &worker.to_string(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run strace");
+    let close_request = || {
+        let mut stream = server.connect();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        // To EOF: the worker's close(2) is done when this returns.
+        stream.read_to_end(&mut answer).unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+    };
+    let traced = || std::fs::read_to_string(&trace).unwrap_or_default();
+    common::wait_for(
+        "strace to attach",
+        std::time::Duration::from_secs(10),
+        || {
+            close_request();
+            traced().contains("accept4(").then_some(())
+        },
+    );
+    let start = traced().lines().count();
+    for _ in 0..REQUESTS {
+        close_request();
+    }
+    let text = traced();
+    let calls: Vec<&str> = text
+        .lines()
+        .skip(start)
+        // Waits that timed out, and the look at the accept queue that follows one, are the
+        // idle worker's, not the requests'.
+        .filter(|l| !(l.contains("epoll_wait(") && l.ends_with("= 0")))
+        .filter(|l| !(l.contains("accept4(") && l.contains("EAGAIN")))
+        .collect();
+    let _ = strace.kill();
+    let _ = strace.wait();
+    let count = |name: &str| calls.iter().filter(|l| l.contains(name)).count();
+    assert_eq!(count("epoll_ctl("), 0, "{calls:#?}");
+    assert_eq!(count("MSG_PEEK"), 0, "{calls:#?}");
+    let per_request = calls.len() as f64 / REQUESTS as f64;
+    assert!(per_request <= 5.5, "{per_request} per request: {calls:#?}");
+}

@@ -421,7 +421,8 @@ impl ServerConn {
         self.read = Read::Closed;
         Outcome::Close {
             client_asked: read_all && ok && !self.semantics.keep_alive,
-            promised: self.head.minor == 1,
+            // From the response's facts: the driver holds the head apart while it serves.
+            promised: self.response.request_is_http11(),
         }
     }
 }

@@ -262,6 +262,11 @@ impl Response {
         unsent
     }
 
+    /// The request this responds to was HTTP/1.1 (not 1.0).
+    pub fn request_is_http11(&self) -> bool {
+        self.request.minor == 1
+    }
+
     /// Whether the connection may serve another request after this response, as far as
     /// the response goes: it ended, was framed as announced, and announced keep-alive.
     pub fn keeps_alive(&self) -> bool {
