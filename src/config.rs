@@ -309,6 +309,9 @@ settings! {
     ReusePort => reuse_port: bool = flag,
         Setting { flag: "reuse-port", short: None, kind: Kind::Bool, default: "false",
         doc: "SO_REUSEPORT on TCP listeners, so that several masters can bind the same port (blue/green on one host)." },
+    Reuseport => reuseport: bool = flag,
+        Setting { flag: "reuseport", short: None, kind: Kind::Bool, default: "false",
+        doc: "One SO_REUSEPORT listening socket per worker on each TCP `bind` address (nginx's `listen ... reuseport`): each worker accepts from its own queue and the kernel spreads new connections over the workers by a hash of their addresses, not by load. Read at startup; sockets from systemd stay shared." },
     Certfile => certfile: Option<PathBuf> = path,
         Setting { flag: "certfile", short: None, kind: Kind::Text, default: "null",
         doc: "TLS certificate file (PEM; the server's certificate first, then its chain). With `keyfile`, every TCP listener speaks HTTPS (rustls: TLS 1.2 and 1.3, ALPN `http/1.1`); HUP re-reads both files." },
@@ -879,7 +882,8 @@ impl Config {
     pub fn listen_options(&self) -> ListenOptions {
         ListenOptions {
             backlog: self.backlog,
-            reuse_port: self.reuse_port,
+            // Per-worker sockets join the listener's SO_REUSEPORT group.
+            reuse_port: self.reuse_port || self.reuseport,
             defer_accept: self.defer_accept,
         }
     }

@@ -34,6 +34,7 @@ pub mod probe;
 pub mod process;
 pub mod proto;
 pub mod report;
+pub mod reuseport;
 pub mod scoreboard;
 pub mod systemd;
 pub mod tls;

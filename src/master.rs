@@ -14,6 +14,7 @@ use crate::metrics::{self, Restart};
 use crate::probe::Probe;
 use crate::process;
 use crate::report::Report;
+use crate::reuseport::WorkerSockets;
 use crate::scoreboard::{Counters, Scoreboard};
 use crate::systemd;
 use crate::tls;
@@ -121,6 +122,9 @@ struct Worker {
     boot_error: Option<String>,
     /// Its slot on the scoreboard, if it got one.
     slot: Option<usize>,
+    /// Its number among the workers of its generation (0, 1, ...): with `reuseport`, the
+    /// socket it accepts from ([`WorkerSockets`]).
+    number: usize,
     /// Consecutive RSS readings above max_worker_rss.
     rss_over: u8,
     /// Why it is being replaced, once that is known (counted when it exits).
@@ -207,6 +211,10 @@ struct Master {
     generation: u64,
     desired: usize,
     workers: BTreeMap<Pid, Worker>,
+    /// `reuseport` (read at startup): each worker number's own listening sockets.
+    worker_sockets: Option<WorkerSockets>,
+    /// The worker count `worker_sockets` was sized for.
+    sockets_for: usize,
     booted: bool,
     backoff: Duration,
     next_spawn: Instant,
@@ -325,6 +333,8 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
         pid,
         generation: 1,
         workers: BTreeMap::new(),
+        worker_sockets: None,
+        sockets_for: 0,
         booted: false,
         backoff: BACKOFF_MIN,
         next_spawn: Instant::now(),
@@ -355,6 +365,14 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
                 None
             }
         },
+    };
+    master.worker_sockets = match (master.config.reuseport, master.origin) {
+        (false, _) => None,
+        (true, Origin::SocketActivated) => {
+            logging::info("reuseport: the sockets from systemd stay shared by the workers");
+            None
+        }
+        (true, _) => Some(WorkerSockets::default()),
     };
     let code = master.event_loop();
     master.cleanup();
@@ -665,6 +683,7 @@ impl Master {
             .iter()
             .map(|(pid, w)| self.view(*pid, w, now))
             .collect();
+        self.size_worker_sockets(false);
         let wanted = Wanted {
             generation: self.generation,
             workers: self.desired,
@@ -954,6 +973,7 @@ impl Master {
         WorkerView {
             pid,
             generation: w.generation,
+            number: w.number,
             ready: w.state.booted(),
             retiring: deadline.is_some(),
             leaving: w.state == WorkerState::Leaving,
@@ -1004,16 +1024,25 @@ impl Master {
             board.free_slot(|i| self.workers.values().any(|w| w.slot == Some(i)))
         });
         let place = slot.and_then(|i| self.scoreboard.as_ref()?.place(i));
+        let number = self.free_number();
         // SAFETY: the master is single-threaded (it never starts a thread), so the child is a
         // complete copy in which any code may run.
         match unsafe { process::fork_with_signals_blocked() } {
             Ok(ForkResult::Child) => {
                 drop(report_read);
                 self.close_in_child();
+                let sockets: Option<Vec<std::os::fd::RawFd>> =
+                    self.worker_sockets.as_mut().map(|sockets| {
+                        let listeners = self.listeners.iter();
+                        let own = listeners.map(|l| sockets.socket_for(l, number)).collect();
+                        sockets.keep_only_in_child(number);
+                        own
+                    });
                 let code = worker::run(
                     &self.config,
                     self.tls.clone(),
                     &self.listeners,
+                    sockets.as_deref(),
                     report_write,
                     self.pid,
                     place,
@@ -1033,6 +1062,7 @@ impl Master {
                         last_seen: now,
                         boot_error: None,
                         slot,
+                        number,
                         rss_over: 0,
                         replaced: None,
                     },
@@ -1043,6 +1073,33 @@ impl Master {
                 self.next_spawn = Instant::now() + self.backoff;
             }
         }
+    }
+
+    /// The lowest worker number no serving worker of the current generation has (one that
+    /// asked to be replaced, or is stopping, gives its number to its successor).
+    fn free_number(&self) -> usize {
+        let taken: Vec<usize> = self
+            .workers
+            .values()
+            .filter(|w| w.generation == self.generation)
+            .filter(|w| w.state.deadline().is_none() && w.state != WorkerState::Leaving)
+            .map(|w| w.number)
+            .collect();
+        (0..).find(|n| !taken.contains(n)).unwrap_or(0)
+    }
+
+    /// With `reuseport`, sizes the per-worker sockets for the workers wanted (and the
+    /// listeners there are), once that changed; never for 0 (WINCH keeps the queues for the
+    /// next workers).
+    fn size_worker_sockets(&mut self, listeners_changed: bool) {
+        let Some(sockets) = self.worker_sockets.as_mut() else {
+            return;
+        };
+        if self.desired == 0 || (self.desired == self.sockets_for && !listeners_changed) {
+            return;
+        }
+        sockets.resize(&self.listeners, self.desired, self.config.listen_options());
+        self.sockets_for = self.desired;
     }
 
     /// HUP (or `ctl reload`): re-reads the configuration and starts its trial load; the
@@ -1142,6 +1199,7 @@ impl Master {
         }
         self.config = config;
         self.generation += 1;
+        self.size_worker_sockets(true);
         logging::info(format_args!(
             "Reloading: starting generation {} with {} workers",
             self.generation, self.desired
@@ -1275,6 +1333,8 @@ fn bind_control(path: &std::path::Path, mode: u32) -> Result<control::Server, St
 struct WorkerView {
     pid: Pid,
     generation: u64,
+    /// Its number in its generation ([`Worker::number`]).
+    number: usize,
     /// It reported ready.
     ready: bool,
     /// It was told to stop (or killed); it no longer counts.
@@ -1328,10 +1388,11 @@ enum Action {
 
 /// The reconcile rules, without system calls: kill workers past their graceful stop or
 /// silent past `timeout` (gunicorn's murder_workers); unless the master is stopping, spawn
-/// current-generation workers up to the count (when the backoff allows); retire the newest
-/// surplus current workers (TTOU); retire old-generation and leaving workers only as current
-/// ones are ready to take their place (reload, recycling: no connection is refused
-/// meanwhile).
+/// current-generation workers up to the count (when the backoff allows); retire the surplus
+/// current workers with the highest numbers (TTOU: the numbers left are 0..workers, so with
+/// `reuseport` every socket kept has a worker); retire old-generation and leaving workers
+/// only as current ones are ready to take their place (reload, recycling: no connection is
+/// refused meanwhile).
 fn plan(workers: &[WorkerView], wanted: &Wanted) -> Vec<Action> {
     let mut actions: Vec<Action> = workers
         .iter()
@@ -1353,10 +1414,11 @@ fn plan(workers: &[WorkerView], wanted: &Wanted) -> Vec<Action> {
         actions.extend((current.len()..wanted.workers).map(|_| Action::Spawn));
     }
     let surplus = current.len().saturating_sub(wanted.workers);
+    let mut by_number = current.clone();
+    by_number.sort_by_key(|w| std::cmp::Reverse((w.number, w.pid)));
     actions.extend(
-        current
+        by_number
             .iter()
-            .rev()
             .take(surplus)
             .map(|w| Action::Retire(w.pid)),
     );
@@ -1426,6 +1488,7 @@ mod plan_tests {
         WorkerView {
             pid: Pid::from_raw(pid),
             generation,
+            number: pid as usize,
             ready,
             retiring: false,
             leaving: false,

@@ -265,3 +265,63 @@ fn a_close_mode_request_costs_five_system_calls() {
     let per_request = calls.len() as f64 / REQUESTS as f64;
     assert!(per_request <= 5.5, "{per_request} per request: {calls:#?}");
 }
+
+/// The worker pids that answered `count` requests to `/pid` (chaos), each on a new
+/// connection (so the kernel hashes each anew); a request that fails or waits past 10 s (one
+/// left in a socket no worker accepts from) is an error.
+fn pids_answering(
+    server: &Server,
+    count: usize,
+) -> Result<std::collections::BTreeSet<String>, String> {
+    (0..count)
+        .map(|i| match server.try_get("/pid") {
+            Ok(response) if response.status == 200 => Ok(response.text().trim().to_string()),
+            Ok(response) => Err(format!("request {i}: status {}", response.status)),
+            Err(e) => Err(format!("request {i}: {e}")),
+        })
+        .collect()
+}
+
+/// Waits until requests are answered by `workers` distinct workers (bounded: 40 rounds).
+fn wait_answering_workers(server: &Server, workers: usize) {
+    common::wait_for(
+        &format!("{workers} workers answering"),
+        std::time::Duration::from_secs(30),
+        || {
+            let pids =
+                pids_answering(server, 64).unwrap_or_else(|e| panic!("{e}\n{}", server.log_text()));
+            (pids.len() == workers).then_some(())
+        },
+    );
+}
+
+/// `reuseport`: each worker accepts from its own SO_REUSEPORT socket and the kernel spreads
+/// new connections over them. TTIN gives the new worker a socket of its own; TTOU retires
+/// the worker with the highest number and closes its socket, so no connection is left in a
+/// queue nobody accepts from (each request below must be answered within 10 s); a reload
+/// keeps every socket and loses no request under load.
+#[test]
+fn reuseport_gives_each_worker_its_own_queue() {
+    let server = Server::start("chaos", "workers: 2\nreuseport: true\n", &[]);
+    wait_answering_workers(&server, 2);
+    server.signal(libc::SIGTTIN);
+    wait_answering_workers(&server, 3);
+    let before = common::booted_pids(&server.log_text());
+    server.signal(libc::SIGTTOU);
+    common::wait_for(
+        "a worker to leave",
+        std::time::Duration::from_secs(30),
+        || {
+            let log = server.log_text();
+            before.iter().find(|&&pid| common::exited(&log, pid))
+        },
+    );
+    let pids = pids_answering(&server, 300).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let reloaded = || server.log_text().contains("Reload complete");
+    server.signal(libc::SIGHUP);
+    let failures = common::load_while(server.port, 4, "/pid", reloaded, 50);
+    assert!(failures.is_empty(), "{failures:?}");
+    let pids = pids_answering(&server, 300).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pids.len(), 2, "{pids:?}");
+}

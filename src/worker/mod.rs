@@ -84,6 +84,8 @@ struct Socket {
     /// TCP_DEFER_ACCEPT is on: an accepted connection's first bytes are there, so it is read
     /// at once ([`serve_accepted`]).
     deferred: bool,
+    /// This worker's own socket (`reuseport`): no other worker accepts from it.
+    own: bool,
 }
 
 struct Shared {
@@ -151,13 +153,16 @@ fn jittered_max_requests(config: &Config) -> u64 {
 }
 
 /// Runs a worker in a freshly forked child; returns its exit status (0 after a graceful stop,
-/// [`BOOT_ERROR`] if the app could not be loaded). `report` is the write end of the pipe to
-/// the master; `master` is the master's pid (the worker stops if it changes); `place` is the
+/// [`BOOT_ERROR`] if the app could not be loaded). `sockets`: with `reuseport`, the socket
+/// this worker accepts from for each listener (in listener order; its own, or the
+/// listener's); `None`: the listeners, shared. `report` is the write end of the pipe to the
+/// master; `master` is the master's pid (the worker stops if it changes); `place` is the
 /// worker's slot on the master's scoreboard, if it has one.
 pub fn run(
     config: &Config,
     tls: Option<Arc<rustls::ServerConfig>>,
     listeners: &[Listener],
+    sockets: Option<&[RawFd]>,
     report_fd: OwnedFd,
     master: nix::unistd::Pid,
     place: Option<Place>,
@@ -197,7 +202,7 @@ pub fn run(
             .mine()
             .claim(std::process::id(), config.threads as u32);
     }
-    let shared = match build(config, tls, listeners, app, place) {
+    let shared = match build(config, tls, listeners, sockets, app, place) {
         Ok(shared) => Arc::new(shared),
         Err(e) => return boot_failed(&report_fd, &e),
     };
@@ -252,15 +257,34 @@ fn build(
     config: &Config,
     tls: Option<Arc<rustls::ServerConfig>>,
     listeners: &[Listener],
+    sockets: Option<&[RawFd]>,
     app: gateway::App,
     place: Option<Place>,
 ) -> Result<Shared, String> {
     let epoll =
         Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("epoll_create: {e}"))?;
-    for (i, listener) in listeners.iter().enumerate() {
+    let socket_of = |i: usize| sockets.and_then(|s| s.get(i).copied());
+    let accept_from: Vec<Socket> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Socket {
+            fd: socket_of(i).unwrap_or(l.raw_fd()),
+            is_tcp: l.is_tcp,
+            deferred: listeners::deferred(l),
+            own: socket_of(i).is_some_and(|fd| fd != l.raw_fd()),
+        })
+        .collect();
+    // With sockets of its own, the worker lets go of the shared ones: a listener must close
+    // once the master and the workers accepting from it are gone.
+    let shared_copies = accept_from.iter().zip(listeners).filter(|(s, _)| s.own);
+    listeners::close_in_place(shared_copies.map(|(_, l)| l.raw_fd()));
+    for (i, socket) in accept_from.iter().enumerate() {
+        // SAFETY: the master keeps the listeners and the per-worker sockets open, and so
+        // does this process (until close_listeners puts /dev/null in their place).
+        let fd = unsafe { BorrowedFd::borrow_raw(socket.fd) };
         epoll
-            .add(&listener.fd, listener_event(i))
-            .map_err(|e| format!("epoll_ctl {}: {e}", listener.url()))?;
+            .add(fd, listener_event(i))
+            .map_err(|e| format!("epoll_ctl {}: {e}", listeners[i].url()))?;
     }
     let capacity = config.worker_connections;
     let epoch = Instant::now();
@@ -306,14 +330,7 @@ fn build(
     Ok(Shared {
         ctx,
         epoll,
-        listeners: listeners
-            .iter()
-            .map(|l| Socket {
-                fd: l.raw_fd(),
-                is_tcp: l.is_tcp,
-                deferred: listeners::deferred(l),
-            })
-            .collect(),
+        listeners: accept_from,
         slots: Slots::new(capacity, REFUSAL_SLOTS),
         open: AtomicUsize::new(0),
         accept_paused_until: AtomicU64::new(0),
@@ -413,7 +430,13 @@ fn yield_listener(shared: &Shared, listener: usize) {
     if !overloaded(shared) || stopping() || accept_paused(shared) {
         return;
     }
-    let Some(&Socket { fd: raw, .. }) = shared.listeners.get(listener) else {
+    let Some(&Socket {
+        fd: raw,
+        own: false,
+        ..
+    }) = shared.listeners.get(listener)
+    else {
+        // Its own socket (`reuseport`): nobody else takes from its queue.
         return;
     };
     // SAFETY: the listener descriptors stay open for the whole life of the worker.
