@@ -1089,17 +1089,19 @@ impl Master {
     }
 
     /// With `reuseport`, sizes the per-worker sockets for the workers wanted (and the
-    /// listeners there are), once that changed; never for 0 (WINCH keeps the queues for the
-    /// next workers).
+    /// listeners there are), once that changed. With no worker wanted (WINCH) only the
+    /// listeners stay: a queue no worker of this master will take from must not hold
+    /// connections (after USR2, the new master's workers serve the port meanwhile).
     fn size_worker_sockets(&mut self, listeners_changed: bool) {
         let Some(sockets) = self.worker_sockets.as_mut() else {
             return;
         };
-        if self.desired == 0 || (self.desired == self.sockets_for && !listeners_changed) {
+        let count = self.desired.max(1);
+        if count == self.sockets_for && !listeners_changed {
             return;
         }
-        sockets.resize(&self.listeners, self.desired, self.config.listen_options());
-        self.sockets_for = self.desired;
+        sockets.resize(&self.listeners, count, self.config.listen_options());
+        self.sockets_for = count;
     }
 
     /// HUP (or `ctl reload`): re-reads the configuration and starts its trial load; the

@@ -283,10 +283,23 @@ fn socket_activation(tls: Option<&common::Pki>) {
 
 #[test]
 fn usr2_upgrade_then_winch_and_term_lose_no_request() {
+    usr2_upgrade("");
+}
+
+/// With `reuseport` the old master's per-worker sockets close at WINCH: no new connection
+/// waits in a queue whose workers are gone while the new master serves.
+#[test]
+fn usr2_upgrade_with_reuseport_loses_no_request() {
+    usr2_upgrade("reuseport: true\n");
+}
+
+/// USR2, then WINCH and TERM to the old master, under load (4 clients); `extra`: more
+/// configuration.
+fn usr2_upgrade(extra: &str) {
     let dir = common::scratch_dir();
     let pidfile = dir.join("ferricorn.pid");
     let oldbin = dir.join("ferricorn.pid.oldbin");
-    let config = format!("workers: 2\npidfile: {}\n", pidfile.display());
+    let config = format!("workers: 2\npidfile: {}\n{extra}", pidfile.display());
     let (notify, notify_env) = fake_systemd(&dir);
     let mut server = Server::spawn_env(
         "chaos",
