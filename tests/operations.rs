@@ -336,6 +336,8 @@ fn usr2_upgrade(extra: &str) {
         },
         50,
     );
+    // The new master is stopped at the end, also when an assertion fails.
+    let _new_master = common::TermOnDrop(new);
     let status = server.wait_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0));
     assert!(failures.is_empty(), "failed requests: {failures:?}");

@@ -261,7 +261,7 @@ fn a_close_mode_request_costs_five_system_calls() {
     let master = master_pid(&server.log_text());
     // Stopped when the test ends, even by a failed assertion (stopping strace would leave
     // the server running).
-    let _stop = StopMaster(master.parse().expect("the master's pid"));
+    let _stop = common::TermOnDrop(master.parse().expect("the master's pid"));
     let calls: Vec<&str> = text
         .lines()
         .skip(start)
@@ -277,16 +277,6 @@ fn a_close_mode_request_costs_five_system_calls() {
     assert_eq!(count("accept4("), REQUESTS, "{calls:#?}");
     let per_request = calls.len() as f64 / REQUESTS as f64;
     assert!(per_request <= 5.5, "{per_request} per request: {calls:#?}");
-}
-
-/// TERMs a master this test started when dropped.
-struct StopMaster(i32);
-
-impl Drop for StopMaster {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the master the test started (by strace), read from its log.
-        unsafe { libc::kill(self.0, libc::SIGTERM) };
-    }
 }
 
 /// The master's pid, from the first line of its log (`[time] [PID] [INFO] Starting ...`).

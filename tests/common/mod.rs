@@ -895,3 +895,19 @@ pub fn tcp_defer_accept(socket: &impl std::os::fd::AsRawFd) -> i32 {
     assert_eq!(done, 0, "getsockopt TCP_DEFER_ACCEPT");
     value
 }
+
+/// SIGTERM to a process the test started indirectly (a master under strace, the new master
+/// of a USR2 upgrade) when dropped, so that a failed assertion leaves no server running.
+pub struct TermOnDrop(pub i32);
+
+impl Drop for TermOnDrop {
+    fn drop(&mut self) {
+        // 0 or 1 would signal the test's process group or init.
+        if self.0 > 1 {
+            // SAFETY: kill(2) on a process this test started (its pid read from its own log
+            // or pidfile); if it already exited, the signal goes nowhere (the pid is not
+            // reused within a test).
+            unsafe { libc::kill(self.0, libc::SIGTERM) };
+        }
+    }
+}
