@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// ferricorn: a pre-fork HTTP/1.1 application server for cdylib plugins.
 #[derive(Parser, Debug)]
-#[command(name = "ferricorn", version, about, long_about = None)]
+#[command(name = "ferricorn", version, about, long_about = None, after_help = SUBCOMMANDS)]
 pub struct Cli {
     /// YAML configuration file (settings below override it).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
@@ -29,6 +29,13 @@ pub struct Cli {
     #[arg(value_name = "APP")]
     pub app: Option<PathBuf>,
 }
+
+/// The subcommands, which take the place of APP (listed after the options in `--help`).
+const SUBCOMMANDS: &str = "Commands (instead of APP):
+  ctl COMMAND...  Steer a running ferricorn through its control_socket: show workers|stats|
+                  listeners|config, worker add|remove [N], worker kill PID, reload, reopen,
+                  shutdown [graceful|quick] (`ferricorn ctl --help`)
+  help [ctl]      This help, or ctl's";
 
 /// The clap command: [`Cli`] plus one argument per setting that has a flag.
 fn command() -> clap::Command {
@@ -106,6 +113,14 @@ pub fn main() -> i32 {
     if args.get(1).is_some_and(|a| a == "ctl") {
         // `ferricorn ctl ...`: the control-socket client (its own arguments).
         return crate::control::ctl_main(args[1..].to_vec());
+    }
+    if args.get(1).is_some_and(|a| a == "help") {
+        // `ferricorn help [ctl]`, as git and cargo answer it.
+        if args.get(2).is_some_and(|a| a == "ctl") {
+            return crate::control::ctl_main(vec!["ctl".into(), "--help".into()]);
+        }
+        let _ = command().print_long_help();
+        return 0;
     }
     let matches = command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {

@@ -440,6 +440,7 @@ mod tests {
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "ferricorn ctl",
+    bin_name = "ferricorn ctl",
     about = "Steer a running ferricorn through its control_socket"
 )]
 pub struct Ctl {

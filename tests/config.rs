@@ -132,6 +132,27 @@ fn help_names_keys_defaults_and_units_and_startup_errors_print_once() {
     assert_eq!(status.code(), Some(2));
 }
 
+/// `--help` names the `ctl` subcommand; `ferricorn help` is the help, not a plugin named
+/// "help"; `ferricorn ctl --help` and `ferricorn help ctl` call it `ferricorn ctl`.
+#[test]
+fn help_lists_ctl_and_help_is_help() {
+    let (status, out) = run_to_exit(&["--help"]);
+    assert_eq!(status.code(), Some(0));
+    assert!(out.contains("ctl COMMAND..."), "{out}");
+    let (status, out) = run_to_exit(&["help"]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("Usage: ferricorn [OPTIONS] [APP]"), "{out}");
+    assert!(!out.contains("no such file"), "{out}");
+    for args in [&["ctl", "--help"][..], &["help", "ctl"][..]] {
+        let (status, out) = run_to_exit(args);
+        assert_eq!(status.code(), Some(0), "{out}");
+        assert!(
+            out.contains("Usage: ferricorn ctl [OPTIONS] <COMMAND>..."),
+            "{out}"
+        );
+    }
+}
+
 #[test]
 fn gunicorn_settings_are_recognised_and_the_readme_table_is_current() {
     assert_readme_has_table("--gunicorn-markdown");
