@@ -145,8 +145,11 @@ pub fn main() -> i32 {
         overrides(&matches, &cli).and_then(|o| Ok((config::load(file.as_deref(), &o)?, o)));
     let (config, overrides) = match loaded {
         Ok(pair) => pair,
-        Err(e) => {
-            eprintln!("ferricorn: {e}");
+        Err(errors) => {
+            // Every configuration error found, a line each, so one pass fixes them all.
+            for error in errors.lines() {
+                eprintln!("ferricorn: {error}");
+            }
             return 1;
         }
     };

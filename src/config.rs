@@ -169,14 +169,19 @@ macro_rules! settings {
 
         impl Config {
             /// The typed configuration from merged, validated `values` (one per setting, in
-            /// [`SETTINGS`] order): each field by its reader, then the combinations checked
-            /// ([`Config::check_combinations`]). Errors: one line naming the key.
-            fn from_values(file: Option<PathBuf>, mut values: Vec<Value>) -> Result<Config, String> {
+            /// [`SETTINGS`] order): each field by its reader, then, if all were read, the
+            /// combinations checked ([`Config::check_combinations`]). Errors: every setting
+            /// that could not be read (a line each, naming the key), or the combination.
+            fn from_values(file: Option<PathBuf>, mut values: Vec<Value>) -> Result<Config, Refused> {
                 resolve_workers(&mut values);
                 let r = Reader(&values);
-                $(let $field: $ty = ($read)(&r, Key::$key)?;)*
+                let mut errors = Vec::new();
+                $(let $field: Option<$ty> = ($read)(&r, Key::$key).map_err(|e| errors.push(e)).ok();)*
+                let ($(Some($field),)*) = ($($field,)*) else {
+                    return Err(Refused::Settings(errors));
+                };
                 let config = Config { file, $($field,)* values };
-                config.check_combinations()?;
+                config.check_combinations().map_err(Refused::Combination)?;
                 Ok(config)
             }
         }
@@ -617,7 +622,14 @@ fn flatten(doc: Mapping) -> Result<Vec<(String, Value)>, (String, String)> {
 }
 
 /// Reads and validates a YAML file into (setting index, value) pairs.
-fn read_file(path: &Path) -> Result<Vec<(usize, Value)>, String> {
+/// A configuration file's valid settings (setting index, value) and its errors (a line each).
+type FileSettings = (Vec<(usize, Value)>, Vec<String>);
+
+/// The settings of the YAML file at `path`, validated, by setting index; and the errors
+/// found, one line each (`FILE:LINE: ...`), all of them: a key that is unknown (with the
+/// setting it most likely meant), gunicorn's (with what to use instead), or invalid. Errors
+/// (stopping at once): the file cannot be read, is not YAML, or is not a mapping.
+fn read_file(path: &Path) -> Result<FileSettings, String> {
     let file = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
     let doc: Value = serde_yaml::from_str(&text).map_err(|e| match e.location() {
@@ -642,21 +654,35 @@ fn read_file(path: &Path) -> Result<Vec<(usize, Value)>, String> {
     };
     let pairs = flatten(doc).map_err(|(key, why)| format!("{}: key `{key}`: {why}", at(&key)))?;
     let mut out = Vec::new();
+    let mut errors = Vec::new();
     for (key, value) in pairs {
         let Some(index) = setting_index(&key) else {
-            if let Some(why) = crate::gunicorn::explain(&key) {
-                return Err(format!("{}: {why}", at(&key)));
-            }
-            return Err(format!(
-                "{}: unknown key `{key}` (see `ferricorn --help` for the settings)",
-                at(&key)
-            ));
+            let why = crate::gunicorn::explain(&key).unwrap_or_else(|| unknown_key(&key));
+            errors.push(format!("{}: {why}", at(&key)));
+            continue;
         };
-        let value = validate(&SETTINGS[index], value)
-            .map_err(|why| format!("{}: key `{key}`: {why}", at(&key)))?;
-        out.push((index, value));
+        match validate(&SETTINGS[index], value) {
+            Ok(value) => out.push((index, value)),
+            Err(why) => errors.push(format!("{}: key `{key}`: {why}", at(&key))),
+        }
     }
-    Ok(out)
+    Ok((out, errors))
+}
+
+/// Why `key` is refused: unknown, and which setting it most likely meant (the closest name
+/// by edit distance, if it is close: at most 3 edits and fewer than half the name's
+/// letters).
+fn unknown_key(key: &str) -> String {
+    let closest = SETTINGS
+        .iter()
+        .map(|s| (strsim::damerau_levenshtein(key, s.name), s.name))
+        .min();
+    match closest {
+        Some((distance, name)) if distance <= 3 && distance * 2 < name.len() => {
+            format!("unknown key `{key}`: did you mean `{name}`?")
+        }
+        _ => format!("unknown key `{key}` (see `ferricorn --help` for the settings)"),
+    }
 }
 
 impl Overrides {
@@ -691,19 +717,41 @@ impl Overrides {
     }
 }
 
+/// Why [`Config::from_values`] refused merged values.
+enum Refused {
+    /// Settings that could not be read, a line each.
+    Settings(Vec<String>),
+    /// Settings that are valid alone but not together.
+    Combination(String),
+}
+
 /// Loads the configuration: defaults, then `file` (if any), then `overrides`.
-/// Errors: one line naming the file, line and key, or the flag.
+/// Errors: every error found, one line each, naming the file, line and key (with the
+/// setting a misspelt key most likely meant), or the flag; a combination of settings that
+/// does not go together is reported once every setting is valid.
 pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, String> {
     let mut values = defaults();
+    let mut errors = Vec::new();
     if let Some(path) = file {
-        for (index, value) in read_file(path)? {
+        let (settings, invalid) = read_file(path)?;
+        for (index, value) in settings {
             values[index] = value;
         }
+        errors = invalid;
     }
     for (index, value) in &overrides.values {
         values[*index] = value.clone();
     }
-    Config::from_values(file.map(Path::to_path_buf), values)
+    // The settings that were valid are still read, so that their errors come too.
+    match Config::from_values(file.map(Path::to_path_buf), values) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Err(Refused::Combination(e)) if errors.is_empty() => Err(e),
+        Err(Refused::Settings(more)) => {
+            errors.extend(more);
+            Err(errors.join("\n"))
+        }
+        Ok(_) | Err(Refused::Combination(_)) => Err(errors.join("\n")),
+    }
 }
 
 fn cpus() -> usize {

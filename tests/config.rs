@@ -205,3 +205,33 @@ fn the_gunicorn_list_agrees_with_the_settings_table() {
     assert_eq!(explain("workers"), None);
     assert_eq!(explain("wrokers"), None);
 }
+
+/// Every error of a configuration comes at once, a line each with the file and line, and a
+/// misspelt key gets the setting it most likely meant: a migrated file is fixed in one pass.
+/// `--check-config` prints them all and exits 1.
+#[test]
+fn every_configuration_error_comes_at_once() {
+    let path = write_config(
+        "bind: [\"127.0.0.1:0\"]\nworker: 4\nthreads: 0\nkeepalive: forever\nworker_class: gthread\ntimout: 30\nno_such_thing_at_all: 1\n",
+    );
+    let (status, out) = run_to_exit(&["-c", &path, "--check-config"]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let expected = [
+        ":2: unknown key `worker`: did you mean `workers`?",
+        ":3: key `threads`: must be a whole number from 1 to 1024, got 0",
+        ":4: key `keepalive`: must be a whole number",
+        ":5: `worker_class` is a gunicorn setting",
+        ":6: unknown key `timout`: did you mean `timeout`?",
+        ":7: unknown key `no_such_thing_at_all` (see `ferricorn --help` for the settings)",
+    ];
+    assert_eq!(lines.len(), expected.len(), "{out}");
+    for (line, want) in lines.iter().zip(expected) {
+        assert!(line.starts_with(&format!("ferricorn: {path}")), "{line}");
+        assert!(line.contains(want), "{line} lacks {want}");
+    }
+    // Serving refuses the same way.
+    let (status, again) = run_to_exit(&["-c", &path]);
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(again.lines().count(), expected.len(), "{again}");
+}

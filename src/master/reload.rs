@@ -18,7 +18,9 @@ impl Master {
             old.abort();
             logging::info("Reload: the trial load under way is replaced by a new one");
         }
+        // The configuration's errors on one line, for the log and the ctl answer.
         let started = config::load(self.config.file.as_deref(), &self.overrides)
+            .map_err(|errors| errors.replace('\n', "; "))
             .and_then(|config| Probe::start(config, &mut || self.close_in_child()));
         match started {
             Ok(probe) => {
