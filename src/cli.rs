@@ -69,9 +69,62 @@ fn command() -> clap::Command {
         if let Some(short) = setting.short {
             arg = arg.short(short);
         }
-        command = command.arg(arg);
+        command = command.arg(gunicorn_aliases(arg, setting));
     }
     command
+}
+
+/// `arg` also answering to gunicorn's own flags for `setting` where they differ from
+/// ferricorn's (`--log-file` for `--error-logfile`, `-p` for `--pid`...), hidden from help.
+fn gunicorn_aliases(mut arg: Arg, setting: &config::Setting) -> Arg {
+    for flag in crate::gunicorn::irregular_flags_of(setting.name) {
+        match (
+            flag.strip_prefix("--"),
+            flag.strip_prefix('-').and_then(|f| f.chars().next()),
+        ) {
+            (Some(long), _) if long != setting.flag => arg = arg.alias(long),
+            (None, Some(short)) if setting.short.is_none() => arg = arg.short_alias(short),
+            _ => {}
+        }
+    }
+    arg
+}
+
+/// The first gunicorn flag among `args` that ferricorn does not have (`-k`, `--preload`,
+/// `--statsd-host`...): the flag and what ferricorn does instead, as its YAML key gets.
+/// Flags ferricorn knows, under gunicorn's name or its own, are clap's to parse.
+fn gunicorn_flag_refused(args: &[std::ffi::OsString], command: &clap::Command) -> Option<String> {
+    let known = |flag: &str| {
+        let (long, short) = (flag.strip_prefix("--"), flag.strip_prefix('-'));
+        matches!(flag, "-h" | "--help" | "-V" | "--version")
+            || command.get_arguments().any(|a| {
+                long.is_some_and(|l| {
+                    a.get_long() == Some(l) || a.get_all_aliases().is_some_and(|al| al.contains(&l))
+                }) || short.and_then(|s| s.chars().next()).is_some_and(|c| {
+                    a.get_short() == Some(c)
+                        || a.get_all_short_aliases().is_some_and(|al| al.contains(&c))
+                })
+            })
+    };
+    let words = args.iter().skip(1).filter_map(|a| a.to_str());
+    for word in words.take_while(|w| *w != "--") {
+        let flag = match word.strip_prefix("--") {
+            Some(_) => word.split('=').next().unwrap_or(word),
+            None if word.starts_with('-') => match word.get(..2) {
+                Some(flag) => flag,
+                None => continue,
+            },
+            None => continue,
+        };
+        if known(flag) {
+            continue;
+        }
+        let why = crate::gunicorn::setting_of_flag(flag).and_then(crate::gunicorn::explain);
+        if let Some(why) = why {
+            return Some(format!("{flag}: {why}"));
+        }
+    }
+    None
 }
 
 /// A flag's help: the setting's doc, then its YAML key, default and unit (from the
@@ -122,7 +175,13 @@ pub fn main() -> i32 {
         let _ = command().print_long_help();
         return 0;
     }
-    let matches = command().get_matches();
+    let command = command();
+    if let Some(refused) = gunicorn_flag_refused(&args, &command) {
+        // As clap refuses a flag it does not know: exit 2.
+        eprintln!("ferricorn: {refused}");
+        return 2;
+    }
+    let matches = command.get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),

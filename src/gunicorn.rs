@@ -163,6 +163,69 @@ pub const GUNICORN_SETTINGS: &[(&str, Option<Instead>)] = &[
     ("control_socket_disable", Some(NotNeeded("the control socket is off unless `control_socket` is set"))),
 ];
 
+/// gunicorn's command-line flags that are not `--` and its setting's name with `-` for `_`
+/// (`gunicorn --help`), with the setting each sets.
+const IRREGULAR_FLAGS: &[(&str, &str)] = &[
+    ("-c", "config"),
+    ("-b", "bind"),
+    ("-w", "workers"),
+    ("-k", "worker_class"),
+    ("-t", "timeout"),
+    ("-D", "daemon"),
+    ("-R", "enable_stdio_inheritance"),
+    ("-e", "raw_env"),
+    ("--env", "raw_env"),
+    ("-p", "pidfile"),
+    ("--pid", "pidfile"),
+    ("-u", "user"),
+    ("-g", "group"),
+    ("-m", "umask"),
+    ("-n", "proc_name"),
+    ("--name", "proc_name"),
+    ("--preload", "preload_app"),
+    ("--no-sendfile", "sendfile"),
+    ("--keep-alive", "keepalive"),
+    ("--limit-request-field_size", "limit_request_field_size"),
+    ("--reload-extra-file", "reload_extra_files"),
+    ("--access-logfile", "accesslog"),
+    ("--access-logformat", "access_log_format"),
+    ("--error-logfile", "errorlog"),
+    ("--log-file", "errorlog"),
+    ("--log-level", "loglevel"),
+    ("--log-config", "logconfig"),
+    ("--log-config-dict", "logconfig_dict"),
+    ("--log-config-json", "logconfig_json"),
+    ("--log-syslog-to", "syslog_addr"),
+    ("--log-syslog", "syslog"),
+    ("--log-syslog-prefix", "syslog_prefix"),
+    ("--log-syslog-facility", "syslog_facility"),
+    ("--paster", "paste"),
+    ("--paste-global", "raw_paste_global_conf"),
+    ("--proxy-allow-from", "proxy_allow_ips"),
+];
+
+/// The gunicorn setting that gunicorn's command-line flag `flag` (`--name` or `-x`, without
+/// its value) sets; `None` if gunicorn has no such flag.
+pub fn setting_of_flag(flag: &str) -> Option<&'static str> {
+    if let Some((_, setting)) = IRREGULAR_FLAGS.iter().find(|(f, _)| *f == flag) {
+        return Some(setting);
+    }
+    let name = flag.strip_prefix("--")?.replace('-', "_");
+    GUNICORN_SETTINGS
+        .iter()
+        .map(|(n, _)| *n)
+        .find(|n| *n == name)
+}
+
+/// gunicorn's irregular flags for `setting` (`--log-file` for `errorlog`, `-p` for
+/// `pidfile`...), which ferricorn accepts as aliases where it has the setting.
+pub fn irregular_flags_of(setting: &str) -> impl Iterator<Item = &'static str> + '_ {
+    IRREGULAR_FLAGS
+        .iter()
+        .filter(move |(_, s)| *s == setting)
+        .map(|(flag, _)| *flag)
+}
+
 /// For a key ferricorn does not have: if it is a gunicorn setting, why it is not here and
 /// what to use instead (one line).
 pub fn explain(key: &str) -> Option<String> {

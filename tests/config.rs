@@ -235,3 +235,56 @@ fn every_configuration_error_comes_at_once() {
     assert_eq!(status.code(), Some(1));
     assert_eq!(again.lines().count(), expected.len(), "{again}");
 }
+
+/// gunicorn's command line: flags ferricorn has under another name work (`--log-file`,
+/// `-p`, `--limit-request-field_size`, `-u`); the others get the same one-line explanation
+/// as their YAML key, and exit 2.
+#[test]
+fn gunicorn_flags_work_or_are_explained() {
+    let (status, out) = run_to_exit(&[
+        "--log-file",
+        "/tmp/ferricorn-gunicorn-flags.log",
+        "-p",
+        "/tmp/ferricorn-gunicorn-flags.pid",
+        "--limit-request-field_size",
+        "100",
+        "-u",
+        "nobody",
+        "--print-config",
+        "/nonexistent/libapp.so",
+    ]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    for line in [
+        "errorlog: /tmp/ferricorn-gunicorn-flags.log",
+        "pidfile: /tmp/ferricorn-gunicorn-flags.pid",
+        "limit_request_field_size: 100",
+        "user: nobody",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} in {out}");
+    }
+    for (args, says) in [
+        (
+            &["-k", "gthread"][..],
+            "-k: `worker_class` is a gunicorn setting",
+        ),
+        (
+            &["--worker-class=gthread"][..],
+            "--worker-class: `worker_class`",
+        ),
+        (&["--preload"][..], "--preload: `preload_app`"),
+        (&["-D"][..], "-D: `daemon`"),
+        (&["--reload"][..], "--reload: `reload`"),
+        (
+            &["--statsd-host", "localhost:8125"][..],
+            "set `metrics_bind`",
+        ),
+    ] {
+        let (status, out) = run_to_exit(args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {out}");
+        assert!(
+            out.starts_with("ferricorn: ") && out.contains(says),
+            "{args:?}: {out}"
+        );
+        assert_eq!(out.lines().count(), 1, "{out}");
+    }
+}
