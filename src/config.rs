@@ -354,7 +354,8 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
         .position(|line| {
             line.trim_start()
                 .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+                // `key:` in YAML, `key =` in a gunicorn.conf.py.
+                .is_some_and(|rest| rest.trim_start().starts_with([':', '=']))
         })
         .map(|i| i + 1)
 }
@@ -628,14 +629,27 @@ type FileSettings = (Vec<(usize, Value)>, Vec<String>);
 /// The settings of the YAML file at `path`, validated, by setting index; and the errors
 /// found, one line each (`FILE:LINE: ...`), all of them: a key that is unknown (with the
 /// setting it most likely meant), gunicorn's (with what to use instead), or invalid. Errors
-/// (stopping at once): the file cannot be read, is not YAML, or is not a mapping.
+/// (stopping at once): the file cannot be read, is not YAML, or is not a mapping. A file
+/// named `*.py` is a gunicorn configuration: its plain `name = value` lines are read as
+/// settings, and every other Python line is an error.
 fn read_file(path: &Path) -> Result<FileSettings, String> {
     let file = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
-    let doc: Value = serde_yaml::from_str(&text).map_err(|e| match e.location() {
-        Some(at) => format!("{file}:{}: invalid YAML: {e}", at.line()),
-        None => format!("{file}: invalid YAML: {e}"),
-    })?;
+    let mut errors = Vec::new();
+    let doc: Value = if path.extension().is_some_and(|e| e == "py") {
+        let (settings, python) = crate::gunicorn::read_conf_py(&text);
+        errors.extend(
+            python
+                .into_iter()
+                .map(|(line, why)| format!("{file}:{line}: {why}")),
+        );
+        Value::Mapping(settings)
+    } else {
+        serde_yaml::from_str(&text).map_err(|e| match e.location() {
+            Some(at) => format!("{file}:{}: invalid YAML: {e}", at.line()),
+            None => format!("{file}: invalid YAML: {e}"),
+        })?
+    };
     let doc = match doc {
         Value::Null => Mapping::new(),
         Value::Mapping(m) => m,
@@ -654,7 +668,6 @@ fn read_file(path: &Path) -> Result<FileSettings, String> {
     };
     let pairs = flatten(doc).map_err(|(key, why)| format!("{}: key `{key}`: {why}", at(&key)))?;
     let mut out = Vec::new();
-    let mut errors = Vec::new();
     for (key, value) in pairs {
         let Some(index) = setting_index(&key) else {
             let why = crate::gunicorn::explain(&key).unwrap_or_else(|| unknown_key(&key));

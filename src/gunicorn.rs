@@ -255,3 +255,152 @@ pub fn markdown_table(has: impl Fn(&str) -> bool) -> String {
     }
     out
 }
+
+/// The settings of a gunicorn configuration file (`gunicorn.conf.py`) that are plain
+/// `name = value` lines, the value a Python literal (a string, number, `True`/`False`/
+/// `None`, or a list, tuple or dict of them), as a YAML mapping; and every other line that
+/// is not blank, a comment or an `import`, as (1-based line, why): ferricorn runs no Python.
+pub fn read_conf_py(text: &str) -> (serde_yaml::Mapping, Vec<(usize, String)>) {
+    let mut settings = serde_yaml::Mapping::new();
+    let mut refused = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with("import ") {
+            continue;
+        }
+        let parsed = line.split_once('=').and_then(|(name, value)| {
+            let name = name.trim();
+            let plain =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let value = strip_comment(value.trim());
+            Some((name.to_string(), literal(value).filter(|_| plain)?))
+        });
+        match parsed {
+            Some((name, value)) => {
+                settings.insert(serde_yaml::Value::String(name), value);
+            }
+            None => refused.push((
+                number + 1,
+                format!("`{line}` is Python, not a plain `name = value` setting: ferricorn reads no Python; write the value itself (or move the settings to YAML, `name: value`)"),
+            )),
+        }
+    }
+    (settings, refused)
+}
+
+/// `value` without a trailing `# comment` outside quotes.
+fn strip_comment(value: &str) -> &str {
+    let mut quote = None;
+    for (i, c) in value.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), _) if c == q => quote = None,
+            (None, '#') => return value[..i].trim_end(),
+            _ => {}
+        }
+    }
+    value
+}
+
+/// A Python literal as a YAML value; `None` if `text` is anything else.
+fn literal(text: &str) -> Option<serde_yaml::Value> {
+    let mut chars = text.trim().chars().peekable();
+    let value = parse_literal(&mut chars)?;
+    chars.all(char::is_whitespace).then_some(value)
+}
+
+type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
+
+fn skip_spaces(chars: &mut Chars<'_>) {
+    while chars.next_if(|c| c.is_whitespace()).is_some() {}
+}
+
+fn parse_literal(chars: &mut Chars<'_>) -> Option<serde_yaml::Value> {
+    use serde_yaml::Value;
+    skip_spaces(chars);
+    match *chars.peek()? {
+        q @ ('\'' | '"') => {
+            chars.next();
+            let mut text = String::new();
+            loop {
+                match chars.next()? {
+                    '\\' => text.push(match chars.next()? {
+                        'n' => '\n',
+                        't' => '\t',
+                        other => other,
+                    }),
+                    c if c == q => return Some(Value::String(text)),
+                    c => text.push(c),
+                }
+            }
+        }
+        open @ ('[' | '(' | '{') => {
+            chars.next();
+            let close = match open {
+                '[' => ']',
+                '(' => ')',
+                _ => '}',
+            };
+            let mut items = Vec::new();
+            let mut map = serde_yaml::Mapping::new();
+            loop {
+                skip_spaces(chars);
+                if chars.next_if_eq(&close).is_some() {
+                    break;
+                }
+                let item = parse_literal(chars)?;
+                skip_spaces(chars);
+                if close == '}' {
+                    chars.next_if_eq(&':')?;
+                    map.insert(item, parse_literal(chars)?);
+                } else {
+                    items.push(item);
+                }
+                skip_spaces(chars);
+                if chars.next_if_eq(&',').is_none() {
+                    chars.next_if_eq(&close)?;
+                    break;
+                }
+            }
+            Some(match close {
+                '}' => Value::Mapping(map),
+                _ => Value::Sequence(items),
+            })
+        }
+        _ => {
+            let mut word = String::new();
+            while let Some(c) = chars.next_if(|c| c.is_ascii_alphanumeric() || "_.+-".contains(*c))
+            {
+                word.push(c);
+            }
+            match word.as_str() {
+                "True" => Some(Value::Bool(true)),
+                "False" => Some(Value::Bool(false)),
+                "None" => Some(Value::Null),
+                _ => word
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .or_else(|_| word.parse::<f64>().map(Value::from))
+                    .ok(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_conf_py;
+
+    #[test]
+    fn plain_python_settings_are_read_and_the_rest_refused() {
+        let text = "import multiprocessing\n# a comment\nbind = ['127.0.0.1:8000', \"[::1]:8000\"]  # both\nworkers = 4\nkeepalive = 2.5\nreuse_port = True\nraw_env = ('A=1',)\nsecure_scheme_headers = {'X-FORWARDED-PROTO': 'https'}\nworkers = multiprocessing.cpu_count() * 2 + 1\ndef on_starting(server):\n";
+        let (settings, refused) = read_conf_py(text);
+        let yaml = serde_yaml::to_string(&settings).unwrap();
+        assert_eq!(
+            yaml,
+            "bind:\n- 127.0.0.1:8000\n- '[::1]:8000'\nworkers: 4\nkeepalive: 2.5\nreuse_port: true\nraw_env:\n- A=1\nsecure_scheme_headers:\n  X-FORWARDED-PROTO: https\n"
+        );
+        let lines: Vec<usize> = refused.iter().map(|(line, _)| *line).collect();
+        assert_eq!(lines, [9, 10]);
+    }
+}

@@ -288,3 +288,42 @@ fn gunicorn_flags_work_or_are_explained() {
         assert_eq!(out.lines().count(), 1, "{out}");
     }
 }
+
+/// A gunicorn.conf.py given to `-c`: its plain `name = value` lines are read as settings
+/// (Python literals), and every line of real Python is refused with its line number.
+#[test]
+fn a_gunicorn_conf_py_is_read_for_its_plain_settings() {
+    let dir = scratch_dir();
+    let plain = dir.join("gunicorn.conf.py");
+    std::fs::write(
+        &plain,
+        "# gunicorn settings\nbind = [\"127.0.0.1:8001\"]\nthreads = 8\nkeepalive = 10  # seconds\nforwarded_allow_ips = '10.0.0.1'\n",
+    )
+    .unwrap();
+    let (status, out) = run_to_exit(&[
+        "-c",
+        plain.to_str().unwrap(),
+        "--print-config",
+        "/nonexistent/libapp.so",
+    ]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    for line in ["- 127.0.0.1:8001", "threads: 8", "keepalive: 10"] {
+        assert!(out.lines().any(|l| l == line), "{line} in {out}");
+    }
+    let python = dir.join("python.conf.py");
+    std::fs::write(
+        &python,
+        "import multiprocessing\nworkers = multiprocessing.cpu_count() * 2 + 1\nthreads = 4\ndef on_starting(server):\n    pass\n",
+    )
+    .unwrap();
+    let (status, out) = run_to_exit(&["-c", python.to_str().unwrap(), "--check-config"]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    let name = python.display().to_string();
+    for line in [2, 4, 5] {
+        assert!(
+            out.contains(&format!("{name}:{line}: `")) && out.contains("ferricorn reads no Python"),
+            "line {line}: {out}"
+        );
+    }
+    assert_eq!(out.lines().count(), 3, "{out}");
+}
