@@ -2,7 +2,7 @@
 //! command-line flags, `--print-config` and the README table are all derived, the way
 //! gunicorn's `config.py` declares each setting once.
 //!
-//! Precedence (SPEC §2): built-in defaults < YAML file (`-c FILE`) < command-line flags.
+//! Precedence: built-in defaults < YAML file (`-c FILE`) < command-line flags.
 //! Every error names the file, the line and the key (or the flag) and is returned as one line.
 
 use crate::access_log::AccessFormat;
@@ -145,7 +145,7 @@ macro_rules! settings {
             $($key,)*
         }
 
-        /// Every setting ferricorn has (SPEC §2), in documentation order.
+        /// Every setting ferricorn has, in documentation order.
         pub const SETTINGS: &[Setting] = &[$(Setting {
             name: settings!(@name $field $($name)?),
             flag: $flag,

@@ -1,4 +1,4 @@
-//! The gateway: loading a plugin (dlopen via libloading), checking its ABI (SPEC §5), and
+//! The gateway: loading a plugin (dlopen via libloading), checking its ABI, and
 //! calling its init / handle / shutdown.
 //!
 //! Errors are one line naming the plugin and, for ABI mismatches, the expected and found

@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-/// Request limits (SPEC §2, gunicorn's `limit_request_*`), already resolved (no zero).
+/// Request limits (gunicorn's `limit_request_*`), already resolved (no zero).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Longest request-line in bytes, without CRLF; longer → 414.

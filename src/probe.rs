@@ -1,4 +1,4 @@
-//! The trial load (SPEC: `--check-config` and every reload): the app of a configuration is
+//! The trial load (`--check-config` and every reload): the app of a configuration is
 //! loaded in a child process (its TLS files read, the worker's user taken, the plugin
 //! dlopened, its ABI checked, `init` and `shutdown` called), so a broken plugin can neither
 //! crash nor pollute the master. The master runs it without waiting ([`Probe::step`] from

@@ -1,4 +1,4 @@
-//! TLS with rustls (SPEC §8, issue #17): gunicorn's `certfile`, `keyfile`, `ca_certs` and
+//! TLS with rustls (issue #17): gunicorn's `certfile`, `keyfile`, `ca_certs` and
 //! `cert_reqs` turned into a [`ServerConfig`] ([`load`]), and one connection's TLS session
 //! over a non-blocking socket ([`Session`]): records in with read(2), plaintext out to the
 //! connection driver, plaintext in from the responder, records out with writev(2), never

@@ -1,4 +1,4 @@
-//! Configuration errors and the configuration commands (SPEC §2).
+//! Configuration errors and the configuration commands.
 
 mod common;
 

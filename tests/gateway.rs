@@ -1,4 +1,4 @@
-//! The gateway ABI (SPEC §5): the C header agrees with the Rust definitions, C plugins are
+//! The gateway ABI: the C header agrees with the Rust definitions, C plugins are
 //! served, the descriptor checks, request-body streaming and limits, the start_response rules.
 
 mod common;
@@ -453,7 +453,7 @@ fn readme_c_plugin_compiles_and_serves() {
 
 #[test]
 fn a_plugin_built_against_the_responder_before_flush_still_works() {
-    // The responder grew (`flush`, SPEC §5); a plugin compiled against the older, smaller
+    // The responder grew (`flush`); a plugin compiled against the older, smaller
     // struct must be served unchanged, and the size rule tells a newer one what it has.
     assert!(FcResponder::SIZE_BEFORE_FLUSH < size_of::<FcResponder>() as u32);
     assert!(FcRequest::SIZE_BEFORE_PEER < size_of::<FcRequest>() as u32);

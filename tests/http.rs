@@ -1,4 +1,4 @@
-//! HTTP/1.1 behaviour of the real server, over real sockets (SPEC §4).
+//! HTTP/1.1 behaviour of the real server, over real sockets.
 
 mod common;
 

@@ -115,7 +115,7 @@ fn framing_and_smuggling_rules_with(threads: usize, tls: Option<&Pki>) {
         ("extension trailing BWS", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3;a \r\nabc\r\n0\r\n\r\n"), 400),
         // RFC 9112 §7.1.2, RFC 9110 §6.5.1: trailers bounded, field syntax, no framing fields.
         ("trailer ok", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n"), 200),
-        // The head's limits apply to the trailer section (SPEC §2): a field line over
+        // The head's limits apply to the trailer section: a field line over
         // limit_request_field_size is 431, as in a head.
         ("trailer too long", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX: {long_trailer}\r\n\r\n"), 431),
         ("trailer Content-Length", format!("{POST}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nContent-Length: 3\r\n\r\n"), 400),
@@ -179,7 +179,7 @@ fn framing_and_smuggling_rules_with(threads: usize, tls: Option<&Pki>) {
         ("no Host", "GET / HTTP/1.1\r\n\r\n".into(), 400),
         ("two Hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".into(), 400),
         ("HTTP/1.0 without Host", "GET / HTTP/1.0\r\n\r\n".into(), 200),
-        // Limits (gunicorn's limit_request_*, SPEC §2): 414, 431, 413.
+        // Limits (gunicorn's limit_request_*): 414, 431, 413.
         ("request-line over limit", format!("GET /{long_target} HTTP/1.1\r\nHost: a\r\n\r\n"), 414),
         ("field over limit", format!("{GET}X-A: {long_field}\r\n\r\n"), 431),
         ("CL over limit", format!("{POST}Content-Length: 101\r\n\r\n{body_101}"), 413),

@@ -1,4 +1,4 @@
-//! Master behaviour: respawn, reload (HUP), graceful stop (TERM), over the real binary (SPEC §3).
+//! Master behaviour: respawn, reload (HUP), graceful stop (TERM), over the real binary.
 
 mod common;
 

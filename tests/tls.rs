@@ -1,4 +1,4 @@
-//! HTTPS (issue #17, SPEC §8): certfile/keyfile on every TCP listener, the TLS facts the app
+//! HTTPS (issue #17): certfile/keyfile on every TCP listener, the TLS facts the app
 //! sees, client certificates, what a plain-HTTP or silent client gets on a TLS port, HUP
 //! reloading certificates (a broken one refused, the old generation serving), USR2 with TLS,
 //! and a plugin built against an older request layout. Certificates are made at test time

@@ -1,7 +1,7 @@
 //! The connection driver: a thin layer of I/O around the protocol state machine
 //! ([`crate::proto::ServerConn`]): recv(2) into the connection's buffer, the head's events,
 //! the gateway call with the responder callbacks, writev(2) of the bytes the machine frames,
-//! timers, error responses and lingering close (SPEC §4).
+//! timers, error responses and lingering close.
 //!
 //! A connection is driven by one worker thread at a time (its owner; see `worker`). [`drive`]
 //! runs until the connection would block (it stays registered, edge-triggered) or must close.
@@ -186,7 +186,7 @@ pub enum Phase {
 }
 
 /// Response bytes the client has not taken yet: the app's writes land here when the socket
-/// is full, and the event loop sends them (SPEC §4, `response_buffer`).
+/// is full, and the event loop sends them (`response_buffer`).
 #[derive(Debug, Default)]
 pub struct Backlog {
     bytes: Vec<u8>,
@@ -230,7 +230,7 @@ impl Backlog {
     }
 }
 
-/// A connection's byte stream: its socket, or the TLS session over it (SPEC §8). Every
+/// A connection's byte stream: its socket, or the TLS session over it. Every
 /// read and write of request and response bytes goes through it, never waiting unless asked.
 pub(crate) struct Io<'a> {
     fd: BorrowedFd<'a>,
@@ -626,7 +626,7 @@ fn send_error(io: &mut Io<'_>, status: u16, extra: &str, timeout: Duration) {
     io.write_all(&bytes, timeout);
 }
 
-/// Answers a connection past `worker_connections` (SPEC §2) with `503 Service Unavailable`
+/// Answers a connection past `worker_connections` with `503 Service Unavailable`
 /// and `Retry-After: 1`, then closes it the way an error response does: half-closed, what the
 /// client sends is read and dropped until it closes or [`LINGER`] passes, so that close(2)
 /// never sends a reset that could destroy the 503 before the client reads it.

@@ -1,4 +1,4 @@
-//! The master process (SPEC §1, §3): single-threaded, never loads the app itself. It binds the
+//! The master process: single-threaded, never loads the app itself. It binds the
 //! listeners, forks and supervises workers, and handles signals.
 //!
 //! Structure: an event loop (signals arrive through a self-pipe, workers report over one pipe

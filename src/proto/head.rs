@@ -165,7 +165,7 @@ impl HeadScan {
     /// bytes), the field lines with httparse (RFC 9112 §5: no space before the colon, no
     /// obs-fold). HTTP/1.x with x above 1 is served as HTTP/1.1 (RFC 9110 §2.5); another
     /// major version is 505. Field names containing `_` are dropped, as gunicorn and nginx
-    /// do (SPEC §4). Errors: 400, 505.
+    /// do. Errors: 400, 505.
     pub fn parse(&self, buf: &[u8], head: &mut Head) -> Result<(), Reject> {
         let line = self
             .request_line

@@ -1,4 +1,4 @@
-//! A worker process (SPEC §1): loads the app, then a pool of `threads` threads serves the
+//! A worker process: loads the app, then a pool of `threads` threads serves the
 //! shared listeners around one epoll set, leader/followers style ([`crate::pool`]): one
 //! thread waits in epoll at a time and serves what it got, and sleeping threads are woken only
 //! when the awake ones are blocked in the app. Listeners are registered with EPOLLEXCLUSIVE
