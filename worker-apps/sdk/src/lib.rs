@@ -23,10 +23,13 @@
 )]
 
 pub mod abi;
+mod convert;
 mod ffi;
 pub mod per_thread;
 pub mod router;
 
+#[cfg(feature = "serde")]
+pub use convert::JsonError;
 pub use ffi::{descriptor, ffi_handle, ffi_init, ffi_shutdown};
 pub use per_thread::PerThread;
 pub use router::{Params, Router};
@@ -270,15 +273,21 @@ impl<'a> Request<'a> {
 
     /// Reads the whole body, failing with `InvalidData` past `limit` bytes.
     pub fn body_to_vec(&mut self, limit: usize) -> io::Result<Vec<u8>> {
+        self.body_up_to(limit)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "body too large"))
+    }
+
+    /// The whole body, or `None` once it passes `limit` bytes. Errors: [`Request::read_body`]'s.
+    fn body_up_to(&mut self, limit: usize) -> io::Result<Option<Vec<u8>>> {
         let mut out = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
         loop {
             let n = self.read_body(&mut chunk)?;
             if n == 0 {
-                return Ok(out);
+                return Ok(Some(out));
             }
             if out.len() + n > limit {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
+                return Ok(None);
             }
             out.extend_from_slice(&chunk[..n]);
         }

@@ -52,14 +52,8 @@ fn open(path: &str) -> Result<Connection, String> {
     Ok(conn)
 }
 
-fn json(res: &mut Response<'_>, status: u16, value: &impl Serialize) -> HandlerResult {
-    let mut body = serde_json::to_vec(value)?;
-    body.push(b'\n');
-    res.send(status, "application/json", &body)
-}
-
 fn error(res: &mut Response<'_>, status: u16, message: &str) -> HandlerResult {
-    json(res, status, &serde_json::json!({ "error": message }))
+    res.json(status, &serde_json::json!({ "error": message }))
 }
 
 fn task(row: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
@@ -71,7 +65,7 @@ fn task(row: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
 }
 
 fn health(_: &Db, _: &mut Request<'_>, res: &mut Response<'_>, _: &Params) -> HandlerResult {
-    json(res, 200, &serde_json::json!({ "status": "ok" }))
+    res.json(200, &serde_json::json!({ "status": "ok" }))
 }
 
 fn list(db: &Db, req: &mut Request<'_>, res: &mut Response<'_>, _: &Params) -> HandlerResult {
@@ -86,17 +80,13 @@ fn list(db: &Db, req: &mut Request<'_>, res: &mut Response<'_>, _: &Params) -> H
         let rows = statement.query_map([limit], task)?;
         rows.collect::<rusqlite::Result<Vec<Task>>>()
     })??;
-    json(res, 200, &tasks)
+    res.json(200, &tasks)
 }
 
 fn create(db: &Db, req: &mut Request<'_>, res: &mut Response<'_>, _: &Params) -> HandlerResult {
-    let body = match req.body_to_vec(MAX_BODY) {
-        Ok(body) => body,
-        Err(_) => return error(res, 413, "body too large"),
-    };
-    let new: NewTask = match serde_json::from_slice(&body) {
+    let new: NewTask = match req.json(MAX_BODY) {
         Ok(new) => new,
-        Err(e) => return error(res, 400, &format!("invalid task: {e}")),
+        Err(e) => return error(res, e.status(), &format!("invalid task: {e}")),
     };
     let task = db.with(|conn| {
         conn.prepare_cached("INSERT INTO tasks (title, done) VALUES (?1, ?2) RETURNING id")?
@@ -107,7 +97,7 @@ fn create(db: &Db, req: &mut Request<'_>, res: &mut Response<'_>, _: &Params) ->
                 done: new.done,
             })
     })??;
-    json(res, 201, &task)
+    res.json(201, &task)
 }
 
 fn task_id(params: &Params) -> Option<i64> {
@@ -124,7 +114,7 @@ fn show(db: &Db, _: &mut Request<'_>, res: &mut Response<'_>, params: &Params) -
             .optional()
     })??;
     match found {
-        Some(task) => json(res, 200, &task),
+        Some(task) => res.json(200, &task),
         None => error(res, 404, "no such task"),
     }
 }
