@@ -25,6 +25,10 @@ pub struct Cli {
     /// Print the "Coming from gunicorn" table (Markdown) used in the README and exit.
     #[arg(long, hide = true)]
     pub gunicorn_markdown: bool,
+    /// Print the manual page ferricorn(1) (roff, from the same options and settings as
+    /// `--help`) and exit; the install step puts it in man1.
+    #[arg(long, hide = true)]
+    pub man_page: bool,
     /// The plugin shared object to serve (same as `app.path`).
     #[arg(value_name = "APP")]
     pub app: Option<PathBuf>,
@@ -175,13 +179,12 @@ pub fn main() -> i32 {
         let _ = command().print_long_help();
         return 0;
     }
-    let command = command();
-    if let Some(refused) = gunicorn_flag_refused(&args, &command) {
+    if let Some(refused) = gunicorn_flag_refused(&args, &command()) {
         // As clap refuses a flag it does not know: exit 2.
         eprintln!("ferricorn: {refused}");
         return 2;
     }
-    let matches = command.get_matches();
+    let matches = command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -189,6 +192,10 @@ pub fn main() -> i32 {
     if cli.settings_markdown {
         print!("{}", config::markdown_table());
         return 0;
+    }
+    if cli.man_page {
+        let page = clap_mangen::Man::new(command()).render(&mut std::io::stdout());
+        return i32::from(page.is_err());
     }
     if cli.gunicorn_markdown {
         let has = |name: &str| SETTINGS.iter().any(|s| s.name == name);

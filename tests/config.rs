@@ -327,3 +327,25 @@ fn a_gunicorn_conf_py_is_read_for_its_plain_settings() {
     }
     assert_eq!(out.lines().count(), 3, "{out}");
 }
+
+/// `--man-page` prints ferricorn(1) in roff, from the same options and settings as `--help`:
+/// every setting's flag and documentation is in it, and the `ctl` subcommand.
+#[test]
+fn the_man_page_has_every_setting() {
+    let (status, out) = run_to_exit(&["--man-page"]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains(".TH ferricorn 1"), "{out}");
+    for setting in ferricorn::config::SETTINGS
+        .iter()
+        .filter(|s| !s.flag.is_empty())
+    {
+        let flag = format!("\\-\\-{}", setting.flag.replace('-', "\\-"));
+        assert!(out.contains(&flag), "{flag} in the man page");
+        assert!(
+            out.contains(&format!("YAML key: {}", setting.name.replace('-', "\\-"))),
+            "{}",
+            setting.name
+        );
+    }
+    assert!(out.contains("ctl COMMAND"), "{out}");
+}
