@@ -7,7 +7,7 @@
 
 use crate::access_log::AccessFormat;
 use crate::forwarded::{Forwarding, IpSet, RealIpHeader};
-use crate::listeners::{Address, ListenOptions};
+use crate::listeners::{split_scheme, Address, ListenOptions, Scheme};
 use crate::logging::{LogLevel, LogTargets};
 use crate::proto::proxy::Mode as ProxyMode;
 use crate::tls::{ClientAuth, TlsSettings};
@@ -193,7 +193,7 @@ macro_rules! settings {
 settings! {
     Bind => bind: Vec<Address> = addresses,
         Setting { flag: "bind", short: Some('b'), kind: Kind::Addresses, default: "[\"127.0.0.1:8000\"]",
-        doc: "Addresses to listen on: `HOST:PORT`, `[V6]:PORT`, `unix:PATH` or `fd://N`; port 0 picks a free port. The flag may be repeated." },
+        doc: "Addresses to listen on: `HOST:PORT`, `[V6]:PORT`, `unix:PATH` or `fd://N`; port 0 picks a free port; `https://HOST:PORT` is a TLS listener beside plain ones (with `certfile`). The flag may be repeated." },
     Workers => workers: usize = whole,
         Setting { flag: "workers", short: Some('w'), kind: int(0, MAX_WORKERS as u64, "processes"), default: "0",
         doc: "Worker processes; 0 means one per CPU." },
@@ -939,6 +939,31 @@ impl Config {
         }
     }
 
+    /// Whether the listener at `address` speaks TLS: with `certfile` set, a `bind` entry
+    /// written `https://ADDR` is TLS and one written `http://ADDR` plain; an entry without a
+    /// scheme (and a socket from systemd) is TLS unless some entry says `https://` (then only
+    /// those are). Without `certfile`, none is.
+    pub fn tls_for(&self, address: &Address) -> bool {
+        if self.certfile.is_none() {
+            return false;
+        }
+        let schemes = self.bind_schemes();
+        let any_https = schemes.iter().any(|(s, _)| *s == Some(Scheme::Https));
+        match schemes.iter().find(|(_, a)| a == address) {
+            Some((Some(scheme), _)) => *scheme == Scheme::Https,
+            _ => !any_https,
+        }
+    }
+
+    /// Each `bind` entry's scheme (if it has one) and address.
+    fn bind_schemes(&self) -> Vec<(Option<Scheme>, Address)> {
+        let texts = self.values[Key::Bind as usize].as_sequence();
+        let texts = texts.into_iter().flatten().filter_map(Value::as_str);
+        texts
+            .filter_map(|t| Some((split_scheme(t).0, Address::parse(t).ok()?)))
+            .collect()
+    }
+
     /// How the listeners ferricorn binds are set up (`backlog`, `reuse_port`, `defer_accept`).
     pub fn listen_options(&self) -> ListenOptions {
         ListenOptions {
@@ -963,6 +988,13 @@ impl Config {
     /// The rules between settings, in one place. Errors: a key without the one it needs
     /// (`keyfile` without `certfile`, `cert_reqs` other than `none` without `ca_certs`…).
     fn check_combinations(&self) -> Result<(), String> {
+        let https = self
+            .bind_schemes()
+            .into_iter()
+            .any(|(s, _)| s == Some(Scheme::Https));
+        if https && self.certfile.is_none() {
+            return Err("bind: an https:// address needs certfile and keyfile".into());
+        }
         let needs_ca = self.cert_reqs != ClientAuth::None;
         match (&self.certfile, &self.keyfile) {
             (None, None) if self.ca_certs.is_some() || needs_ca => {

@@ -21,10 +21,41 @@ pub enum Address {
     Fd(RawFd),
 }
 
+/// The scheme a `bind` entry may start with: `http://ADDR` is plain, `https://ADDR` TLS
+/// (with `certfile`/`keyfile`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// `http://`.
+    Http,
+    /// `https://`.
+    Https,
+}
+
+/// `text`'s scheme, if it starts with one, and the address after it.
+pub fn split_scheme(text: &str) -> (Option<Scheme>, &str) {
+    if let Some(rest) = text.strip_prefix("https://") {
+        return (Some(Scheme::Https), rest);
+    }
+    match text.strip_prefix("http://") {
+        Some(rest) => (Some(Scheme::Http), rest),
+        None => (None, text),
+    }
+}
+
 impl Address {
-    /// Parses `HOST:PORT`, `[V6]:PORT`, `unix:PATH` or `fd://N`. A host name is resolved
-    /// (first address). Errors say what was wrong with the text.
+    /// Parses `HOST:PORT`, `[V6]:PORT`, `unix:PATH` or `fd://N`; a TCP address may start
+    /// with `http://` or `https://` (see [`split_scheme`]). A host name is resolved (first
+    /// address). Errors say what was wrong with the text.
     pub fn parse(text: &str) -> Result<Address, String> {
+        let (scheme, rest) = split_scheme(text);
+        if scheme.is_some() {
+            return match Address::parse(rest)? {
+                Address::Tcp(addr) => Ok(Address::Tcp(addr)),
+                _ => Err(format!(
+                    "`{text}`: http:// and https:// go with HOST:PORT only"
+                )),
+            };
+        }
         if let Some(path) = text.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err(format!("`{text}`: unix: needs a path"));

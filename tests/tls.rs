@@ -406,3 +406,77 @@ fn past_worker_connections_a_tls_connection_is_closed_without_http() {
         assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
     });
 }
+
+/// The port of the `Listening at: URL` line whose URL starts with `prefix`.
+fn listening_port(server: &Server, prefix: &str) -> u16 {
+    wait_for("the Listening at: line", Duration::from_secs(20), || {
+        let log = server.log_text();
+        let line = log.lines().find_map(|l| {
+            l.split("Listening at: ")
+                .nth(1)
+                .filter(|u| u.starts_with(prefix))
+        })?;
+        line.split_whitespace()
+            .next()?
+            .rsplit(':')
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// Plain and TLS listeners side by side: `https://ADDR` entries of `bind` speak TLS with
+/// `certfile`/`keyfile`, the others stay plain; a plain client on the TLS port gets no
+/// HTTP, and an `https://` entry without `certfile` is a configuration error.
+#[test]
+fn plain_and_tls_listeners_side_by_side() {
+    Pki::with(|pki| {
+        let config = format!(
+            "workers: 1\nbind: [\"127.0.0.1:0\", \"https://127.0.0.2:0\"]\n{}",
+            pki.config()
+        );
+        let server = Server::start("hello", &config, &[]);
+        let plain = listening_port(&server, "http://127.0.0.1:");
+        let tls = listening_port(&server, "https://127.0.0.2:");
+        let mut stream = TcpStream::connect(("127.0.0.1", plain)).unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let response = read_response(&mut BufReader::new(stream)).unwrap();
+        assert_eq!(response.status, 200, "plain on the plain listener");
+        let tcp = TcpStream::connect(("127.0.0.2", tls)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut stream = Stream::tls(tcp, pki.client(false));
+        write!(
+            stream,
+            "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let response = read_response(&mut BufReader::new(stream)).unwrap();
+        assert_eq!(response.status, 200, "TLS on the https:// listener");
+        let mut stream = TcpStream::connect(("127.0.0.2", tls)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        assert!(
+            !answer.starts_with(b"HTTP/"),
+            "no HTTP on the TLS port: {answer:?}"
+        );
+    });
+    let (status, out) = run_to_exit(&[
+        "-b",
+        "https://127.0.0.1:0",
+        "--check-config",
+        "/nonexistent.so",
+    ]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("an https:// address needs certfile and keyfile"),
+        "{out}"
+    );
+}

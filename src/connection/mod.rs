@@ -116,7 +116,7 @@ pub struct Context {
     pub place: Option<Place>,
     /// The origin of the worker's millisecond clocks.
     pub epoch: Instant,
-    /// TLS for every TCP listener (`certfile`…); `None` = plain HTTP.
+    /// TLS (`certfile`…) for the listeners that speak it; `None` = plain HTTP everywhere.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 

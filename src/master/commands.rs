@@ -140,7 +140,7 @@ impl Master {
                     .is_tcp
                     .then(|| metrics::listen_queue(l.fd.as_fd()))
                     .flatten();
-                serde_json::json!({ "url": l.url_for(self.tls.is_some()), "fd": l.raw_fd(), "listen_queue": queue })
+                serde_json::json!({ "url": l.url_for(self.config.tls_for(&l.address)), "fd": l.raw_fd(), "listen_queue": queue })
             })
             .collect();
         serde_json::Value::Array(rows)

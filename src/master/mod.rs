@@ -229,7 +229,7 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
     for listener in &listeners {
         logging::info(format_args!(
             "Listening at: {} ({pid})",
-            listener.url_for(config.tls().is_some())
+            listener.url_for(config.tls_for(&listener.address))
         ));
     }
     if let Some(path) = &config.pidfile {

@@ -94,7 +94,7 @@ impl Master {
         for listener in listeners.iter().filter(|l| !before.contains(&l.address)) {
             logging::info(format_args!(
                 "Listening at: {} ({})",
-                listener.url_for(config.tls().is_some()),
+                listener.url_for(config.tls_for(&listener.address)),
                 self.pid
             ));
         }

@@ -79,8 +79,10 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 #[derive(Clone, Copy, Debug)]
 struct Socket {
     fd: RawFd,
-    /// TCP (TLS applies), not a unix socket.
+    /// TCP, not a unix socket.
     is_tcp: bool,
+    /// Its connections speak TLS ([`Config::tls_for`]).
+    tls: bool,
     /// TCP_DEFER_ACCEPT is on: an accepted connection's first bytes are there, so it is read
     /// at once ([`serve_accepted`]).
     deferred: bool,
@@ -270,6 +272,7 @@ fn build(
         .map(|(i, l)| Socket {
             fd: socket_of(i).unwrap_or(l.raw_fd()),
             is_tcp: l.is_tcp,
+            tls: l.is_tcp && config.tls_for(&l.address),
             deferred: listeners::deferred(l),
             own: socket_of(i).is_some_and(|fd| fd != l.raw_fd()),
         })
@@ -592,7 +595,7 @@ fn accept_one(shared: &Shared, listener: usize, socket: Socket) -> Accepted {
         ));
     }
     let is_tcp = socket.is_tcp;
-    let tls_config = shared.ctx.tls.as_ref().filter(|_| is_tcp);
+    let tls_config = shared.ctx.tls.as_ref().filter(|_| socket.tls);
     let Some(index) = shared.slots.take() else {
         refuse(
             shared,
