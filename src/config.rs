@@ -1008,11 +1008,6 @@ impl Config {
                     .as_str()
                     .unwrap_or_default()
             )),
-            // A PROXY header comes in clear before the TLS handshake; the driver reads it
-            // only from the decrypted stream, so each such connection would fail.
-            (Some(_), Some(_)) if self.proxy_protocol != ProxyMode::Off => Err(
-                "proxy_protocol with certfile is not supported yet: terminate TLS in the proxy, or drop proxy_protocol".into(),
-            ),
             _ => Ok(()),
         }
     }
@@ -1129,13 +1124,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(tls.client_auth, ClientAuth::None);
-        let err = with(&[
+        // The PROXY protocol in front of TLS is read in clear before the handshake.
+        assert!(with(&[
             (Key::Certfile, "c.pem"),
             (Key::Keyfile, "k.pem"),
             (Key::ProxyProtocol, "v1"),
         ])
-        .unwrap_err();
-        assert!(err.starts_with("proxy_protocol with certfile"), "{err}");
+        .is_ok());
         assert_eq!(SETTINGS[Key::AppPath as usize].name, "app.path");
     }
 

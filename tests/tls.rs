@@ -480,3 +480,40 @@ fn plain_and_tls_listeners_side_by_side() {
         "{out}"
     );
 }
+
+/// The PROXY protocol in front of TLS (HAProxy in TCP mode with `send-proxy-v2` to a TLS
+/// listener): the header is read in clear, the rest is the TLS session's; the app sees the
+/// client's address and `https`. A v1 header works the same; a broken one closes the
+/// connection without HTTP (none can be said before the handshake).
+#[test]
+fn proxy_protocol_in_front_of_tls() {
+    Pki::with(|pki| {
+        let config = format!("workers: 1\nproxy_protocol: auto\n{}", pki.config());
+        let server = Server::start_tls("echo", &config, &[], pki.client(false));
+        let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+        v2.extend_from_slice(&[203, 0, 113, 9, 127, 0, 0, 1, 0x30, 0x39, 0x01, 0xbb]);
+        let v1 = b"PROXY TCP4 198.51.100.7 127.0.0.1 4242 443\r\n".to_vec();
+        for (header, client) in [(v2, "203.0.113.9"), (v1, "198.51.100.7")] {
+            let mut tcp = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            tcp.write_all(&header).unwrap();
+            let mut stream = Stream::tls(tcp, pki.client(false));
+            write!(
+                stream,
+                "GET /who HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let response = read_response(&mut BufReader::new(stream)).unwrap();
+            assert_eq!(response.status, 200);
+            let echo = json(&response);
+            assert_eq!(echo["REMOTE_ADDR"], client, "{echo}");
+            assert_eq!(echo["url_scheme"], "https", "{echo}");
+        }
+        let mut tcp = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(b"PROXY TCP4 not-an-address\r\n").unwrap();
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer);
+        assert!(answer.is_empty(), "closed without an answer: {answer:?}");
+    });
+}

@@ -749,6 +749,13 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
         _ if !ready.readable && !ready.hangup => return Next::Wait,
         _ => {}
     }
+    if conn.proxy_pending && conn.tls.is_some() {
+        match proxy_header_in_clear(ctx, conn) {
+            Ok(true) => {}
+            Ok(false) => return Next::Wait,
+            Err(reject) => return fail(ctx, conn, reject),
+        }
+    }
     let mut active = match conn.active.take() {
         Some(active) => active,
         None => scratch.spare(ctx.limits),
@@ -958,20 +965,63 @@ fn proxy_header(ctx: &Context, conn: &mut Conn, a: &mut Active) -> Result<(), Re
         proxy::Parsed::Invalid(reject) => return Err(reject),
         proxy::Parsed::Header { len, header } => {
             a.buf.drain(..len);
-            if let Some(source) = header.source {
-                // Forwarding headers are believed only from a client that is itself a
-                // trusted proxy: a TCP-mode proxy passes the client's own ones through.
-                conn.trusted = ctx.forwarding.allow.contains(source.ip());
-                let peer = std::mem::replace(&mut conn.remote, AddrText::new(Some(source)));
-                conn.peer = Some(Box::new(peer));
-            }
-            if let Some(destination) = header.destination {
-                conn.local = Some(Box::new(AddrText::new(Some(destination))));
-            }
+            apply_proxy_header(ctx, conn, &header);
         }
     }
     conn.proxy_pending = false;
     Ok(())
+}
+
+/// On a TLS connection, a PROXY header comes in clear before the handshake: it is looked at
+/// in the socket (MSG_PEEK) and taken out of it once complete, and the rest is the TLS
+/// session's. Ok(true) once it was read or is known absent, Ok(false) while more of it is
+/// to come. Errors: as [`proxy_header`]'s (the connection closes: no HTTP before TLS).
+fn proxy_header_in_clear(ctx: &Context, conn: &mut Conn) -> Result<bool, Reject> {
+    let mut window = [0u8; proxy::MAX_HEADER];
+    let flags = nix::sys::socket::MsgFlags::MSG_PEEK;
+    let seen = match nix::sys::socket::recv(conn.fd.as_raw_fd(), &mut window, flags) {
+        Ok(n) => n,
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => return Ok(false),
+        // The TLS session's read reports the error or the end.
+        Err(_) => 0,
+    };
+    if seen == 0 {
+        conn.proxy_pending = false;
+        return Ok(true);
+    }
+    match proxy::parse(&window[..seen], ctx.proxy_mode) {
+        proxy::Parsed::NeedData => return Ok(false),
+        proxy::Parsed::Absent => {}
+        proxy::Parsed::Invalid(reject) => return Err(reject),
+        proxy::Parsed::Header { len, header } => {
+            // Takes exactly the header's bytes (they are in the socket: just peeked).
+            let taken = nix::unistd::read(conn.fd.as_fd(), &mut window[..len]);
+            if taken != Ok(len) {
+                return Err(Reject {
+                    status: 400,
+                    why: "PROXY header could not be read back",
+                });
+            }
+            apply_proxy_header(ctx, conn, &header);
+        }
+    }
+    conn.proxy_pending = false;
+    Ok(true)
+}
+
+/// What a PROXY header says becomes the connection's: REMOTE_ADDR/PORT the client's (the
+/// TCP peer kept as `peer`), SERVER_NAME/PORT the address it connected to.
+fn apply_proxy_header(ctx: &Context, conn: &mut Conn, header: &proxy::Header) {
+    if let Some(source) = header.source {
+        // Forwarding headers are believed only from a client that is itself a trusted
+        // proxy: a TCP-mode proxy passes the client's own ones through.
+        conn.trusted = ctx.forwarding.allow.contains(source.ip());
+        let peer = std::mem::replace(&mut conn.remote, AddrText::new(Some(source)));
+        conn.peer = Some(Box::new(peer));
+    }
+    if let Some(destination) = header.destination {
+        conn.local = Some(Box::new(AddrText::new(Some(destination))));
+    }
 }
 
 /// Called by the worker's timer for a connection that is not being served: true if it must be

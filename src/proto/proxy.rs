@@ -66,6 +66,9 @@ const V1_MAX: usize = 107;
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 /// The most address and TLV bytes a v2 header may carry here.
 const V2_MAX_PAYLOAD: usize = 2048;
+/// The longest PROXY header accepted, in bytes (a v2 header's 16 bytes and its largest
+/// payload; a v1 header is at most 107).
+pub const MAX_HEADER: usize = 16 + V2_MAX_PAYLOAD;
 
 /// Whether `buf` is a proper prefix of `signature` (could still become it).
 fn could_be(buf: &[u8], signature: &[u8]) -> bool {
