@@ -314,6 +314,9 @@ settings! {
     ReusePort => reuse_port: bool = flag,
         Setting { flag: "reuse-port", short: None, kind: Kind::Bool, default: "false",
         doc: "SO_REUSEPORT on TCP listeners, so that several masters can bind the same port (blue/green on one host)." },
+    Certificates => certificates: Vec<(String, String)> = pairs,
+        Setting { flag: "certificate", short: None, kind: Kind::Pairs, default: "{}",
+        doc: "More TLS certificates, chosen by the name the client asks for (SNI): a map of certificate file to key file (the flag takes CERTFILE=KEYFILE and may be repeated). Each serves the DNS names of its certificate (subjectAltName, `*.` wildcards too); `certfile` serves a client asking for no name or another one." },
     Reuseport => reuseport: bool = flag,
         Setting { flag: "reuseport", short: None, kind: Kind::Bool, default: "false",
         doc: "One SO_REUSEPORT listening socket per worker on each TCP `bind` address (nginx's `listen ... reuseport`): each worker accepts from its own queue and the kernel spreads new connections over the workers by a hash of their addresses, not by load. Read at startup; sockets from systemd stay shared." },
@@ -982,6 +985,11 @@ impl Config {
             keyfile: self.keyfile.clone()?,
             ca_certs: self.ca_certs.clone(),
             client_auth: self.cert_reqs,
+            sni: self
+                .certificates
+                .iter()
+                .map(|(cert, key)| (PathBuf::from(cert), PathBuf::from(key)))
+                .collect(),
         })
     }
 
@@ -994,6 +1002,9 @@ impl Config {
             .any(|(s, _)| s == Some(Scheme::Https));
         if https && self.certfile.is_none() {
             return Err("bind: an https:// address needs certfile and keyfile".into());
+        }
+        if !self.certificates.is_empty() && self.certfile.is_none() {
+            return Err("certificates need certfile and keyfile (the default certificate)".into());
         }
         let needs_ca = self.cert_reqs != ClientAuth::None;
         match (&self.certfile, &self.keyfile) {

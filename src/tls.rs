@@ -43,6 +43,8 @@ pub struct TlsSettings {
     pub ca_certs: Option<PathBuf>,
     /// `cert_reqs`.
     pub client_auth: ClientAuth,
+    /// `certificates`: more (certfile, keyfile) pairs, chosen by SNI.
+    pub sni: Vec<(PathBuf, PathBuf)>,
 }
 
 /// The ALPN protocol offered (RFC 7301): HTTP/1.1 only.
@@ -77,7 +79,8 @@ pub fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
                     .add(cert)
                     .map_err(|e| format!("ca_certs {}: {e}", path.display()))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let verifier = match auth {
                 ClientAuth::Optional => verifier.allow_unauthenticated(),
                 _ => verifier,
@@ -89,17 +92,116 @@ pub fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
             )
         }
     };
-    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
-        format!(
-            "certfile {} with keyfile {}: {e}",
-            settings.certfile.display(),
-            settings.keyfile.display()
-        )
-    })?;
+    let mut config = match settings.sni.is_empty() {
+        true => builder.with_single_cert(certs, key).map_err(|e| {
+            format!(
+                "certfile {} with keyfile {}: {e}",
+                settings.certfile.display(),
+                settings.keyfile.display()
+            )
+        })?,
+        false => {
+            let default = certified(&settings.certfile, &settings.keyfile, &provider)?;
+            let mut by_name = Vec::new();
+            for (cert, key) in &settings.sni {
+                let certified = certified(cert, key, &provider)?;
+                for name in dns_names(&certified, cert)? {
+                    by_name.push((name, certified.clone()));
+                }
+            }
+            builder.with_cert_resolver(Arc::new(BySni { by_name, default }))
+        }
+    };
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
     config.ticketer =
         rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("TLS tickets: {e}"))?;
     Ok(Arc::new(config))
+}
+
+/// A certificate chain and its key, ready to serve. Errors name the files: unreadable, not
+/// PEM, or a key that does not match the certificate.
+fn certified(
+    cert: &Path,
+    key: &Path,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let chain = read_certs(cert, "certificates")?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        format!(
+            "certificates: {}: no usable private key: {}",
+            key.display(),
+            pem_error(e)
+        )
+    })?;
+    let certified =
+        rustls::sign::CertifiedKey::from_der(chain, key_der, provider).map_err(|e| {
+            format!(
+                "certificates: {} with {}: {e}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    Ok(Arc::new(certified))
+}
+
+/// The DNS names a certificate serves (its subjectAltName; `*.example.com` kept as is),
+/// lower case. Errors: a certificate with none, naming the file.
+fn dns_names(certified: &rustls::sign::CertifiedKey, path: &Path) -> Result<Vec<String>, String> {
+    let leaf = certified
+        .end_entity_cert()
+        .map_err(|e| format!("certificates: {}: {e}", path.display()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| format!("certificates: {}: {e}", path.display()))?;
+    let names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(name) => {
+                        Some(name.to_ascii_lowercase())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        return Err(format!(
+            "certificates: {}: no DNS name in its subjectAltName to choose it by",
+            path.display()
+        ));
+    }
+    Ok(names)
+}
+
+/// Chooses the certificate by the name the client asks for (SNI, RFC 6066 §3): an exact
+/// name, else a `*.` wildcard for its first label; the default (`certfile`) otherwise.
+#[derive(Debug)]
+struct BySni {
+    by_name: Vec<(String, Arc<rustls::sign::CertifiedKey>)>,
+    default: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl rustls::server::ResolvesServerCert for BySni {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let Some(name) = hello.server_name().map(str::to_ascii_lowercase) else {
+            return Some(self.default.clone());
+        };
+        let wildcard = name.split_once('.').map(|(_, rest)| format!("*.{rest}"));
+        let found = self.by_name.iter().find(|(n, _)| *n == name).or_else(|| {
+            self.by_name
+                .iter()
+                .find(|(n, _)| Some(n) == wildcard.as_ref())
+        });
+        Some(found.map_or(&self.default, |(_, c)| c).clone())
+    }
 }
 
 /// The certificates in PEM file `path` (setting `key`). Errors name the key and the file.

@@ -517,3 +517,72 @@ fn proxy_protocol_in_front_of_tls() {
         assert!(answer.is_empty(), "closed without an answer: {answer:?}");
     });
 }
+
+/// The certificate a TLS server presents to a client asking for `name` (SNI).
+fn certificate_for(port: u16, client: &Arc<rustls::ClientConfig>, name: &str) -> Vec<u8> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(client.clone(), server_name).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let response = read_response(&mut BufReader::new(&mut stream)).unwrap();
+    assert_eq!(response.status, 200);
+    stream.conn.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn der_of(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+/// Several certificates chosen by SNI (`certificates`): a client asking for a name one of
+/// them has (exactly, or under its `*.` wildcard) gets it; one asking for `localhost` gets
+/// `certfile`'s.
+#[test]
+fn certificates_are_chosen_by_sni() {
+    Pki::with(|pki| {
+        let dir = pki.ca.parent().unwrap().to_path_buf();
+        let (other, other_key) = pki.issue_for("other", vec!["other.test".into()], true);
+        let (wild, wild_key) = pki.issue_for("wild", vec!["*.wild.test".into()], true);
+        let mut config = format!("workers: 1\n{}certificates:\n", pki.config());
+        for (name, cert, key) in [("other", &other, &other_key), ("wild", &wild, &wild_key)] {
+            let (c, k) = (
+                dir.join(format!("{name}.pem")),
+                dir.join(format!("{name}-key.pem")),
+            );
+            std::fs::write(&c, cert).unwrap();
+            std::fs::write(&k, key).unwrap();
+            config.push_str(&format!("  {}: {}\n", c.display(), k.display()));
+        }
+        let client = pki.client(false);
+        let server = Server::start_tls("hello", &config, &[], client.clone());
+        let default = der_of(&std::fs::read_to_string(&pki.cert).unwrap());
+        assert_eq!(certificate_for(server.port, &client, "localhost"), default);
+        assert_eq!(
+            certificate_for(server.port, &client, "other.test"),
+            der_of(&other)
+        );
+        assert_eq!(
+            certificate_for(server.port, &client, "a.wild.test"),
+            der_of(&wild)
+        );
+    });
+    let (status, out) = run_to_exit(&[
+        "--certificate",
+        "a.pem=a.key",
+        "--check-config",
+        "/nonexistent.so",
+    ]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("certificates need certfile and keyfile"),
+        "{out}"
+    );
+}

@@ -559,13 +559,19 @@ impl Pki {
     /// A new certificate with common name `cn` signed by the CA (for `localhost` and
     /// 127.0.0.1 when `server`), and its key: (certificate PEM, key PEM).
     pub fn issue(&self, cn: &str, server: bool) -> (String, String) {
-        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
-        let key = KeyPair::generate().expect("a key");
         let names = if server {
             vec!["localhost".to_string(), "127.0.0.1".to_string()]
         } else {
             Vec::new()
         };
+        self.issue_for(cn, names, server)
+    }
+
+    /// A certificate with common name `cn` for the subjectAltName `names`, signed by the CA,
+    /// for a server (or a client), and its key: (certificate PEM, key PEM).
+    pub fn issue_for(&self, cn: &str, names: Vec<String>, server: bool) -> (String, String) {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+        let key = KeyPair::generate().expect("a key");
         let mut params = CertificateParams::new(names).expect("params");
         params.distinguished_name.push(DnType::CommonName, cn);
         params.extended_key_usages = vec![if server {
