@@ -19,7 +19,7 @@ pub struct Cli {
     /// Print the effective configuration as YAML and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// Print the settings table (Markdown) used in the README and exit.
+    /// Print the settings table (Markdown) of the settings reference, systemd/settings.md, and exit.
     #[arg(long, hide = true)]
     pub settings_markdown: bool,
     /// Print the "Coming from gunicorn" table (Markdown) used in the README and exit.

@@ -1037,7 +1037,8 @@ impl Config {
     }
 }
 
-/// The Markdown table of all settings for the README (`ferricorn --settings-markdown`).
+/// The Markdown table of all settings for the settings reference, `systemd/settings.md`
+/// (`ferricorn --settings-markdown`), with an anchor per setting.
 pub fn markdown_table() -> String {
     let mut out =
         String::from("| key | flag | default | unit | meaning |\n|---|---|---|---|---|\n");
@@ -1051,9 +1052,11 @@ pub fn markdown_table() -> String {
             Kind::Integer { unit, .. } => unit,
             _ => "",
         };
+        // An anchor per setting: `settings.md#workers` links to its row.
         let _ = writeln!(
             out,
-            "| `{}` | {flag} | `{}` | {unit} | {} |",
+            "| <a id=\"{}\"></a>`{}` | {flag} | `{}` | {unit} | {} |",
+            s.name.replace('.', "-"),
             s.name,
             s.default,
             s.description()

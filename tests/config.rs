@@ -97,21 +97,21 @@ fn print_config_shows_the_effective_values() {
     }
 }
 
-/// Asserts that the README holds the table `ferricorn FLAG` prints.
-fn assert_readme_has_table(flag: &str) {
+/// Asserts that the document `doc` (a path in the repository) holds the table `ferricorn
+/// FLAG` prints.
+fn assert_doc_has_table(doc: &str, flag: &str) {
     let (status, table) = run_to_exit(&[flag]);
     assert!(status.success());
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let text = std::fs::read_to_string(common::repo_path(doc)).unwrap();
     assert!(
-        readme.contains(table.trim()),
-        "a README.md table is out of date: replace it with `ferricorn {flag}`"
+        text.contains(table.trim()),
+        "the table in {doc} is out of date: replace it with `ferricorn {flag}`"
     );
 }
 
 #[test]
-fn readme_settings_table_matches_the_settings() {
-    assert_readme_has_table("--settings-markdown");
+fn settings_reference_matches_the_settings() {
+    assert_doc_has_table("systemd/settings.md", "--settings-markdown");
 }
 
 #[test]
@@ -155,7 +155,7 @@ fn help_lists_ctl_and_help_is_help() {
 
 #[test]
 fn gunicorn_settings_are_recognised_and_the_readme_table_is_current() {
-    assert_readme_has_table("--gunicorn-markdown");
+    assert_doc_has_table("README.md", "--gunicorn-markdown");
     let dir = scratch_dir();
     for (key, value, expected) in [
         ("preload_app", "true", "plugins are loaded after fork"),

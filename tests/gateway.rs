@@ -433,7 +433,8 @@ fn c_wordcount_reads_bodies_trailers_and_config() {
 
 #[test]
 fn readme_c_plugin_compiles_and_serves() {
-    let readme = std::fs::read_to_string(repo_path("README.md")).expect("README");
+    let readme =
+        std::fs::read_to_string(repo_path("worker-apps/README.md")).expect("the plugin guide");
     let section = readme.split("### In C").nth(1).expect("an `In C` section");
     let code = section
         .split("```c\n")

@@ -8,7 +8,7 @@
  * returning a pointer to a static descriptor: ABI version, the descriptor's own size, the
  * app's name, flags, and three functions (init, handle, shutdown). The server dlopen()s the
  * plugin in every worker process, calls init once, handle once per request, shutdown once at
- * graceful exit. See ferricorn's README, section "Write a plugin", for a complete example.
+ * graceful exit. See the plugin guide, worker-apps/README.md, for a complete example.
  *
  * This header is the C view of worker-apps/sdk/src/abi.rs and must stay identical to it:
  * ferricorn's test suite compiles a C program against this header and compares the size and
