@@ -317,6 +317,9 @@ settings! {
     Certificates => certificates: Vec<(String, String)> = pairs,
         Setting { flag: "certificate", short: None, kind: Kind::Pairs, default: "{}",
         doc: "More TLS certificates, chosen by the name the client asks for (SNI): a map of certificate file to key file (the flag takes CERTFILE=KEYFILE and may be repeated). Each serves the DNS names of its certificate (subjectAltName, `*.` wildcards too); `certfile` serves a client asking for no name or another one." },
+    ListenerCertificates => listener_certificates: Vec<(String, String)> = pairs,
+        Setting { flag: "listener-certificate", short: None, kind: Kind::Pairs, default: "{}",
+        doc: "A certificate of its own for a TLS listener: a map of `bind` entry (as written there, `https://ADDR`) to a PEM file holding the certificate chain and its key (the flag takes ADDR=FILE and may be repeated). Listeners not named serve `certfile` (and `certificates`)." },
     Reuseport => reuseport: bool = flag,
         Setting { flag: "reuseport", short: None, kind: Kind::Bool, default: "false",
         doc: "One SO_REUSEPORT listening socket per worker on each TCP `bind` address (nginx's `listen ... reuseport`): each worker accepts from its own queue and the kernel spreads new connections over the workers by a hash of their addresses, not by load. Read at startup; sockets from systemd stay shared." },
@@ -990,6 +993,13 @@ impl Config {
                 .iter()
                 .map(|(cert, key)| (PathBuf::from(cert), PathBuf::from(key)))
                 .collect(),
+            listeners: self
+                .listener_certificates
+                .iter()
+                .filter_map(|(address, pem)| {
+                    Some((Address::parse(address).ok()?, PathBuf::from(pem)))
+                })
+                .collect(),
         })
     }
 
@@ -1005,6 +1015,17 @@ impl Config {
         }
         if !self.certificates.is_empty() && self.certfile.is_none() {
             return Err("certificates need certfile and keyfile (the default certificate)".into());
+        }
+        for (address, _) in &self.listener_certificates {
+            let parsed = Address::parse(address).ok();
+            if !parsed
+                .as_ref()
+                .is_some_and(|a| self.tls_for(a) && self.bind.contains(a))
+            {
+                return Err(format!(
+                    "listener_certificates: `{address}` is not a TLS address of bind (write it as in bind, https://ADDR)"
+                ));
+            }
         }
         let needs_ca = self.cert_reqs != ClientAuth::None;
         match (&self.certfile, &self.keyfile) {

@@ -10,6 +10,7 @@
 //! rustls's aws-lc-rs provider: TLS 1.2 and 1.3 with rustls's default cipher suites, X25519
 //! and P-256 key exchange, stateless session tickets (one key per master generation).
 
+use crate::listeners::Address;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -45,6 +46,9 @@ pub struct TlsSettings {
     pub client_auth: ClientAuth,
     /// `certificates`: more (certfile, keyfile) pairs, chosen by SNI.
     pub sni: Vec<(PathBuf, PathBuf)>,
+    /// `listener_certificates`: listeners (by address) with a certificate of their own, and
+    /// the PEM file holding its chain and key.
+    pub listeners: Vec<(Address, PathBuf)>,
 }
 
 /// The ALPN protocol offered (RFC 7301): HTTP/1.1 only.
@@ -54,19 +58,49 @@ const ALPN_HTTP11: &[u8] = b"http/1.1";
 /// to the plaintext accepted by [`Session::send`]): beyond it the driver's backlog holds them.
 const SEND_LIMIT: usize = 64 * 1024;
 
-/// Reads `settings`' files and builds the rustls configuration for every TLS connection.
+/// The rustls configurations of the TLS listeners: one for every listener, except those
+/// with a certificate of their own (`listener_certificates`).
+#[derive(Debug)]
+pub struct Tls {
+    default: Arc<ServerConfig>,
+    listeners: Vec<(Address, Arc<ServerConfig>)>,
+}
+
+impl Tls {
+    /// The configuration for connections to the listener bound at `address`.
+    pub fn for_listener(&self, address: &Address) -> &Arc<ServerConfig> {
+        let own = self.listeners.iter().find(|(a, _)| a == address);
+        own.map_or(&self.default, |(_, config)| config)
+    }
+}
+
+/// Reads `settings`' files and builds the rustls configurations for every TLS connection.
 /// Errors: one line naming the file (unreadable, not PEM, no certificate or key in it, a key
 /// that does not match the certificate, CAs that cannot be used).
-pub fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
+pub fn load(settings: &TlsSettings) -> Result<Arc<Tls>, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let certs = read_certs(&settings.certfile, "certfile")?;
-    let key = PrivateKeyDer::from_pem_file(&settings.keyfile).map_err(|e| {
-        format!(
-            "keyfile {}: no usable private key: {}",
-            settings.keyfile.display(),
-            pem_error(e)
-        )
-    })?;
+    let default = server_config(settings, &provider, None)?;
+    let listeners = settings
+        .listeners
+        .iter()
+        .map(|(address, pem)| {
+            Ok((
+                address.clone(),
+                server_config(settings, &provider, Some(pem))?,
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Arc::new(Tls { default, listeners }))
+}
+
+/// One rustls configuration: the client-certificate rules of `settings`, and its
+/// certificates: `own` (a PEM file with a listener's chain and key), or else `certfile` and
+/// `keyfile` (with the `certificates` chosen by SNI).
+fn server_config(
+    settings: &TlsSettings,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+    own: Option<&Path>,
+) -> Result<Arc<ServerConfig>, String> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?;
@@ -92,19 +126,41 @@ pub fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
             )
         }
     };
-    let mut config = match settings.sni.is_empty() {
-        true => builder.with_single_cert(certs, key).map_err(|e| {
-            format!(
-                "certfile {} with keyfile {}: {e}",
-                settings.certfile.display(),
-                settings.keyfile.display()
-            )
-        })?,
-        false => {
-            let default = certified(&settings.certfile, &settings.keyfile, &provider)?;
+    let (cert, key, setting) = match own {
+        Some(pem) => (pem, pem, "listener_certificates"),
+        None => (
+            settings.certfile.as_path(),
+            settings.keyfile.as_path(),
+            "certfile",
+        ),
+    };
+    let mut config = match (own, settings.sni.is_empty()) {
+        (Some(_), _) | (None, true) => {
+            let chain = read_certs(cert, setting)?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                let which = if own.is_some() { setting } else { "keyfile" };
+                format!(
+                    "{which} {}: no usable private key: {}",
+                    key.display(),
+                    pem_error(e)
+                )
+            })?;
+            builder
+                .with_single_cert(chain, key_der)
+                .map_err(|e| match own {
+                    Some(pem) => format!("{setting} {}: {e}", pem.display()),
+                    None => format!(
+                        "certfile {} with keyfile {}: {e}",
+                        cert.display(),
+                        key.display()
+                    ),
+                })?
+        }
+        (None, false) => {
+            let default = certified(cert, key, provider)?;
             let mut by_name = Vec::new();
             for (cert, key) in &settings.sni {
-                let certified = certified(cert, key, &provider)?;
+                let certified = certified(cert, key, provider)?;
                 for name in dns_names(&certified, cert)? {
                     by_name.push((name, certified.clone()));
                 }

@@ -586,3 +586,64 @@ fn certificates_are_chosen_by_sni() {
         "{out}"
     );
 }
+
+/// A TLS listener with a certificate of its own (`listener_certificates`: a PEM file with
+/// its chain and key), beside one serving `certfile`; a name that is not a TLS `bind` entry
+/// is a configuration error.
+#[test]
+fn a_listener_may_have_its_own_certificate() {
+    Pki::with(|pki| {
+        let dir = pki.ca.parent().unwrap().to_path_buf();
+        let (own, own_key) = pki.issue("own", true);
+        let pem = dir.join("own-combined.pem");
+        std::fs::write(&pem, format!("{own}{own_key}")).unwrap();
+        let config = format!(
+            "workers: 1\nbind: [\"https://127.0.0.1:0\", \"https://127.0.0.2:0\"]\n{}listener_certificates:\n  \"https://127.0.0.2:0\": {}\n",
+            pki.config(),
+            pem.display()
+        );
+        let client = pki.client(false);
+        let server = Server::start_tls("hello", &config, &[], client.clone());
+        let first = listening_port(&server, "https://127.0.0.1:");
+        let second = listening_port(&server, "https://127.0.0.2:");
+        let default = der_of(&std::fs::read_to_string(&pki.cert).unwrap());
+        assert_eq!(certificate_at("127.0.0.1", first, &client), default);
+        assert_eq!(certificate_at("127.0.0.2", second, &client), der_of(&own));
+        // HUP reloads it with the rest.
+        let (renewed, renewed_key) = pki.issue("own, renewed", true);
+        std::fs::write(&pem, format!("{renewed}{renewed_key}")).unwrap();
+        server.signal(libc::SIGHUP);
+        wait_for("the reload", Duration::from_secs(20), || {
+            server.log_text().contains("Reload complete").then_some(())
+        });
+        wait_for("the renewed certificate", Duration::from_secs(20), || {
+            (certificate_at("127.0.0.2", second, &client) == der_of(&renewed)).then_some(())
+        });
+    });
+    let (status, out) = run_to_exit(&[
+        "--listener-certificate",
+        "https://127.0.0.9:1=x.pem",
+        "--check-config",
+        "/nonexistent.so",
+    ]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("is not a TLS address of bind"), "{out}");
+}
+
+/// The certificate the TLS server at `ip`:`port` presents (asking for `localhost`).
+fn certificate_at(ip: &str, port: u16, client: &Arc<rustls::ClientConfig>) -> Vec<u8> {
+    let tcp = TcpStream::connect((ip, port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stream = Stream::tls(tcp, client.clone());
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    assert_eq!(read_response(&mut reader).unwrap().status, 200);
+    match reader.get_ref() {
+        Stream::Tls(s) => s.conn.peer_certificates().unwrap()[0].to_vec(),
+        _ => unreachable!("a TLS stream"),
+    }
+}

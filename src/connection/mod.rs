@@ -116,8 +116,6 @@ pub struct Context {
     pub place: Option<Place>,
     /// The origin of the worker's millisecond clocks.
     pub epoch: Instant,
-    /// TLS (`certfile`…) for the listeners that speak it; `None` = plain HTTP everywhere.
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Context {

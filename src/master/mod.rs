@@ -144,7 +144,7 @@ struct Worker {
 struct Master {
     config: Config,
     /// The configuration's TLS, loaded (`None`: plain HTTP); new workers serve with it.
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<tls::Tls>>,
     overrides: Overrides,
     listeners: Vec<Listener>,
     signals: Signals,

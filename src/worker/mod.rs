@@ -76,13 +76,13 @@ const DEFAULT_STALL: Duration = Duration::from_secs(30);
 const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 
 /// A listening socket as the worker uses it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Socket {
     fd: RawFd,
     /// TCP, not a unix socket.
     is_tcp: bool,
-    /// Its connections speak TLS ([`Config::tls_for`]).
-    tls: bool,
+    /// Its connections' TLS configuration, on a TLS listener ([`Config::tls_for`]).
+    tls: Option<Arc<rustls::ServerConfig>>,
     /// TCP_DEFER_ACCEPT is on: an accepted connection's first bytes are there, so it is read
     /// at once ([`serve_accepted`]).
     deferred: bool,
@@ -162,7 +162,7 @@ fn jittered_max_requests(config: &Config) -> u64 {
 /// worker's slot on the master's scoreboard, if it has one.
 pub fn run(
     config: &Config,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<crate::tls::Tls>>,
     listeners: &[Listener],
     sockets: Option<&[RawFd]>,
     report_fd: OwnedFd,
@@ -257,7 +257,7 @@ fn boot_failed(report_fd: &OwnedFd, message: &str) -> i32 {
 
 fn build(
     config: &Config,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<crate::tls::Tls>>,
     listeners: &[Listener],
     sockets: Option<&[RawFd]>,
     app: gateway::App,
@@ -272,7 +272,10 @@ fn build(
         .map(|(i, l)| Socket {
             fd: socket_of(i).unwrap_or(l.raw_fd()),
             is_tcp: l.is_tcp,
-            tls: l.is_tcp && config.tls_for(&l.address),
+            tls: tls
+                .as_ref()
+                .filter(|_| l.is_tcp && config.tls_for(&l.address))
+                .map(|tls| tls.for_listener(&l.address).clone()),
             deferred: listeners::deferred(l),
             own: socket_of(i).is_some_and(|fd| fd != l.raw_fd()),
         })
@@ -328,7 +331,6 @@ fn build(
         response_buffer: config.response_buffer,
         place,
         epoch,
-        tls,
     };
     Ok(Shared {
         ctx,
@@ -533,7 +535,7 @@ enum Accepted {
 /// (`scratch`) serves each at once on a deferred listener ([`serve_accepted`]), otherwise it
 /// is registered to wait for its request in epoll.
 fn accept_ready(shared: &Shared, listener: usize, most: usize, mut scratch: Option<&mut Scratch>) {
-    let Some(&socket) = shared.listeners.get(listener) else {
+    let Some(socket) = shared.listeners.get(listener) else {
         return;
     };
     if accept_paused(shared) {
@@ -567,7 +569,7 @@ fn accept_ready(shared: &Shared, listener: usize, most: usize, mut scratch: Opti
 
 /// One accept4(2) on `socket` (listener number `listener`): the connection with a slot and
 /// its TLS session, or a 503 past `worker_connections`, or why accepting stops.
-fn accept_one(shared: &Shared, listener: usize, socket: Socket) -> Accepted {
+fn accept_one(shared: &Shared, listener: usize, socket: &Socket) -> Accepted {
     let (client, remote) = match listeners::accept_client(socket.fd) {
         Ok(accepted) => accepted,
         Err(nix::errno::Errno::EAGAIN) => return Accepted::Stop,
@@ -595,7 +597,7 @@ fn accept_one(shared: &Shared, listener: usize, socket: Socket) -> Accepted {
         ));
     }
     let is_tcp = socket.is_tcp;
-    let tls_config = shared.ctx.tls.as_ref().filter(|_| socket.tls);
+    let tls_config = socket.tls.as_ref();
     let Some(index) = shared.slots.take() else {
         refuse(
             shared,
