@@ -25,7 +25,7 @@ const HOOKS: Instead = NotNeeded(
 const PYTHON: Instead =
     NotNeeded("Python-specific: a plugin is a shared object, loaded by `app.path`");
 const STRICT: Instead = NotNeeded(
-    "a leniency for malformed requests: ferricorn refuses them (400), see \"HTTP behaviour\"",
+    "a leniency for malformed requests: ferricorn refuses them (400), see \"HTTP behaviour\" in src/README.md",
 );
 const HTTP2: Instead = NotNeeded("ferricorn speaks HTTP/1.1 only; terminate HTTP/2 in a proxy");
 const DIRTY: Instead = NotNeeded(
@@ -93,7 +93,7 @@ pub const GUNICORN_SETTINGS: &[(&str, Option<Instead>)] = &[
     ("syslog_prefix", Some(SYSLOG)),
     ("syslog_facility", Some(SYSLOG)),
     ("enable_stdio_inheritance", Some(NotNeeded("workers always inherit the master's stdio"))),
-    ("statsd_host", Some(NotNeeded("ferricorn serves Prometheus metrics instead of pushing statsd: set `metrics_bind` (see \"Monitoring\")"))),
+    ("statsd_host", Some(NotNeeded("ferricorn serves Prometheus metrics instead of pushing statsd: set `metrics_bind` (see \"Monitoring\" in systemd/README.md)"))),
     ("dogstatsd_tags", Some(NotNeeded("see `statsd_host`"))),
     ("statsd_prefix", Some(NotNeeded("see `statsd_host`"))),
     ("enable_backlog_metric", Some(NotNeeded("the listen queue is always a metric of `metrics_bind` (`ferricorn_listen_queue`)"))),
