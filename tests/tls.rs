@@ -544,7 +544,7 @@ fn der_of(pem: &str) -> Vec<u8> {
 
 /// Several certificates chosen by SNI (`certificates`): a client asking for a name one of
 /// them has (exactly, or under its `*.` wildcard) gets it; one asking for `localhost` gets
-/// `certfile`'s.
+/// `certfile`'s. A HUP reloads them.
 #[test]
 fn certificates_are_chosen_by_sni() {
     Pki::with(|pki| {
@@ -573,6 +573,19 @@ fn certificates_are_chosen_by_sni() {
             certificate_for(server.port, &client, "a.wild.test"),
             der_of(&wild)
         );
+        // HUP reloads them with the rest.
+        let (renewed, renewed_key) =
+            pki.issue_for("other, renewed", vec!["other.test".into()], true);
+        std::fs::write(dir.join("other.pem"), &renewed).unwrap();
+        std::fs::write(dir.join("other-key.pem"), &renewed_key).unwrap();
+        server.signal(libc::SIGHUP);
+        wait_for("the reload", Duration::from_secs(20), || {
+            server.log_text().contains("Reload complete").then_some(())
+        });
+        wait_for("the renewed certificate", Duration::from_secs(20), || {
+            let now = certificate_for(server.port, &client, "other.test");
+            (now == der_of(&renewed)).then_some(())
+        });
     });
     let (status, out) = run_to_exit(&[
         "--certificate",
