@@ -164,12 +164,7 @@ impl Server {
                         deadline: Instant::now() + REQUEST_DEADLINE,
                     });
                 }
-                Err(
-                    e @ (nix::errno::Errno::EMFILE
-                    | nix::errno::Errno::ENFILE
-                    | nix::errno::Errno::ENOBUFS
-                    | nix::errno::Errno::ENOMEM),
-                ) => {
+                Err(e) if crate::listeners::out_of_resources(e) => {
                     if self.paused_until.is_none() {
                         crate::logging::error(format_args!(
                             "{}: accept failed: {e}; not accepting for {} ms at a time until it succeeds (logged once)",

@@ -357,6 +357,16 @@ pub fn unlink(listener: &Listener) {
     }
 }
 
+/// Whether accept(2) failed for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
+/// ENOMEM): the caller stops watching the listener for a while instead of retrying at once.
+pub fn out_of_resources(e: nix::errno::Errno) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        e,
+        Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
+    )
+}
+
 /// accept4(2) on `listener` with SOCK_NONBLOCK | SOCK_CLOEXEC, returning the new connection
 /// and the peer's IP address and port as accept4 reported it (no getpeername(2) call);
 /// `None` for unix sockets.

@@ -468,16 +468,9 @@ fn plain_and_tls_listeners_side_by_side() {
             "no HTTP on the TLS port: {answer:?}"
         );
     });
-    let (status, out) = run_to_exit(&[
-        "-b",
-        "https://127.0.0.1:0",
-        "--check-config",
-        "/nonexistent.so",
-    ]);
-    assert_eq!(status.code(), Some(1), "{out}");
-    assert!(
-        out.contains("an https:// address needs certfile and keyfile"),
-        "{out}"
+    refused(
+        &["-b", "https://127.0.0.1:0"],
+        "an https:// address needs certfile and keyfile",
     );
 }
 
@@ -587,16 +580,9 @@ fn certificates_are_chosen_by_sni() {
             (now == der_of(&renewed)).then_some(())
         });
     });
-    let (status, out) = run_to_exit(&[
-        "--certificate",
-        "a.pem=a.key",
-        "--check-config",
-        "/nonexistent.so",
-    ]);
-    assert_eq!(status.code(), Some(1), "{out}");
-    assert!(
-        out.contains("certificates need certfile and keyfile"),
-        "{out}"
+    refused(
+        &["--certificate", "a.pem=a.key"],
+        "certificates need certfile and keyfile",
     );
 }
 
@@ -633,14 +619,10 @@ fn a_listener_may_have_its_own_certificate() {
             (certificate_at("127.0.0.2", second, &client) == der_of(&renewed)).then_some(())
         });
     });
-    let (status, out) = run_to_exit(&[
-        "--listener-certificate",
-        "https://127.0.0.9:1=x.pem",
-        "--check-config",
-        "/nonexistent.so",
-    ]);
-    assert_eq!(status.code(), Some(1), "{out}");
-    assert!(out.contains("is not a TLS address of bind"), "{out}");
+    refused(
+        &["--listener-certificate", "https://127.0.0.9:1=x.pem"],
+        "is not a TLS address of bind",
+    );
 }
 
 /// The certificate the TLS server at `ip`:`port` presents (asking for `localhost`).
@@ -659,4 +641,13 @@ fn certificate_at(ip: &str, port: u16, client: &Arc<rustls::ClientConfig>) -> Ve
         Stream::Tls(s) => s.conn.peer_certificates().unwrap()[0].to_vec(),
         _ => unreachable!("a TLS stream"),
     }
+}
+
+/// `ferricorn ARGS --check-config` refuses the configuration (exit 1), saying `says`.
+fn refused(args: &[&str], says: &str) {
+    let mut all = args.to_vec();
+    all.extend(["--check-config", "/nonexistent.so"]);
+    let (status, out) = run_to_exit(&all);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains(says), "{says:?} in {out}");
 }

@@ -574,12 +574,7 @@ fn accept_one(shared: &Shared, listener: usize, socket: &Socket) -> Accepted {
         Ok(accepted) => accepted,
         Err(nix::errno::Errno::EAGAIN) => return Accepted::Stop,
         Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => return Accepted::Next,
-        Err(
-            e @ (nix::errno::Errno::EMFILE
-            | nix::errno::Errno::ENFILE
-            | nix::errno::Errno::ENOBUFS
-            | nix::errno::Errno::ENOMEM),
-        ) => {
+        Err(e) if listeners::out_of_resources(e) => {
             pause_accepting(shared, e);
             return Accepted::Stop;
         }
