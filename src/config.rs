@@ -953,21 +953,19 @@ impl Config {
         if self.certfile.is_none() {
             return false;
         }
-        let schemes = self.bind_schemes();
-        let any_https = schemes.iter().any(|(s, _)| *s == Some(Scheme::Https));
-        match schemes.iter().find(|(_, a)| a == address) {
-            Some((Some(scheme), _)) => *scheme == Scheme::Https,
+        let any_https = self.bind_schemes().any(|(s, _)| s == Some(Scheme::Https));
+        match self.bind_schemes().find(|(_, a)| *a == address) {
+            Some((Some(scheme), _)) => scheme == Scheme::Https,
             _ => !any_https,
         }
     }
 
-    /// Each `bind` entry's scheme (if it has one) and address.
-    fn bind_schemes(&self) -> Vec<(Option<Scheme>, Address)> {
+    /// Each `bind` entry's scheme (if it has one) and address: the texts `bind` was read
+    /// from, in the same order, so no address is parsed (or resolved) again.
+    fn bind_schemes(&self) -> impl Iterator<Item = (Option<Scheme>, &Address)> {
         let texts = self.values[Key::Bind as usize].as_sequence();
         let texts = texts.into_iter().flatten().filter_map(Value::as_str);
-        texts
-            .filter_map(|t| Some((split_scheme(t).0, Address::parse(t).ok()?)))
-            .collect()
+        texts.map(|t| split_scheme(t).0).zip(&self.bind)
     }
 
     /// How the listeners ferricorn binds are set up (`backlog`, `reuse_port`, `defer_accept`).
@@ -1006,10 +1004,7 @@ impl Config {
     /// The rules between settings, in one place. Errors: a key without the one it needs
     /// (`keyfile` without `certfile`, `cert_reqs` other than `none` without `ca_certs`…).
     fn check_combinations(&self) -> Result<(), String> {
-        let https = self
-            .bind_schemes()
-            .into_iter()
-            .any(|(s, _)| s == Some(Scheme::Https));
+        let https = self.bind_schemes().any(|(s, _)| s == Some(Scheme::Https));
         if https && self.certfile.is_none() {
             return Err("bind: an https:// address needs certfile and keyfile".into());
         }
