@@ -268,11 +268,11 @@ fn serve(config: config::Config, overrides: Overrides) -> i32 {
         )),
         Err(e) => return startup_failed(&config, &e),
     }
-    let (bound, origin) = match listening_sockets(&config) {
-        Ok(pair) => pair,
+    let listening = match listening_sockets(&config) {
+        Ok(listening) => listening,
         Err(e) => return startup_failed(&config, &e),
     };
-    master::run(config, overrides, bound, origin)
+    master::run(config, overrides, listening)
 }
 
 /// Logs why the server cannot start (critical) and returns exit status 1; the reason goes to
@@ -287,20 +287,29 @@ fn startup_failed(config: &config::Config, error: &str) -> i32 {
 
 /// The listening sockets: handed over by the previous master (USR2), else passed by systemd
 /// (socket activation), else bound from `bind`.
-fn listening_sockets(
-    config: &config::Config,
-) -> Result<(Vec<listeners::Listener>, master::Origin), String> {
-    let inherited = upgrade::inherited_listeners()?;
-    if !inherited.is_empty() {
+fn listening_sockets(config: &config::Config) -> Result<master::Listening, String> {
+    let handover = upgrade::inherited()?;
+    if !handover.listeners.is_empty() {
         logging::info(format_args!(
-            "Upgrade: serving on {} socket(s) handed over by the previous master",
-            inherited.len()
+            "Upgrade: serving on {} socket(s) handed over by the previous master, \
+             and {} worker socket(s) (reuseport)",
+            handover.listeners.len(),
+            handover.worker_sockets.each().count()
         ));
-        for listener in &inherited {
+        for listener in &handover.listeners {
             listeners::defer_accept_on(listener, config.defer_accept)?;
         }
-        return Ok((inherited, master::Origin::Upgrade));
+        return Ok(master::Listening {
+            listeners: handover.listeners,
+            origin: master::Origin::Upgrade,
+            worker_sockets: handover.worker_sockets,
+        });
     }
+    let listening = |listeners, origin| master::Listening {
+        listeners,
+        origin,
+        worker_sockets: Default::default(),
+    };
     let activated = systemd::activated_listeners()?;
     if !activated.is_empty() {
         let names: Vec<&str> = activated.iter().map(|(_, name)| name.as_str()).collect();
@@ -313,9 +322,9 @@ fn listening_sockets(
             .into_iter()
             .map(|(listener, _)| listener)
             .collect();
-        return Ok((listeners, master::Origin::SocketActivated));
+        return Ok(listening(listeners, master::Origin::SocketActivated));
     }
-    Ok((bind_all(config)?, master::Origin::Bound))
+    Ok(listening(bind_all(config)?, master::Origin::Bound))
 }
 
 /// Binds every address of `bind`. Errors name the address.

@@ -5,7 +5,9 @@
 //! outlives the worker: its replacement (the same number) takes the connections waiting in
 //! it. Sockets beyond the workers wanted are closed; connections waiting in one then are
 //! reset by the kernel, or moved to another socket of the group when
-//! `net.ipv4.tcp_migrate_req` is 1.
+//! `net.ipv4.tcp_migrate_req` is 1. A USR2 upgrade hands them all to the new master (worker
+//! number N of the new master accepts from the old master's socket N), so that retiring the
+//! old master closes no queue.
 
 use crate::listeners::{self, Address, ListenOptions, Listener};
 use crate::logging;
@@ -89,6 +91,33 @@ impl WorkerSockets {
                 index == number
             });
         }
+    }
+
+    /// Adopts `fd` as worker number `number`'s socket on the listener configured as
+    /// `address` (handed over by the previous master on USR2). Numbers arrive in order from
+    /// 1; a socket out of order is closed.
+    pub fn adopt(&mut self, address: Address, number: usize, fd: OwnedFd) {
+        let at = match self.sets.iter().position(|(a, _)| a == &address) {
+            Some(at) => at,
+            None => {
+                self.sets.push((address, Vec::new()));
+                self.sets.len() - 1
+            }
+        };
+        let sockets = &mut self.sets[at].1;
+        if sockets.len() + 1 == number {
+            sockets.push(fd);
+        }
+    }
+
+    /// Every per-worker socket: the listener's configured address, the worker number (1 and
+    /// up) and the descriptor.
+    pub fn each(&self) -> impl Iterator<Item = (&Address, usize, RawFd)> + '_ {
+        self.sets.iter().flat_map(|(address, sockets)| {
+            (1..)
+                .zip(sockets)
+                .map(move |(number, fd)| (address, number, fd.as_raw_fd()))
+        })
     }
 
     /// Whether any listener is split.

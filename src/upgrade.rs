@@ -5,11 +5,13 @@
 //!
 //! The sockets travel as inherited descriptors named in the environment variable
 //! [`LISTEN_ENV`]: one `FD ADDRESS` pair per line, ADDRESS as written in `bind`, so that the
-//! new master's reloads recognise them.
+//! new master's reloads recognise them. With `reuseport`, each worker's own socket travels
+//! too, as `FD/N ADDRESS` (worker number N's socket on the listener ADDRESS).
 
 use crate::listeners::{self, Address, Listener};
+use crate::reuseport::WorkerSockets;
 use std::ffi::{CString, OsString};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
 
@@ -34,17 +36,34 @@ fn binary() -> Result<CString, String> {
     CString::new(path).map_err(|e| e.to_string())
 }
 
-/// `FD ADDRESS` lines for `listeners`.
-fn describe_all(listeners: &[Listener]) -> String {
-    listeners
-        .iter()
-        .map(|l| format!("{} {}\n", l.raw_fd(), listeners::describe(&l.address)))
-        .collect()
+/// The listening sockets a master hands over on USR2, or a new master was handed.
+#[derive(Debug, Default)]
+pub struct Handover {
+    /// The listeners, with their configured addresses.
+    pub listeners: Vec<Listener>,
+    /// With `reuseport`: each worker number's own sockets.
+    pub worker_sockets: WorkerSockets,
 }
 
-/// Forks and execs a new master with the original arguments and `listeners` handed over.
-/// Returns the new master's pid. Call only from the single-threaded master.
-pub fn spawn_new_master(listeners: &[Listener]) -> Result<nix::unistd::Pid, String> {
+/// `FD ADDRESS` lines for `listeners`, then `FD/N ADDRESS` lines for `worker_sockets`.
+fn describe_all(listeners: &[Listener], worker_sockets: Option<&WorkerSockets>) -> String {
+    let mut text: String = listeners
+        .iter()
+        .map(|l| format!("{} {}\n", l.raw_fd(), listeners::describe(&l.address)))
+        .collect();
+    for (address, number, fd) in worker_sockets.into_iter().flat_map(WorkerSockets::each) {
+        text.push_str(&format!("{fd}/{number} {}\n", listeners::describe(address)));
+    }
+    text
+}
+
+/// Forks and execs a new master with the original arguments, `listeners` and
+/// `worker_sockets` handed over. Returns the new master's pid. Call only from the
+/// single-threaded master.
+pub fn spawn_new_master(
+    listeners: &[Listener],
+    worker_sockets: Option<&WorkerSockets>,
+) -> Result<nix::unistd::Pid, String> {
     let args: Vec<CString> = ARGS
         .get()
         .ok_or("the original arguments were not saved")?
@@ -62,10 +81,15 @@ pub fn spawn_new_master(listeners: &[Listener]) -> Result<nix::unistd::Pid, Stri
         })
         .collect();
     env.push(
-        CString::new(format!("{LISTEN_ENV}={}", describe_all(listeners)))
-            .map_err(|e| e.to_string())?,
+        CString::new(format!(
+            "{LISTEN_ENV}={}",
+            describe_all(listeners, worker_sockets)
+        ))
+        .map_err(|e| e.to_string())?,
     );
-    let fds: Vec<i32> = listeners.iter().map(|l| l.fd.as_raw_fd()).collect();
+    let mut fds: Vec<RawFd> = listeners.iter().map(|l| l.fd.as_raw_fd()).collect();
+    let own = worker_sockets.into_iter().flat_map(WorkerSockets::each);
+    fds.extend(own.map(|(_, _, fd)| fd));
     // SAFETY: the master is single-threaded; the child only calls async-signal-safe functions
     // (fcntl, execve, _exit) on data prepared before the fork.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("cannot fork: {e}"))? {
@@ -84,26 +108,32 @@ pub fn spawn_new_master(listeners: &[Listener]) -> Result<nix::unistd::Pid, Stri
     }
 }
 
-/// The listeners a previous master handed over ([`LISTEN_ENV`]), adopted with their
-/// configured addresses; empty when not started by an upgrade. The variable is removed so
-/// that workers and later upgrades do not see it.
-pub fn inherited_listeners() -> Result<Vec<Listener>, String> {
+/// What a previous master handed over ([`LISTEN_ENV`]), adopted with their configured
+/// addresses; empty when not started by an upgrade. The variable is removed so that workers
+/// and later upgrades do not see it. Errors: one line naming the bad entry.
+pub fn inherited() -> Result<Handover, String> {
     let Some(text) = std::env::var_os(LISTEN_ENV) else {
-        return Ok(Vec::new());
+        return Ok(Handover::default());
     };
     // The CLI calls this before the master forks anything: the process is single-threaded.
     std::env::remove_var(LISTEN_ENV);
-    let text = text.to_string_lossy().into_owned();
-    text.lines()
-        .filter(|l| !l.is_empty())
-        .map(|line| {
-            let (fd, address) = line
-                .split_once(' ')
-                .ok_or_else(|| format!("{LISTEN_ENV}: bad entry {line:?}"))?;
-            let fd = fd
-                .parse()
-                .map_err(|_| format!("{LISTEN_ENV}: bad descriptor in {line:?}"))?;
-            listeners::adopt(Address::parse(address)?, fd)
-        })
-        .collect()
+    let mut handover = Handover::default();
+    for line in text.to_string_lossy().lines().filter(|l| !l.is_empty()) {
+        let bad = |what: &str| format!("{LISTEN_ENV}: bad {what} in {line:?}");
+        let (fd, address) = line.split_once(' ').ok_or_else(|| bad("entry"))?;
+        let (fd, number) = match fd.split_once('/') {
+            Some((fd, number)) => (fd, Some(number.parse().map_err(|_| bad("number"))?)),
+            None => (fd, None),
+        };
+        let fd = fd.parse().map_err(|_| bad("descriptor"))?;
+        let listener = listeners::adopt(Address::parse(address)?, fd)?;
+        match number {
+            None => handover.listeners.push(listener),
+            Some(number) => {
+                let sockets = &mut handover.worker_sockets;
+                sockets.adopt(listener.address, number, listener.fd);
+            }
+        }
+    }
+    Ok(handover)
 }

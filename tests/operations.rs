@@ -286,16 +286,21 @@ fn usr2_upgrade_then_winch_and_term_lose_no_request() {
     usr2_upgrade("");
 }
 
-/// With `reuseport` the old master's per-worker sockets close at WINCH: no new connection
-/// waits in a queue whose workers are gone while the new master serves.
+/// With `reuseport` the old master hands its per-worker sockets to the new master, whose
+/// workers accept from them: retiring the old master closes no queue (closing a
+/// SO_REUSEPORT socket resets the connections waiting in it).
 #[test]
 fn usr2_upgrade_with_reuseport_loses_no_request() {
-    usr2_upgrade("reuseport: true\n");
+    let log = usr2_upgrade("reuseport: true\n");
+    assert!(
+        log.contains("handed over by the previous master, and 1 worker socket(s)"),
+        "{log}"
+    );
 }
 
 /// USR2, then WINCH and TERM to the old master, under load (4 clients); `extra`: more
-/// configuration.
-fn usr2_upgrade(extra: &str) {
+/// configuration. Returns the log.
+fn usr2_upgrade(extra: &str) -> String {
     let dir = common::scratch_dir();
     let pidfile = dir.join("ferricorn.pid");
     let oldbin = dir.join("ferricorn.pid.oldbin");
@@ -355,6 +360,7 @@ fn usr2_upgrade(extra: &str) {
     );
     assert!(!oldbin.exists(), "the old master removed its .oldbin");
     server.stop_new_master(new);
+    server.log_text()
 }
 
 #[test]

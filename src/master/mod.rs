@@ -210,10 +210,26 @@ pub enum Origin {
     Upgrade,
 }
 
-/// Runs the master until it stops; returns the process exit status. `listeners` are already
-/// bound or inherited (`origin`); `overrides` are the command-line settings re-applied on
-/// every reload.
-pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origin: Origin) -> i32 {
+/// The master's sockets at startup, already bound or inherited.
+#[derive(Debug)]
+pub struct Listening {
+    /// The listening sockets, one per `bind` address (or as systemd or USR2 passed them).
+    pub listeners: Vec<Listener>,
+    /// Where they came from.
+    pub origin: Origin,
+    /// The per-worker sockets the previous master handed over on USR2 (`reuseport`); empty
+    /// otherwise.
+    pub worker_sockets: WorkerSockets,
+}
+
+/// Runs the master until it stops; returns the process exit status. `overrides` are the
+/// command-line settings re-applied on every reload.
+pub fn run(config: Config, overrides: Overrides, listening: Listening) -> i32 {
+    let Listening {
+        listeners,
+        origin,
+        worker_sockets,
+    } = listening;
     let signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -313,7 +329,7 @@ pub fn run(config: Config, overrides: Overrides, listeners: Vec<Listener>, origi
             logging::info("reuseport: the sockets from systemd stay shared by the workers");
             None
         }
-        (true, _) => Some(WorkerSockets::default()),
+        (true, _) => Some(worker_sockets),
     };
     let code = master.event_loop();
     master.cleanup();
@@ -890,8 +906,8 @@ impl Master {
 
     /// With `reuseport`, sizes the per-worker sockets for the workers wanted (and the
     /// listeners there are), once that changed. With no worker wanted (WINCH) only the
-    /// listeners stay: a queue no worker of this master will take from must not hold
-    /// connections (after USR2, the new master's workers serve the port meanwhile).
+    /// listeners stay: after USR2 the new master holds the per-worker sockets too and its
+    /// workers take from them; otherwise a queue no worker would take from closes.
     fn size_worker_sockets(&mut self, listeners_changed: bool) {
         let Some(sockets) = self.worker_sockets.as_mut() else {
             return;

@@ -139,7 +139,7 @@ impl Master {
                 self.pidfile = Some(oldbin.clone());
             }
         }
-        match upgrade::spawn_new_master(&self.listeners) {
+        match upgrade::spawn_new_master(&self.listeners, self.worker_sockets.as_ref()) {
             Ok(pid) => {
                 logging::info(format_args!(
                     "Handling signal: usr2: started a new master (pid:{pid}) with the listening sockets; \
