@@ -158,8 +158,12 @@ fn overrides(matches: &ArgMatches, cli: &Cli) -> Result<Overrides, String> {
             overrides.set(index, &values)?;
         }
     }
-    if let Some(app) = &cli.app {
-        overrides.set_app_path(app);
+    match cli.app.as_deref() {
+        Some(app) if app.to_str().is_some_and(config::is_python_app) => {
+            overrides.set_wsgi_app(&app.to_string_lossy());
+        }
+        Some(app) => overrides.set_app_path(app),
+        None => {}
     }
     Ok(overrides)
 }

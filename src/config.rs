@@ -180,8 +180,9 @@ macro_rules! settings {
                 let ($(Some($field),)*) = ($($field,)*) else {
                     return Err(Refused::Settings(errors));
                 };
-                let config = Config { file, $($field,)* values };
+                let mut config = Config { file, $($field,)* values };
                 config.check_combinations().map_err(Refused::Combination)?;
+                config.resolve_wsgi_app().map_err(Refused::Combination)?;
                 Ok(config)
             }
         }
@@ -335,6 +336,12 @@ settings! {
     CertReqs => cert_reqs: ClientAuth = client_auth,
         Setting { flag: "cert-reqs", short: None, kind: Kind::Choice { words: &["none", "optional", "required"], aliases: &[("0", "none"), ("1", "optional"), ("2", "required")], bare: None }, default: "none",
         doc: "Client certificates: `none` (not asked for), `optional` (asked for; one given must chain to `ca_certs`), `required` (a handshake without one fails); gunicorn's 0, 1, 2 mean the same." },
+    WsgiApp => wsgi_app: Option<String> = text,
+        Setting { flag: "", short: None, kind: Kind::Text, default: "null",
+        doc: "A Python WSGI application to serve, gunicorn's syntax: `package.module:callable` or `package.module:factory(args)` (the callable defaults to `application`); also the positional argument when it is not a file. Serves it with the bundled WSGI plugin (`libferricorn_wsgi.so`, beside the `ferricorn` binary or in `../lib/ferricorn/`) unless `app.path` names another. Its `app.config` keys: `virtualenv` (default: the active `VIRTUAL_ENV`)." },
+    Pythonpath => pythonpath: Option<String> = text,
+        Setting { flag: "pythonpath", short: None, kind: Kind::Text, default: "null",
+        doc: "Directories put first on Python's `sys.path` for `wsgi_app`, comma separated (after them comes the working directory, `chdir`)." },
     AppPath => app_path("app.path"): Option<PathBuf> = path,
         Setting { flag: "", short: None, kind: Kind::Text, default: "null",
         doc: "The plugin shared object (`.so`) to serve; also the positional APP argument. Required to serve." },
@@ -728,12 +735,51 @@ impl Overrides {
         Ok(())
     }
 
+    /// Sets `wsgi_app` (the positional argument, when it names a Python application).
+    pub fn set_wsgi_app(&mut self, spec: &str) {
+        let index = Key::WsgiApp as usize;
+        self.values.push((index, Value::String(spec.to_string())));
+    }
+
     /// Sets `app.path` (the positional APP argument).
     pub fn set_app_path(&mut self, path: &Path) {
         let index = Key::AppPath as usize;
         self.values
             .push((index, Value::String(path.display().to_string())));
     }
+}
+
+/// The file name of the bundled WSGI plugin (the `ferricorn-wsgi` crate).
+pub const WSGI_PLUGIN: &str = "libferricorn_wsgi.so";
+
+/// The bundled WSGI plugin: beside this executable (a cargo build), else in
+/// `../lib/ferricorn/` from it (an install under a prefix).
+pub fn bundled_wsgi_plugin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [
+        dir.join(WSGI_PLUGIN),
+        dir.join("../lib/ferricorn").join(WSGI_PLUGIN),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+/// Whether `text`, the positional argument, names a Python application (`module:expr` or a
+/// dotted module name) rather than a plugin file: it is not an existing file, does not end
+/// in `.so`, and starts with a dotted Python name.
+pub fn is_python_app(text: &str) -> bool {
+    if Path::new(text).exists() || text.ends_with(".so") || text.contains('/') {
+        return false;
+    }
+    let module = text.split_once(':').map_or(text, |(m, _)| m);
+    !module.is_empty()
+        && module.split('.').all(|part| {
+            part.chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+        })
 }
 
 /// Why [`Config::from_values`] refused merged values.
@@ -1003,6 +1049,30 @@ impl Config {
 
     /// The rules between settings, in one place. Errors: a key without the one it needs
     /// (`keyfile` without `certfile`, `cert_reqs` other than `none` without `ca_certs`…).
+    /// With `wsgi_app`: serves it with the bundled WSGI plugin unless `app.path` names a
+    /// plugin, and hands it the app (`module`) and `pythonpath` in `app.config` (where the
+    /// file did not set them). Errors: the bundled plugin is not installed.
+    fn resolve_wsgi_app(&mut self) -> Result<(), String> {
+        let Some(spec) = self.wsgi_app.clone() else {
+            return Ok(());
+        };
+        if self.app_path.is_none() {
+            self.app_path = Some(bundled_wsgi_plugin().ok_or_else(|| {
+                format!(
+                    "wsgi_app: the WSGI plugin ({WSGI_PLUGIN}) is neither beside the ferricorn binary nor in ../lib/ferricorn/ (build it with `cargo build --release --workspace`, or set app.path)"
+                )
+            })?);
+        }
+        let mut add = |key: &str, value: Option<String>| {
+            if let Some(value) = value.filter(|_| !self.app_config.iter().any(|(k, _)| k == key)) {
+                self.app_config.push((key.to_string(), value));
+            }
+        };
+        add("module", Some(spec));
+        add("pythonpath", self.pythonpath.clone());
+        Ok(())
+    }
+
     fn check_combinations(&self) -> Result<(), String> {
         let https = self.bind_schemes().any(|(s, _)| s == Some(Scheme::Https));
         if https && self.certfile.is_none() {

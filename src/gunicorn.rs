@@ -42,7 +42,7 @@ const TLS_DEFAULTS: Instead = NotNeeded(
 /// the setting under the same name (checked against the settings table by a test).
 pub const GUNICORN_SETTINGS: &[(&str, Option<Instead>)] = &[
     ("config", Some(Renamed("`-c/--config FILE`, a YAML file instead of Python"))),
-    ("wsgi_app", Some(Renamed("`app.path` (or the positional APP): the plugin's shared object"))),
+    ("wsgi_app", None),
     ("bind", None),
     ("backlog", None),
     ("workers", None),
@@ -99,7 +99,7 @@ pub const GUNICORN_SETTINGS: &[(&str, Option<Instead>)] = &[
     ("enable_backlog_metric", Some(NotNeeded("the listen queue is always a metric of `metrics_bind` (`ferricorn_listen_queue`)"))),
     ("proc_name", None),
     ("default_proc_name", Some(NotNeeded("the default `proc_name` is the plugin's file name"))),
-    ("pythonpath", Some(PYTHON)),
+    ("pythonpath", None),
     ("paste", Some(PYTHON)),
     ("on_starting", Some(HOOKS)),
     ("on_reload", Some(HOOKS)),

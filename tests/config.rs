@@ -167,7 +167,6 @@ fn gunicorn_settings_are_recognised_and_the_readme_table_is_current() {
         ),
         ("statsd_host", "localhost:8125", "set `metrics_bind`"),
         ("ciphers", "TLSv1.2", "rustls picks safe defaults"),
-        ("wsgi_app", "app:app", "here it is `app.path`"),
     ] {
         let file = dir.join(format!("{key}.yaml"));
         std::fs::write(&file, format!("workers: 1\n{key}: {value}\n")).unwrap();

@@ -25,7 +25,8 @@ fn target_profile_dir() -> PathBuf {
 }
 
 /// The path of plugin `name`: a C plugin (`c-hello`, `c-wordcount`) is compiled from
-/// `worker-apps/NAME/*.c` with [`compile_c`]; a Rust one (`hello`, `echo`, `tasks`, `chaos`) is
+/// `worker-apps/NAME/*.c` with [`compile_c`]; a Rust one (`hello`, `echo`, `tasks`, `chaos`,
+/// `ferricorn_wsgi`) is
 /// built with the other example plugins once per test binary (`cargo test` does not build
 /// cdylib members by itself).
 pub fn plugin(name: &str) -> PathBuf {
@@ -49,7 +50,18 @@ pub fn plugin(name: &str) -> PathBuf {
             .to_path_buf();
         let mut cmd = Command::new(cargo);
         cmd.args([
-            "build", "--quiet", "-p", "hello", "-p", "echo", "-p", "tasks", "-p", "chaos",
+            "build",
+            "--quiet",
+            "-p",
+            "hello",
+            "-p",
+            "echo",
+            "-p",
+            "tasks",
+            "-p",
+            "chaos",
+            "-p",
+            "ferricorn-wsgi",
         ])
         .arg("--target-dir")
         .arg(&target_dir)
@@ -163,7 +175,8 @@ impl Server {
     /// Starts ferricorn with the YAML `config` (written to a file, `bind` on port 0 added
     /// unless given) plus `args`, and waits until a worker answers. The app is `app`: a
     /// plugin name for [`plugin`], or a path to a shared object (containing `/` or ending
-    /// in `.so`; a relative one is resolved by the server).
+    /// in `.so`; a relative one is resolved by the server), or empty when `config` or `args`
+    /// name it.
     pub fn start(app: &str, config: &str, args: &[&str]) -> Server {
         let server = Server::spawn(app, config, args);
         server.wait_ready();
@@ -202,12 +215,16 @@ impl Server {
             yaml.push_str("bind: [\"127.0.0.1:0\"]\n");
         }
         yaml.push_str(&format!("errorlog: {}\n", log.display()));
-        let app_path = if app.contains('/') || app.ends_with(".so") {
-            PathBuf::from(app)
+        let app_path = if app.is_empty() {
+            None
+        } else if app.contains('/') || app.ends_with(".so") {
+            Some(PathBuf::from(app))
         } else {
-            plugin(app)
+            Some(plugin(app))
         };
-        yaml.push_str(&format!("app:\n  path: {}\n", app_path.display()));
+        if let Some(path) = app_path {
+            yaml.push_str(&format!("app:\n  path: {}\n", path.display()));
+        }
         yaml.push_str(config);
         std::fs::write(&config_path, yaml).expect("write config");
         let mut command = Command::new(binary());

@@ -152,6 +152,7 @@ pub unsafe extern "C" fn ffi_handle<A: App>(
     let res = unsafe { Response::from_raw(responder) };
     match result {
         Ok(Ok(())) => abi::FC_OK,
+        Ok(Err(e)) if e.is::<crate::Logged>() => abi::FC_ERR_APP,
         Ok(Err(e)) => {
             res.log(Level::Error, &format!("handler error: {e}"));
             abi::FC_ERR_APP

@@ -44,6 +44,20 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// What a handler returns.
 pub type HandlerResult = Result<(), Error>;
 
+/// A handler error the app has already written to the error log (with
+/// [`Response::log`]): the server answers 500 (or cuts a response already started) and logs
+/// nothing more about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Logged;
+
+impl std::fmt::Display for Logged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the app logged the error")
+    }
+}
+
+impl std::error::Error for Logged {}
+
 /// Severity for [`Response::log`], as the server's `loglevel` setting; each value is its
 /// ABI number (`FC_LOG_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -389,9 +403,39 @@ impl<'a> Response<'a> {
     /// Sets the status and header fields; callable again until the first body byte.
     /// Errors: `InvalidInput` for a bad status or a header with CR/LF/NUL, `Other` after the body started.
     pub fn start(&mut self, status: u16, headers: &[(&str, &str)]) -> io::Result<()> {
-        let field = |(n, v): &(&str, &str)| FcField {
-            name: FcStr::new(n.as_bytes()),
-            value: FcStr::new(v.as_bytes()),
+        self.start_fields(
+            status,
+            b"",
+            headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        )
+    }
+
+    /// [`Response::start`] with any bytes: a reason phrase (empty: the standard one for
+    /// `status`) and header fields as bytes (WSGI's latin-1 header strings, say). The server
+    /// refuses CR, LF and NUL, and names that are not RFC 9110 tokens (`InvalidInput`).
+    pub fn start_raw(
+        &mut self,
+        status: u16,
+        reason: &[u8],
+        headers: &[(&[u8], &[u8])],
+    ) -> io::Result<()> {
+        self.start_fields(status, reason, headers.iter().copied())
+    }
+
+    fn start_fields<'h>(
+        &mut self,
+        status: u16,
+        reason: &[u8],
+        headers: impl ExactSizeIterator<Item = (&'h [u8], &'h [u8])>,
+    ) -> io::Result<()> {
+        let field = |(n, v): (&[u8], &[u8])| FcField {
+            name: FcStr::new(n),
+            value: FcStr::new(v),
+        };
+        let reason = if reason.is_empty() {
+            FcStr::NULL
+        } else {
+            FcStr::new(reason)
         };
         // Up to 8 fields go in a stack array: no allocation for a typical response.
         let mut stack = [FcField {
@@ -399,21 +443,20 @@ impl<'a> Response<'a> {
             value: FcStr::NULL,
         }; 8];
         let heap: Vec<FcField>;
-        let fields: &[FcField] = if headers.len() <= stack.len() {
+        let count = headers.len();
+        let fields: &[FcField] = if count <= stack.len() {
             for (slot, pair) in stack.iter_mut().zip(headers) {
                 *slot = field(pair);
             }
-            &stack[..headers.len()]
+            &stack[..count]
         } else {
-            heap = headers.iter().map(field).collect();
+            heap = headers.map(field).collect();
             &heap
         };
         let r = self.responder;
-        // SAFETY: ctx/start_response from the server; `fields` and the strings it borrows live
-        // until the call returns (the server copies them).
-        check(unsafe {
-            (r.start_response)(r.ctx, status, FcStr::NULL, fields.as_ptr(), fields.len())
-        })
+        // SAFETY: ctx/start_response from the server; `fields`, `reason` and the strings they
+        // borrow live until the call returns (the server copies them).
+        check(unsafe { (r.start_response)(r.ctx, status, reason, fields.as_ptr(), fields.len()) })
     }
 
     /// Writes body bytes (streaming; the server frames them).

@@ -1,0 +1,400 @@
+//! The WSGI plugin (`worker-apps/wsgi`) through the real binary: PEP 3333 checked by
+//! `wsgiref.validate.validator` around the apps of `tests/wsgi/apps.py`, errors as gunicorn
+//! reports them, streaming both ways with bounded memory, Python threads, the command line
+//! a gunicorn user types, and reloads.
+
+mod common;
+
+use common::{read_response, run_to_exit, wait_for, Server};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::time::Duration;
+
+/// The directory of the test apps.
+fn apps_dir() -> std::path::PathBuf {
+    common::repo_path("tests/wsgi")
+}
+
+/// A server for `spec` (a `module:callable` of tests/wsgi) with `extra` configuration.
+fn serve(spec: &str, extra: &str) -> Server {
+    let plugin = common::plugin("ferricorn_wsgi");
+    let config = format!(
+        "wsgi_app: \"{spec}\"\nchdir: {}\n{extra}",
+        apps_dir().display()
+    );
+    Server::start(&plugin.display().to_string(), &config, &[])
+}
+
+/// The one server most tests share: `apps:route`, 2 workers of 4 threads.
+fn routed() -> Server {
+    serve("apps:route", "workers: 2\nthreads: 4\n")
+}
+
+fn post(server: &Server, path: &str, headers: &str, body: &[u8]) -> common::Response {
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    server.send(&raw)
+}
+
+fn json(response: &common::Response) -> serde_json::Value {
+    assert_eq!(response.status, 200, "{}", response.text());
+    serde_json::from_slice(&response.body).expect("JSON")
+}
+
+#[test]
+fn environ_has_the_cgi_and_wsgi_variables() {
+    let server = routed();
+    let response = post(
+        &server,
+        "/environ/caf%C3%A9%20x%2Fy?a=1&b=%20",
+        "Content-Type: text/plain\r\nX-Foo: 1\r\nX-Foo: 2\r\n",
+        b"hello world",
+    );
+    let env = json(&response);
+    assert_eq!(env["REQUEST_METHOD"], "POST");
+    assert_eq!(env["SCRIPT_NAME"], "");
+    // PATH_INFO: the percent-decoded bytes, read as latin-1 (PEP 3333's native strings).
+    let expected: Vec<u8> = b"/environ/caf\xc3\xa9 x/y".to_vec();
+    let bytes: Vec<u8> = env["path_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    assert_eq!(bytes, expected);
+    assert_eq!(env["QUERY_STRING"], "a=1&b=%20");
+    assert_eq!(env["RAW_URI"], "/environ/caf%C3%A9%20x%2Fy?a=1&b=%20");
+    assert_eq!(env["CONTENT_TYPE"], "text/plain");
+    assert_eq!(env["CONTENT_LENGTH"], "11");
+    assert!(env.get("HTTP_CONTENT_TYPE").is_none() && env.get("HTTP_CONTENT_LENGTH").is_none());
+    assert_eq!(env["HTTP_X_FOO"], "1,2");
+    assert_eq!(env["HTTP_HOST"], "t");
+    assert_eq!(env["SERVER_PROTOCOL"], "HTTP/1.1");
+    assert_eq!(env["SERVER_NAME"], "127.0.0.1");
+    assert_eq!(env["SERVER_PORT"], server.port.to_string());
+    assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
+    assert!(env["SERVER_SOFTWARE"]
+        .as_str()
+        .unwrap()
+        .starts_with("ferricorn/"));
+    assert_eq!(env["wsgi.url_scheme"], "http");
+    assert_eq!(env["wsgi.version"], serde_json::json!([1, 0]));
+    assert_eq!(env["wsgi.multithread"], true);
+    assert_eq!(env["wsgi.multiprocess"], true);
+    assert_eq!(env["wsgi.run_once"], false);
+    assert_eq!(env["wsgi.input_terminated"], true);
+    assert_eq!(env["body"], "hello world");
+    // A chunked body: no CONTENT_LENGTH, the body read to its end.
+    let env = json(&server.send(
+        b"POST /environ HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    ));
+    assert!(env.get("CONTENT_LENGTH").is_none(), "{env}");
+    assert_eq!(env["body"], "hello world");
+}
+
+#[test]
+fn input_reads_lines_and_answers_100_continue_at_the_first_read() {
+    let server = routed();
+    let body = b"line one\nline two\nthree\nfour\nfive";
+    let lines = json(&post(&server, "/lines", "", body));
+    assert_eq!(lines["first"], "line ");
+    assert_eq!(lines["second"], "one\n");
+    assert_eq!(lines["third"], serde_json::json!(["line two\n"]));
+    assert_eq!(
+        lines["rest"],
+        serde_json::json!(["three\n", "four\n", "five"])
+    );
+    assert_eq!(lines["end"], "");
+    // Expect: 100-continue: the interim response comes before the body is sent.
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /environ HTTP/1.1\r\nHost: t\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 100"), "{line}");
+    reader.read_line(&mut line).unwrap();
+    stream.write_all(b"hello").unwrap();
+    let env = json(&read_response(&mut reader).unwrap());
+    assert_eq!(env["body"], "hello");
+}
+
+#[test]
+fn responses_stream_write_wrap_files_and_honour_exc_info() {
+    let server = routed();
+    let stream = server.get("/stream");
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(stream.text(), "part 0\npart 1\npart 2\n");
+    assert_eq!(server.get("/write").text(), "written, then returned\n");
+    let file = server.get("/file");
+    let source = std::fs::read(apps_dir().join("apps.py")).unwrap();
+    assert_eq!(file.body, source);
+    let error_page = server.get("/exc_info");
+    assert_eq!(error_page.status, 503);
+    assert_eq!(error_page.header("retry-after"), Some("1"));
+    assert_eq!(error_page.text(), "sorry\n");
+    // A one-item list gets a Content-Length (hello gives its own; `version` does too).
+    let hello = server.get("/hello");
+    assert_eq!(hello.header("content-length"), Some("14"));
+    // The reason phrase and header values are latin-1: sent as those bytes.
+    let (_, raw) = server.send_then_close(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /reason HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert!(
+        raw.windows(28)
+            .any(|w| w == b"HTTP/1.1 418 I'm a teapot \xe9\r"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    let (_, raw) = server.send_then_close(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /latin1_header HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert!(raw.windows(14).any(|w| w == b"X-Name: caf\xe9\r\n"));
+    assert!(
+        !server.log_text().contains("Error handling"),
+        "the validator found nothing wrong: {}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn app_errors_are_500s_with_the_traceback_logged_and_the_worker_serves_on() {
+    let server = routed();
+    for (path, logged) in [
+        ("/boom", "RuntimeError: boom before the response"),
+        (
+            "/str_body",
+            "the response iterable must yield bytes, not str",
+        ),
+        ("/bad_header", "a header value is not latin-1"),
+        ("/bad_status", "the status must be a code from 200 to 999"),
+    ] {
+        let response = server.get(path);
+        assert_eq!(response.status, 500, "{path}");
+        wait_for(logged, Duration::from_secs(10), || {
+            server.log_text().contains(logged).then_some(())
+        });
+    }
+    let log = server.log_text();
+    let entry = log
+        .split("[ERROR] Error handling request /boom")
+        .nth(1)
+        .expect("the gunicorn-style entry");
+    assert!(
+        entry.starts_with("\nTraceback (most recent call last):")
+            && entry.contains("apps.py\", line")
+            && entry.contains("in boom"),
+        "one entry with the traceback: {entry}"
+    );
+    // After the first body byte: the response is cut, never passed off as complete.
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /late_boom HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.contains("first part"), "{text}");
+    assert!(!text.ends_with("0\r\n\r\n"), "no last chunk: {text}");
+    // wsgi.errors goes to the error log; the workers are the same ones as before.
+    assert_eq!(server.get("/errors").status, 200);
+    wait_for("the wsgi.errors line", Duration::from_secs(10), || {
+        server.log_text().contains("from wsgi.errors").then_some(())
+    });
+    assert_eq!(
+        common::booted_pids(&server.log_text()).len(),
+        2,
+        "no worker died"
+    );
+}
+
+/// The pid a `/pid` request reports, and that worker's peak RSS in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    common::status_bytes(pid, "VmHWM")
+}
+
+#[test]
+fn large_bodies_stream_both_ways_with_bounded_worker_memory() {
+    let server = serve("apps:route", "workers: 1\nthreads: 2\n");
+    let pid: i32 = server.get("/pid").text().parse().unwrap();
+    let before = peak_rss(pid);
+    const SIZE: usize = 64 << 20;
+    let mut stream = server.connect();
+    write!(
+        stream,
+        "POST /upload HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {SIZE}\r\n\r\n"
+    )
+    .unwrap();
+    let piece = vec![b'u'; 1 << 20];
+    for _ in 0..SIZE / piece.len() {
+        stream.write_all(&piece).unwrap();
+    }
+    let answer = json(&read_response(&mut BufReader::new(stream)).unwrap());
+    assert_eq!(answer["bytes"], SIZE);
+    // 64 MiB out, streamed by a generator of 64 KiB pieces, read to the end.
+    let marker = common::scratch_dir().join("closed");
+    let mut stream = server.connect();
+    write!(
+        stream,
+        "GET /closing?marker={}&chunks=1024 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        marker.display()
+    )
+    .unwrap();
+    let response = read_response(&mut BufReader::new(stream)).unwrap();
+    assert_eq!(response.body.len(), SIZE);
+    let grown = peak_rss(pid).saturating_sub(before);
+    assert!(
+        grown < 32 << 20,
+        "the worker's peak RSS grew by {grown} bytes for 64 MiB each way"
+    );
+}
+
+#[test]
+fn close_is_called_when_the_client_goes_away_mid_response() {
+    let server = routed();
+    let marker = common::scratch_dir().join("closed");
+    let mut stream = server.connect();
+    write!(
+        stream,
+        "GET /closing?marker={}&chunks=100000 HTTP/1.1\r\nHost: t\r\n\r\n",
+        marker.display()
+    )
+    .unwrap();
+    let mut first = [0u8; 4096];
+    stream.read_exact(&mut first).unwrap();
+    drop(stream);
+    wait_for("close() to be called", Duration::from_secs(20), || {
+        marker.exists().then_some(())
+    });
+}
+
+#[test]
+fn threads_run_python_requests_at_once() {
+    // Four requests must be inside the app together (a threading.Barrier of 4) to answer.
+    let plugin = common::plugin("ferricorn_wsgi");
+    let config = format!(
+        "wsgi_app: apps:route\nchdir: {}\nworkers: 1\nthreads: 4\nraw_env: [\"BARRIER_PARTIES=4\"]\n",
+        apps_dir().display()
+    );
+    let server = Server::start(&plugin.display().to_string(), &config, &[]);
+    let port = server.port;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = common::Client::new(port);
+                client.get("/together").map(|r| r.status)
+            })
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.join().unwrap(), Ok(200));
+    }
+}
+
+#[test]
+fn a_factory_call_names_the_app() {
+    let server = serve("apps:factory('hi', punctuation='?')", "workers: 1\n");
+    assert_eq!(server.get("/").text(), "hi?");
+}
+
+#[test]
+fn import_errors_are_one_line_at_check_config() {
+    let dir = apps_dir().display().to_string();
+    for (spec, expected) in [
+        (
+            "broken:application",
+            &[
+                "cannot import 'broken'",
+                "ImportError: this module is broken on purpose",
+                "broken.py:10",
+            ][..],
+        ),
+        (
+            "apps:nothing",
+            &["failed to find attribute 'nothing' in 'apps'"][..],
+        ),
+        (
+            "no_such_module",
+            &["cannot import 'no_such_module'", "No module named"][..],
+        ),
+    ] {
+        let (status, out) =
+            run_to_exit(&["--chdir", &dir, "-b", "127.0.0.1:0", "--check-config", spec]);
+        assert_eq!(status.code(), Some(1), "{spec}: {out}");
+        let errors: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains(spec.split(':').next().unwrap()))
+            .collect();
+        for text in expected {
+            assert!(out.contains(text), "{spec}: {text}: {out}");
+        }
+        assert!(!errors.is_empty(), "{out}");
+        assert!(!out.contains("Traceback"), "one line, no traceback: {out}");
+    }
+}
+
+#[test]
+fn the_positional_module_callable_selects_the_bundled_plugin() {
+    let dir = apps_dir().display().to_string();
+    let (status, out) = run_to_exit(&["--chdir", &dir, "--check-config", "apps:hello"]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("app `wsgi` loads"), "{out}");
+    assert!(out.contains("wsgi: Python 3."), "which Python: {out}");
+    // As a gunicorn user types it: flags, then module:callable.
+    common::plugin("ferricorn_wsgi");
+    let server = Server::start(
+        "",
+        "",
+        &["--chdir", &dir, "-w", "1", "--threads", "2", "apps:hello"],
+    );
+    assert_eq!(server.get("/").text(), "Hello, World!\n");
+    assert!(server.log_text().contains("libferricorn_wsgi.so"));
+}
+
+#[test]
+fn hup_reloads_the_code_under_load_and_keeps_serving_through_a_broken_module() {
+    let dir = common::scratch_dir();
+    let source = std::fs::read_to_string(apps_dir().join("apps.py")).unwrap();
+    std::fs::write(dir.join("apps.py"), &source).unwrap();
+    let plugin = common::plugin("ferricorn_wsgi");
+    let config = format!(
+        "wsgi_app: apps:route\nchdir: {}\nworkers: 2\n",
+        dir.display()
+    );
+    let server = Server::start(&plugin.display().to_string(), &config, &[]);
+    assert_eq!(server.get("/version").text(), "one");
+    // A broken module: the reload is refused, the old generation serves on.
+    std::fs::write(
+        dir.join("apps.py"),
+        format!("{source}\nraise SystemError('half-written')\n"),
+    )
+    .unwrap();
+    server.signal(libc::SIGHUP);
+    wait_for("the refused reload", Duration::from_secs(20), || {
+        server.log_text().contains("half-written").then_some(())
+    });
+    assert_eq!(server.get("/version").text(), "one");
+    // The fixed code, under load: no request fails and the change is visible.
+    std::fs::write(
+        dir.join("apps.py"),
+        source.replace("VERSION = \"one\"", "VERSION = \"two\""),
+    )
+    .unwrap();
+    let mut signalled = false;
+    let failures = common::load_while(
+        server.port,
+        4,
+        "/hello",
+        || {
+            if !signalled {
+                server.signal(libc::SIGHUP);
+                signalled = true;
+            }
+            server.get("/version").text() == "two"
+        },
+        50,
+    );
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert_eq!(server.get("/version").text(), "two");
+}

@@ -1,0 +1,200 @@
+"""WSGI applications for tests/wsgi.rs. Each is wrapped in wsgiref.validate.validator,
+which raises (and so turns into a 500) whenever the server or the app breaks PEP 3333."""
+
+import json
+import os
+import threading
+import time
+from wsgiref.validate import validator
+
+VERSION = "one"
+
+
+def _respond(start_response, body, status="200 OK", kind="text/plain"):
+    start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@validator
+def hello(environ, start_response):
+    return _respond(start_response, b"Hello, World!\n")
+
+
+def version(environ, start_response):
+    return _respond(start_response, VERSION.encode())
+
+
+@validator
+def environ(environ, start_response):
+    """The environ as JSON (values that are str), and the body read with read(n)."""
+    body = b""
+    while True:
+        piece = environ["wsgi.input"].read(7)
+        if not piece:
+            break
+        body += piece
+    seen = {k: v for k, v in environ.items() if isinstance(v, str)}
+    seen["body"] = body.decode("latin-1")
+    seen["wsgi.version"] = list(environ["wsgi.version"])
+    for flag in ("wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once", "wsgi.input_terminated"):
+        seen[flag] = environ.get(flag)
+    seen["path_bytes"] = list(environ["PATH_INFO"].encode("latin-1"))
+    return _respond(start_response, json.dumps(seen).encode(), kind="application/json")
+
+
+@validator
+def lines(environ, start_response):
+    """The body read as readline(5), readline(), readlines() and iteration, as JSON."""
+    stream = environ["wsgi.input"]
+    first = stream.readline(5)
+    second = stream.readline()
+    third = stream.readlines(1)
+    rest = [line for line in stream]
+    out = {"first": first.decode(), "second": second.decode(),
+           "third": [l.decode() for l in third], "rest": [l.decode() for l in rest],
+           "end": stream.read(10).decode()}
+    return _respond(start_response, json.dumps(out).encode(), kind="application/json")
+
+
+@validator
+def stream(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    for i in range(3):
+        yield b"part %d\n" % i
+        yield b""
+
+
+@validator
+def write(environ, start_response):
+    out = start_response("200 OK", [("Content-Type", "text/plain")])
+    out(b"written, ")
+    return [b"then returned\n"]
+
+
+@validator
+def file(environ, start_response):
+    path = os.path.join(os.path.dirname(__file__), "apps.py")
+    start_response("200 OK", [("Content-Type", "text/x-python")])
+    return environ["wsgi.file_wrapper"](open(path, "rb"), 4096)
+
+
+@validator
+def exc_info(environ, start_response):
+    """An error page after start_response: the second call, with exc_info, wins."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    try:
+        raise ValueError("caught")
+    except ValueError:
+        import sys
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain"),
+                                                   ("Retry-After", "1")], sys.exc_info())
+    return [b"sorry\n"]
+
+
+@validator
+def reason(environ, start_response):
+    return _respond(start_response, b"teapot\n", status="418 I'm a teapot \xe9")
+
+
+def latin1_header(environ, start_response):
+    start_response("200 OK", [("X-Name", "caf\xe9")])
+    return [b"ok"]
+
+
+def boom(environ, start_response):
+    raise RuntimeError("boom before the response")
+
+
+def late_boom(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"first part\n"
+    raise RuntimeError("boom after the first byte")
+
+
+def str_body(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return ["not bytes"]
+
+
+def bad_header(environ, start_response):
+    start_response("200 OK", [("X-Bad", "snow \u2603")])
+    return [b"never sent"]
+
+
+def bad_status(environ, start_response):
+    start_response("OK", [])
+    return [b"never sent"]
+
+
+def errors(environ, start_response):
+    print("from wsgi.errors", file=environ["wsgi.errors"])
+    return _respond(start_response, b"logged\n")
+
+
+class _Closing:
+    """An iterable that records close() in the file named by the query string."""
+
+    def __init__(self, marker, chunks):
+        self.marker, self.chunks = marker, chunks
+
+    def __iter__(self):
+        for _ in range(self.chunks):
+            yield b"x" * 65536
+
+    def close(self):
+        with open(self.marker, "w") as f:
+            f.write("closed")
+
+
+def closing(environ, start_response):
+    """64 KiB pieces (count: the `chunks` query) as a chunked response; close() writes the file
+    named by `marker`."""
+    query = dict(p.split("=", 1) for p in environ["QUERY_STRING"].split("&") if "=" in p)
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return _Closing(query["marker"], int(query.get("chunks", "1")))
+
+
+def upload(environ, start_response):
+    """Counts the body read in 64 KiB pieces; answers the count and the worker's peak RSS."""
+    total = 0
+    stream = environ["wsgi.input"]
+    while True:
+        piece = stream.read(65536)
+        if not piece:
+            break
+        total += len(piece)
+    return _respond(start_response, json.dumps({"bytes": total, "pid": os.getpid()}).encode())
+
+
+def pid(environ, start_response):
+    return _respond(start_response, str(os.getpid()).encode())
+
+
+_barrier = threading.Barrier(int(os.environ.get("BARRIER_PARTIES", "4")), timeout=20)
+
+
+def together(environ, start_response):
+    """Answers only once BARRIER_PARTIES requests are in the app at the same time."""
+    _barrier.wait()
+    return _respond(start_response, b"together\n")
+
+
+def sleepy(environ, start_response):
+    time.sleep(0.05)
+    return _respond(start_response, b"slept\n")
+
+
+def factory(greeting, punctuation="!"):
+    """A factory, as `apps:factory('hi', punctuation='?')` names it."""
+    def app(environ, start_response):
+        return _respond(start_response, (greeting + punctuation).encode())
+    return app
+
+
+def route(environ, start_response):
+    """Dispatches on the first path segment: /NAME/... is served by the app NAME above."""
+    name = environ["PATH_INFO"].split("/")[1] or "hello"
+    app = globals().get(name)
+    if name.startswith("_") or name in ("route", "factory") or not callable(app):
+        return _respond(start_response, b"no such app\n", status="404 Not Found")
+    return app(environ, start_response)
