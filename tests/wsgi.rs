@@ -398,3 +398,178 @@ fn hup_reloads_the_code_under_load_and_keeps_serving_through_a_broken_module() {
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     assert_eq!(server.get("/version").text(), "two");
 }
+
+/// A virtualenv with Flask and Django (`target/wsgi-venv`), made once (python3 -m venv, pip).
+fn venv() -> std::path::PathBuf {
+    static VENV: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        let target = common::binary()
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let dir = target.join("wsgi-venv");
+        let python = dir.join("bin/python");
+        let ready = |python: &std::path::Path| {
+            std::process::Command::new(python)
+                .args(["-c", "import flask, django"])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ready(&python) {
+            run(std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&dir));
+            run(std::process::Command::new(dir.join("bin/pip"))
+                .args(["install", "-q", "flask", "django"]));
+        }
+        assert!(
+            ready(&python),
+            "Flask and Django do not import in {}",
+            dir.display()
+        );
+        dir
+    })
+    .clone()
+}
+
+/// Runs `command` to success (its output shown on failure).
+fn run(command: &mut std::process::Command) -> String {
+    let out = command.output().expect("run a command");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{command:?} failed: {text}");
+    text
+}
+
+#[test]
+fn serves_a_flask_app_from_a_virtualenv_and_reloads_its_code_under_load() {
+    let venv = venv();
+    let dir = common::scratch_dir();
+    let source = std::fs::read_to_string(apps_dir().join("flask_app.py")).unwrap();
+    std::fs::write(dir.join("flask_app.py"), &source).unwrap();
+    let plugin = common::plugin("ferricorn_wsgi");
+    let config = format!(
+        "wsgi_app: flask_app:app\nchdir: {}\nworkers: 2\nthreads: 4\napp.config:\n  virtualenv: {}\n",
+        dir.display(),
+        venv.display()
+    );
+    let server = Server::start(&plugin.display().to_string(), &config, &[]);
+    let data: serde_json::Value = serde_json::from_slice(&server.get("/json?a=1").body).unwrap();
+    assert_eq!(
+        data,
+        serde_json::json!({"framework": "flask", "args": {"a": "1"}})
+    );
+    let boundary = "XyZ";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nbob\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.txt\"\r\nContent-Type: text/plain\r\n\r\n12345\r\n--{boundary}--\r\n"
+    );
+    let form = post(
+        &server,
+        "/form",
+        &format!("Content-Type: multipart/form-data; boundary={boundary}\r\n"),
+        body.as_bytes(),
+    );
+    assert_eq!(form.text(), "hello bob, 5 bytes of file\n");
+    let stream = server.get("/stream?who=me&n=3");
+    assert_eq!(stream.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(
+        stream.text(),
+        "piece 0 for me\npiece 1 for me\npiece 2 for me\n"
+    );
+    assert_eq!(server.get("/nope").status, 404);
+    assert_eq!(server.get("/version").text(), "one");
+    std::fs::write(
+        dir.join("flask_app.py"),
+        source.replace("VERSION = \"one\"", "VERSION = \"two\""),
+    )
+    .unwrap();
+    let mut signalled = false;
+    let failures = common::load_while(
+        server.port,
+        4,
+        "/json",
+        || {
+            if !signalled {
+                server.signal(libc::SIGHUP);
+                signalled = true;
+            }
+            server.get("/version").text() == "two"
+        },
+        50,
+    );
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+}
+
+#[test]
+fn serves_a_django_project_from_its_directory_as_gunicorn_does() {
+    let venv = venv();
+    let dir = common::scratch_dir();
+    let python = venv.join("bin/python");
+    run(std::process::Command::new(venv.join("bin/django-admin"))
+        .args(["startproject", "mysite"])
+        .current_dir(&dir));
+    let project = dir.join("mysite");
+    run(std::process::Command::new(&python)
+        .args(["manage.py", "startapp", "notes"])
+        .current_dir(&project));
+    std::fs::write(
+        project.join("notes/models.py"),
+        "from django.db import models\n\n\nclass Note(models.Model):\n    text = models.CharField(max_length=100)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("notes/views.py"),
+        "from django.http import JsonResponse\n\nfrom .models import Note\n\n\ndef index(request):\n    return JsonResponse({\"notes\": [n.text for n in Note.objects.order_by(\"id\")]})\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("mysite/urls.py"),
+        "from django.urls import path\n\nfrom notes import views\n\nurlpatterns = [path(\"notes/\", views.index)]\n",
+    )
+    .unwrap();
+    let settings = project.join("mysite/settings.py");
+    let mut text = std::fs::read_to_string(&settings).unwrap();
+    text.push_str("\nINSTALLED_APPS += [\"notes\"]\nALLOWED_HOSTS = [\"*\"]\nDEBUG = False\n");
+    std::fs::write(&settings, text).unwrap();
+    for args in [
+        &["manage.py", "makemigrations", "notes"][..],
+        &["manage.py", "migrate", "-v", "0"][..],
+        &[
+            "manage.py",
+            "shell",
+            "-c",
+            "from notes.models import Note; Note.objects.create(text='from sqlite')",
+        ][..],
+    ] {
+        run(std::process::Command::new(&python)
+            .args(args)
+            .current_dir(&project));
+    }
+    common::plugin("ferricorn_wsgi");
+    // As a gunicorn user runs it: in the project's directory, the venv active.
+    let project_dir = project.display().to_string();
+    let server = Server::spawn_env(
+        "",
+        "",
+        &[
+            "--chdir",
+            &project_dir,
+            "-w",
+            "2",
+            "--threads",
+            "4",
+            "mysite.wsgi:application",
+        ],
+        &[("VIRTUAL_ENV", &venv.display().to_string())],
+    );
+    server.wait_ready();
+    let notes = server.get("/notes/");
+    assert_eq!(notes.status, 200, "{}", server.log_text());
+    assert_eq!(notes.text(), "{\"notes\": [\"from sqlite\"]}");
+    assert_eq!(server.get("/nope").status, 404);
+}
