@@ -7,7 +7,7 @@
 use crate::current::{self, Exchange};
 use crate::streams::{gone, io_error, ClientDisconnected, Input};
 use crate::{environ, Wsgi};
-use ferricorn_sdk::{HandlerResult, Level, Logged, Request, Response};
+use ferricorn_sdk::{Error, HandlerResult, Level, Logged, Request, Response};
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -30,9 +30,24 @@ pub struct StartResponse {
     head: Option<Head>,
     /// start_response was called.
     called: bool,
-    /// The head went to the server (the first body byte was written, or the response ended).
+    /// The head went to the server (the first body byte was written, or the response ended),
+    /// or is in `deferred`.
     sent: bool,
+    /// Bytes the app's Content-Length still expects (None: it gave none).
+    expected: Option<u64>,
+    /// A whole small response kept to be handed to the server once the GIL is released.
+    deferred: Option<Deferred>,
 }
+
+/// A complete response (head and at most [`DEFER_LIMIT`] body bytes) handed to the server
+/// after Python is done with the request, without the GIL.
+pub struct Deferred {
+    head: Head,
+    body: Vec<u8>,
+}
+
+/// Body bytes of a complete response that are copied to be sent without the GIL.
+const DEFER_LIMIT: usize = 64 * 1024;
 
 /// A str that must be latin-1 (a WSGI "native string"), as bytes. Errors: TypeError (not a
 /// str), ValueError (a character past U+00FF, or CR, LF or NUL).
@@ -130,6 +145,9 @@ impl StartResponse {
             self.sent = true;
             Some(head)
         };
+        if let Some(expected) = self.expected.as_mut() {
+            *expected = expected.saturating_sub(data.len() as u64);
+        }
         let serial = self.serial;
         let done = py.detach(|| {
             current::with(serial, |ex| -> std::io::Result<()> {
@@ -149,6 +167,25 @@ impl StartResponse {
             Ok(result) => result.map_err(io_error),
             Err(current::Gone) => Err(gone("write")),
         }
+    }
+
+    /// Keeps the head and `body`, the whole response, to be sent once the GIL is released
+    /// (the response is complete: no block is held back). False (nothing done) when the head
+    /// was sent already or `body` is larger than [`DEFER_LIMIT`].
+    fn defer(&mut self, body: &[&[u8]]) -> bool {
+        let length: usize = body.iter().map(|b| b.len()).sum();
+        if self.sent || length > DEFER_LIMIT {
+            return false;
+        }
+        let Some(head) = self.head.take() else {
+            return false;
+        };
+        self.sent = true;
+        self.deferred = Some(Deferred {
+            head,
+            body: body.concat(),
+        });
+        true
     }
 
     /// Adds Content-Length: `length` unless the app gave one.
@@ -198,6 +235,10 @@ impl StartResponse {
             }
             let (status, reason) = parse_status(status)?;
             let (fields, has_length) = parse_headers(headers)?;
+            this.expected = fields
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(b"content-length"))
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok());
             this.head = Some(Head {
                 status,
                 reason,
@@ -240,7 +281,9 @@ fn body_item<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, Py
 
 /// Sends the response iterable `result`. A list or tuple is sent whole (with a
 /// Content-Length unless the app gave one); any other iterable item by item, each flushed
-/// before the next is asked for (PEP 3333: no block is held back).
+/// before the next is asked for (PEP 3333: no block is held back) unless it completes the
+/// app's Content-Length. A small complete response is deferred: handed to the server after
+/// the GIL is released.
 fn send_body(
     py: Python<'_>,
     start: &Bound<'_, StartResponse>,
@@ -254,19 +297,19 @@ fn send_body(
         None
     };
     if let Some(items) = items {
-        let mut length = 0;
+        let mut pieces = Vec::with_capacity(items.len());
         for item in &items {
-            length += body_item(item)?.as_bytes().len();
+            pieces.push(body_item(item)?.as_bytes());
         }
         let mut start = start.try_borrow_mut()?;
         if !start.sent {
-            start.set_length(length);
-        }
-        for item in &items {
-            let bytes = body_item(item)?.as_bytes();
-            if !bytes.is_empty() {
-                start.send(py, bytes, false)?;
+            start.set_length(pieces.iter().map(|p| p.len()).sum());
+            if start.defer(&pieces) {
+                return Ok(());
             }
+        }
+        for bytes in pieces.into_iter().filter(|b| !b.is_empty()) {
+            start.send(py, bytes, false)?;
         }
         return Ok(());
     }
@@ -275,8 +318,13 @@ fn send_body(
     for item in result.try_iter()? {
         let item = item?;
         let bytes = body_item(&item)?.as_bytes();
-        if !bytes.is_empty() {
-            start.try_borrow_mut()?.send(py, bytes, true)?;
+        if bytes.is_empty() {
+            continue;
+        }
+        let mut start = start.try_borrow_mut()?;
+        let completes = start.expected == Some(bytes.len() as u64);
+        if !(completes && start.defer(&[bytes])) {
+            start.send(py, bytes, !completes)?;
         }
     }
     Ok(())
@@ -306,8 +354,9 @@ fn log_error(py: Python<'_>, app: &Wsgi, serial: u64, title: &str, e: &PyErr) {
     }
 }
 
-/// Runs the app for the current request and sends its response.
-fn run(py: Python<'_>, app: &Wsgi, serial: u64, uri: &str) -> HandlerResult {
+/// Runs the app for the current request and sends its response, or returns it to be sent
+/// without the GIL when it is small and complete.
+fn run(py: Python<'_>, app: &Wsgi, serial: u64, uri: &str) -> Result<Option<Deferred>, Error> {
     let input = Bound::new(py, Input::new(serial))?;
     let environ = current::with(serial, |ex| environ::build(py, &app.shared, ex.req, input))
         .map_err(|_| Logged)??;
@@ -318,6 +367,8 @@ fn run(py: Python<'_>, app: &Wsgi, serial: u64, uri: &str) -> HandlerResult {
             head: None,
             called: false,
             sent: false,
+            expected: None,
+            deferred: None,
         },
     )?;
     let outcome = app
@@ -339,10 +390,16 @@ fn run(py: Python<'_>, app: &Wsgi, serial: u64, uri: &str) -> HandlerResult {
                     "the application returned without calling start_response",
                 ));
             }
-            start.send(py, b"", false)
+            if !start.defer(&[]) {
+                start.send(py, b"", false)?;
+            }
+            Ok(())
         });
     match outcome {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(start
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut s| s.deferred.take())),
         Err(e) if e.is_instance_of::<ClientDisconnected>(py) => {
             let message = format!("client went away during {uri}: {}", e.value(py));
             let _ = current::with(serial, |ex| ex.res.log(Level::Info, &message));
@@ -367,6 +424,18 @@ pub fn serve(app: &Wsgi, req: &mut Request<'_>, res: &mut Response<'_>) -> Handl
     let uri = String::from_utf8_lossy(req.raw_uri()).into_owned();
     let mut exchange = Exchange { req, res };
     current::enter(&mut exchange, |serial| {
-        Python::attach(|py| run(py, app, serial, &uri))
+        let deferred = Python::attach(|py| run(py, app, serial, &uri))?;
+        let Some(response) = deferred else {
+            return Ok(());
+        };
+        current::with(serial, |ex| -> std::io::Result<()> {
+            start(ex.res, &response.head)?;
+            if response.body.is_empty() {
+                return Ok(());
+            }
+            ex.res.write(&response.body)
+        })
+        .map_err(|_| Logged)??;
+        Ok(())
     })
 }
