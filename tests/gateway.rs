@@ -77,6 +77,7 @@ fn rust_layout() -> Vec<String> {
         ("FcResponder.trailers", offset_of!(FcResponder, trailers)),
         ("FcResponder.log", offset_of!(FcResponder, log)),
         ("FcResponder.flush", offset_of!(FcResponder, flush)),
+        ("FcResponder.sendfile", offset_of!(FcResponder, sendfile)),
         (
             "FcAppDescriptor.abi_version",
             offset_of!(FcAppDescriptor, abi_version),

@@ -159,6 +159,53 @@ fn responses_stream_write_wrap_files_and_honour_exc_info() {
 }
 
 #[test]
+fn file_wrapper_sends_regular_files_with_sendfile_and_reads_them_over_tls() {
+    let source = std::fs::read(apps_dir().join("apps.py")).unwrap();
+    let check = |server: &Server, expected_position: usize| {
+        let marker = common::scratch_dir().join("position");
+        let response = server.get(&format!("/sendfile?marker={}", marker.display()));
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, &source[10..]);
+        assert_eq!(
+            response.header("content-length"),
+            Some((source.len() - 10).to_string().as_str())
+        );
+        wait_for(
+            "close() to record the position",
+            Duration::from_secs(10),
+            || {
+                let text = std::fs::read_to_string(&marker).ok()?;
+                (!text.is_empty()).then_some(text)
+            },
+        );
+        let position = std::fs::read_to_string(&marker).unwrap();
+        assert_eq!(
+            position,
+            expected_position.to_string(),
+            "where the file was left"
+        );
+    };
+    // Plain TCP: sendfile(2), which leaves the file's position where the app put it.
+    check(&routed(), 10);
+    // TLS: the server cannot; the plugin reads the file (to its end) and writes it.
+    common::Pki::with(|pki| {
+        let plugin = common::plugin("ferricorn_wsgi");
+        let config = format!(
+            "wsgi_app: apps:route\nchdir: {}\nworkers: 1\n{}",
+            apps_dir().display(),
+            pki.config()
+        );
+        let server = Server::start_tls(
+            &plugin.display().to_string(),
+            &config,
+            &[],
+            pki.client(false),
+        );
+        check(&server, source.len());
+    });
+}
+
+#[test]
 fn app_errors_are_500s_with_the_traceback_logged_and_the_worker_serves_on() {
     let server = routed();
     for (path, logged) in [

@@ -116,6 +116,19 @@ unsafe extern "C" fn cb_flush(ctx: *mut c_void) -> i32 {
 }
 /// # Safety
 /// Called by the app through the responder it got in `handle`, on that thread and during
+/// that call only, with the responder's `ctx` unchanged (the ABI's contract,
+/// `worker-apps/include/ferricorn.h`); `fd` is only read through, never closed.
+unsafe extern "C" fn cb_sendfile(ctx: *mut c_void, fd: i32, offset: u64, count: u64) -> i64 {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: ctx is the exchange of this handle call.
+        let ex = unsafe { exchange(ctx) };
+        ex.sendfile(fd, offset, count)
+    }))
+    .unwrap_or(i64::from(abi::FC_ERR_APP))
+}
+
+/// # Safety
+/// Called by the app through the responder it got in `handle`, on that thread and during
 /// that call only, with the responder's `ctx` unchanged and pointer arguments valid for the
 /// call (the ABI's contract, `worker-apps/include/ferricorn.h`).
 unsafe extern "C" fn cb_read_body(ctx: *mut c_void, buf: *mut u8, cap: usize) -> i64 {
@@ -219,6 +232,7 @@ impl<'a> Exchange<'a> {
             trailers: cb_trailers,
             log: cb_log,
             flush: cb_flush,
+            sendfile: cb_sendfile,
         }
     }
 
@@ -474,6 +488,105 @@ impl<'a> Exchange<'a> {
         }
         self.proto.response().flush();
         self.stream()
+    }
+
+    /// The responder's `sendfile`: `count` bytes of regular file `fd` from `offset`, after
+    /// the bytes written before them (sent first, with the backlog, so that the file's bytes
+    /// follow them on the wire), framed by the protocol machine. Returns the bytes taken or
+    /// a negative FC_ERR_* status.
+    fn sendfile(&mut self, fd: i32, offset: u64, count: u64) -> i64 {
+        if self.broken {
+            return abi::FC_ERR_IO.into();
+        }
+        if self.failure.is_some() {
+            return abi::FC_ERR_STATE.into();
+        }
+        if fd < 0 || self.io.is_tls() {
+            return abi::FC_ERR_UNSUPPORTED.into();
+        }
+        // SAFETY: the app passes an open descriptor it owns for the duration of this call;
+        // it is only read through here (fstat, sendfile), never closed.
+        let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let regular = nix::sys::stat::fstat(file)
+            .ok()
+            .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG);
+        let Some(stat) = regular else {
+            return abi::FC_ERR_UNSUPPORTED.into();
+        };
+        let count = count.min(
+            u64::try_from(stat.st_size)
+                .unwrap_or(0)
+                .saturating_sub(offset),
+        );
+        let Ok(send) = self.proto.response().external(count) else {
+            return abi::FC_ERR_STATE.into();
+        };
+        let status = self.stream();
+        if status != abi::FC_OK {
+            return status.into();
+        }
+        let sent = match self
+            .drain_backlog()
+            .and_then(|()| self.send_file(file, offset, send))
+        {
+            Ok(sent) => sent,
+            Err(status) => {
+                self.broken = true;
+                return status.into();
+            }
+        };
+        self.proto.response().external_sent(send, sent);
+        i64::try_from(count).unwrap_or(i64::MAX)
+    }
+
+    /// Sends the whole backlog, waiting at most stall_timeout per stall.
+    fn drain_backlog(&mut self) -> Result<(), i32> {
+        while !self.backlog.is_empty() {
+            match self.send_backlog() {
+                Ok(true) => {}
+                Ok(false) => {
+                    let writable = nix::poll::PollFlags::POLLOUT;
+                    if !wait_ready(self.io.fd, writable, self.ctx.stall_timeout) {
+                        return Err(abi::FC_ERR_TIMEOUT);
+                    }
+                }
+                Err(_) => return Err(abi::FC_ERR_IO),
+            }
+        }
+        Ok(())
+    }
+
+    /// sendfile(2)s `len` bytes of `file` from `offset` to the socket; the count sent (less
+    /// at the end of the file).
+    fn send_file(
+        &mut self,
+        file: std::os::fd::BorrowedFd<'_>,
+        offset: u64,
+        len: u64,
+    ) -> Result<u64, i32> {
+        let mut at = i64::try_from(offset).map_err(|_| abi::FC_ERR_INVALID)?;
+        let mut done = 0;
+        while done < len {
+            let piece = usize::try_from(len - done)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
+            match nix::sys::sendfile::sendfile64(self.io.fd, file, Some(&mut at), piece) {
+                Ok(0) => break,
+                Ok(n) => {
+                    done += n as u64;
+                    self.ctx.count_bytes(0, n);
+                }
+                Err(nix::errno::Errno::EAGAIN) => {
+                    let writable = nix::poll::PollFlags::POLLOUT;
+                    if !wait_ready(self.io.fd, writable, self.ctx.stall_timeout) {
+                        return Err(abi::FC_ERR_TIMEOUT);
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return Err(abi::FC_ERR_IO),
+            }
+        }
+        Ok(done)
     }
 
     /// Completes the exchange after the app returned `status` at `now`: the rest of the

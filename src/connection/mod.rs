@@ -244,6 +244,12 @@ impl<'a> Io<'a> {
         }
     }
 
+    /// Whether the stream is TLS (bytes pass through the session, not straight to the
+    /// socket).
+    fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Reads up to READ_CHUNK bytes (decrypted, with TLS), appending to `buf` (allocated at
     /// FIRST_BUFFER bytes, doubled when less than a quarter of it is free). Returns the byte
     /// count (0: the client closed) and whether the socket's receive queue is now empty.

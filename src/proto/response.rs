@@ -210,6 +210,50 @@ impl Response {
         Ok(self.buffers.out.len() >= RESPONSE_BUFFER)
     }
 
+    /// Prepares `len` body bytes that the driver sends from elsewhere (a file, with
+    /// sendfile(2)): frames what was written before them, then, when chunked, their chunk-size
+    /// line, all into the output buffer, which must be sent before them. Returns how many of
+    /// them to send: `len`, fewer past a Content-Length (the rest is dropped, as `write`
+    /// drops it), none for HEAD, 204 and 304. Call [`Response::external_sent`] after sending.
+    pub fn external(&mut self, len: u64) -> Result<u64, ResponseError> {
+        if self.failed || self.ended {
+            return Err(ResponseError::State);
+        }
+        self.emit();
+        self.written += len;
+        let send = match self.framing() {
+            BodyOut::Length(n) => {
+                let room = n.saturating_sub(self.framed);
+                self.overflow |= len > room;
+                len.min(room)
+            }
+            BodyOut::Chunked | BodyOut::UntilClose => len,
+            BodyOut::Nothing | BodyOut::Pending => 0,
+        };
+        if self.framing() == BodyOut::Chunked && send > 0 {
+            let mut line = [0u8; 18];
+            let size = usize::try_from(send).unwrap_or(usize::MAX);
+            self.buffers
+                .out
+                .extend_from_slice(chunk_size_line(size, &mut line));
+        }
+        Ok(send)
+    }
+
+    /// `sent` of the bytes [`Response::external`] asked for went out: counts them and, when
+    /// chunked, ends their chunk. Fewer than asked (the file was shorter) spoils the framing:
+    /// the connection closes after the response.
+    pub fn external_sent(&mut self, asked: u64, sent: u64) {
+        self.framed += sent;
+        if sent < asked {
+            self.failed = true;
+            return;
+        }
+        if self.framing() == BodyOut::Chunked && sent > 0 {
+            self.buffers.out.extend_from_slice(b"\r\n");
+        }
+    }
+
     /// Sends what the app has written so far (the head, and the body as a chunk when
     /// chunked): the output buffer then holds everything written.
     pub fn flush(&mut self) {
@@ -685,6 +729,34 @@ mod tests {
             !out.contains("upgrade") && out.matches("Server:").count() == 1,
             "{out}"
         );
+    }
+
+    #[test]
+    fn external_bytes_are_framed_like_written_ones() {
+        let facts = RequestFacts {
+            minor: 1,
+            is_head: false,
+            keep_alive: true,
+        };
+        let mut r = response(facts);
+        r.write(b"abc").unwrap();
+        assert_eq!(r.external(5), Ok(5));
+        assert!(text(&r).ends_with("3\r\nabc\r\n5\r\n"), "{}", text(&r));
+        r.external_sent(5, 5);
+        r.end();
+        assert!(text(&r).ends_with("5\r\n\r\n0\r\n\r\n"));
+        // Under a Content-Length: what goes past it is not sent.
+        let mut r = response(facts);
+        r.start(200, b"", length("4")).unwrap();
+        assert_eq!(r.external(10), Ok(4));
+        r.external_sent(4, 4);
+        assert!(r.overflowed());
+        // HEAD: counted, not sent.
+        let mut r = response(RequestFacts {
+            is_head: true,
+            ..facts
+        });
+        assert_eq!(r.external(7), Ok(0));
     }
 
     #[test]

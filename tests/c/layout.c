@@ -52,6 +52,7 @@ int main(void) {
     OFFSET(FcResponder, trailers);
     OFFSET(FcResponder, log);
     OFFSET(FcResponder, flush);
+    OFFSET(FcResponder, sendfile);
 
     SIZE(FcAppDescriptor);
     OFFSET(FcAppDescriptor, abi_version);

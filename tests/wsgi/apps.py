@@ -1,6 +1,7 @@
 """WSGI applications for tests/wsgi.rs. Each is wrapped in wsgiref.validate.validator,
 which raises (and so turns into a 500) whenever the server or the app breaks PEP 3333."""
 
+import io
 import json
 import os
 import threading
@@ -152,6 +153,29 @@ def closing(environ, start_response):
     query = dict(p.split("=", 1) for p in environ["QUERY_STRING"].split("&") if "=" in p)
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
     return _Closing(query["marker"], int(query.get("chunks", "1")))
+
+
+class _Recording(io.FileIO):
+    """A file that writes its position, when closed, to the file named `marker`."""
+
+    marker = None
+
+    def close(self):
+        if not self.closed and self.marker:
+            with open(self.marker, "w") as f:
+                f.write(str(self.tell()))
+        super().close()
+
+
+def sendfile(environ, start_response):
+    """This module's source from byte 10, through wsgi.file_wrapper; close() records where
+    the file's position is then: still 10 when the server used sendfile(2)."""
+    query = dict(p.split("=", 1) for p in environ["QUERY_STRING"].split("&") if "=" in p)
+    f = _Recording(os.path.join(os.path.dirname(__file__), "apps.py"), "rb")
+    f.marker = query["marker"]
+    f.seek(10)
+    start_response("200 OK", [("Content-Type", "text/x-python")])
+    return environ["wsgi.file_wrapper"](f, 1024)
 
 
 def upload(environ, start_response):

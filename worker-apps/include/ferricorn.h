@@ -78,6 +78,9 @@ extern "C" {
 #define FC_ERR_TOO_LARGE (-6)
 /* The request body's chunked framing is malformed; the server answers 400. */
 #define FC_ERR_BAD_REQUEST (-7)
+/* The server cannot do this here (sendfile on a TLS connection, or a file that is not a
+ * regular file); nothing was done: do it another way (write the bytes). */
+#define FC_ERR_UNSUPPORTED (-8)
 
 /* ----- flags ----- */
 
@@ -212,11 +215,23 @@ typedef struct FcResponder {
      * when chunked) instead of waiting for 16 KiB or the end of handle.
      * Returns FC_OK; FC_ERR_IO; FC_ERR_TIMEOUT; FC_ERR_STATE (after a refused start_response). */
     int32_t (*flush)(void *ctx);
+
+    /* Appended in ABI 1.3: only present when size >= offsetof(FcResponder, sendfile) +
+     * sizeof(void *) (FC_RESPONDER_HAS_SENDFILE checks). Sends `count` bytes of the open
+     * regular file `fd` from byte `offset` as body bytes with sendfile(2), after what was
+     * written before, framed like write's bytes (the file's own offset is not changed).
+     * Returns the bytes taken (fewer than `count` only at the end of the file), or
+     * FC_ERR_UNSUPPORTED (a TLS connection, or `fd` is not a regular file: nothing was done,
+     * write the bytes instead), FC_ERR_IO, FC_ERR_TIMEOUT or FC_ERR_STATE. */
+    int64_t (*sendfile)(void *ctx, int32_t fd, uint64_t offset, uint64_t count);
 } FcResponder;
 
 /* Whether responder `r` (a const FcResponder *) has the flush function. */
 #define FC_RESPONDER_HAS_FLUSH(r) \
     ((r)->size >= offsetof(FcResponder, flush) + sizeof(void *))
+/* Whether responder `r` has the sendfile function. */
+#define FC_RESPONDER_HAS_SENDFILE(r) \
+    ((r)->size >= offsetof(FcResponder, sendfile) + sizeof(void *))
 
 /* init: called once per worker process, after fork, before any handle call, with the
  * `app.config` entries of the server's configuration as fields, names and values as text,

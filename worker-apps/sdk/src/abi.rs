@@ -33,6 +33,9 @@ pub const FC_ERR_TIMEOUT: i32 = -5;
 pub const FC_ERR_TOO_LARGE: i32 = -6;
 /// Status: the request body's framing is malformed (bad chunked transfer coding).
 pub const FC_ERR_BAD_REQUEST: i32 = -7;
+/// The server cannot do this here (`sendfile` on a TLS connection, or not a regular file);
+/// nothing was done: do it another way (write the bytes).
+pub const FC_ERR_UNSUPPORTED: i32 = -8;
 
 /// `FcAppDescriptor::flags`: `handle` may run on several threads at once.
 pub const FC_APP_THREAD_SAFE: u32 = 1;
@@ -222,11 +225,28 @@ pub struct FcResponder {
     /// when chunked) instead of waiting for 16 KiB or the end of `handle`. Returns FC_OK,
     /// FC_ERR_IO, FC_ERR_TIMEOUT or FC_ERR_STATE (after a refused start_response).
     pub flush: unsafe extern "C" fn(ctx: *mut c_void) -> i32,
+    /// Appended in ABI 1.3 (present when `size` covers it, see
+    /// [`FcResponder::has_sendfile`]): sends `count` bytes of the open regular file `fd`
+    /// from byte `offset` as body bytes, with sendfile(2) (after what was written before;
+    /// framed like `write`'s bytes; the file's offset is not changed). Returns the bytes
+    /// taken (fewer than `count` only at the end of the file), or FC_ERR_UNSUPPORTED
+    /// (a TLS connection, or `fd` is not a regular file: nothing was done, write the bytes
+    /// instead), FC_ERR_IO, FC_ERR_TIMEOUT or FC_ERR_STATE.
+    pub sendfile: unsafe extern "C" fn(ctx: *mut c_void, fd: i32, offset: u64, count: u64) -> i64,
 }
 
 impl FcResponder {
     /// `size` of a responder from a server that predates [`FcResponder::flush`].
     pub const SIZE_BEFORE_FLUSH: u32 = std::mem::offset_of!(FcResponder, flush) as u32;
+
+    /// `size` of a responder from a server that predates [`FcResponder::sendfile`].
+    pub const SIZE_BEFORE_SENDFILE: u32 = std::mem::offset_of!(FcResponder, sendfile) as u32;
+
+    /// Whether the server that made this responder has [`FcResponder::sendfile`].
+    pub fn has_sendfile(&self) -> bool {
+        self.size as usize
+            >= std::mem::offset_of!(FcResponder, sendfile) + std::mem::size_of::<usize>()
+    }
 
     /// Whether the server that made this responder has [`FcResponder::flush`] (its `size`
     /// covers the field; a server built before it passes a smaller size).

@@ -181,6 +181,9 @@ mod tests {
     unsafe extern "C" fn flush(_: *mut c_void) -> i32 {
         abi::FC_OK
     }
+    unsafe extern "C" fn sendfile(_: *mut c_void, _: i32, _: u64, _: u64) -> i64 {
+        abi::FC_ERR_UNSUPPORTED.into()
+    }
 
     fn responder(ex: &mut Exchange) -> FcResponder {
         FcResponder {
@@ -192,6 +195,7 @@ mod tests {
             trailers,
             log,
             flush,
+            sendfile,
         }
     }
 

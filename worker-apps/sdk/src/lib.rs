@@ -478,6 +478,26 @@ impl<'a> Response<'a> {
         check(unsafe { (r.flush)(r.ctx) })
     }
 
+    /// Sends `count` bytes of the open regular file `fd` from `offset` as body bytes with
+    /// sendfile(2) (the responder's `sendfile`, ABI 1.3), after what was written before.
+    /// Returns the bytes taken (fewer only at the end of the file), or `None` when the
+    /// server cannot (a TLS connection, not a regular file, a server that predates it):
+    /// then nothing was done and the app writes the bytes itself. Errors: as `write`.
+    pub fn sendfile(&mut self, fd: i32, offset: u64, count: u64) -> io::Result<Option<u64>> {
+        let r = self.responder;
+        if !r.has_sendfile() {
+            return Ok(None);
+        }
+        // SAFETY: ctx/sendfile from the server, which has the field (its size covers it);
+        // `fd` is the caller's, only read by the server during the call.
+        let n = unsafe { (r.sendfile)(r.ctx, fd, offset, count) };
+        match i32::try_from(n) {
+            Ok(abi::FC_ERR_UNSUPPORTED) => Ok(None),
+            _ if n < 0 => Err(status_error(i32::try_from(n).unwrap_or(abi::FC_ERR_IO))),
+            _ => Ok(Some(n as u64)),
+        }
+    }
+
     /// Sends a whole response: `status`, `Content-Type: content_type` and `body`.
     pub fn send(&mut self, status: u16, content_type: &str, body: &[u8]) -> HandlerResult {
         let mut digits = [0u8; 20];
@@ -580,7 +600,25 @@ mod responder_tests {
             trailers,
             log,
             flush,
+            sendfile,
         }
+    }
+
+    unsafe extern "C" fn sendfile(_: *mut c_void, _: i32, _: u64, count: u64) -> i64 {
+        count as i64
+    }
+
+    #[test]
+    fn sendfile_is_called_only_when_the_server_has_it() {
+        let mut flushes = 0;
+        let new = responder(std::mem::size_of::<FcResponder>() as u32, &mut flushes);
+        // SAFETY: a responder of this test's own, valid for the calls below.
+        let mut res = unsafe { Response::from_raw(&new) };
+        assert_eq!(res.sendfile(3, 0, 10).unwrap(), Some(10));
+        let old = responder(FcResponder::SIZE_BEFORE_SENDFILE, &mut flushes);
+        // SAFETY: as above; the size says the server predates sendfile.
+        let mut res = unsafe { Response::from_raw(&old) };
+        assert_eq!(res.sendfile(3, 0, 10).unwrap(), None);
     }
 
     #[test]

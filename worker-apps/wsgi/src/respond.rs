@@ -5,7 +5,7 @@
 //! them (500 and the traceback in the error log, or a cut response once the body started).
 
 use crate::current::{self, Exchange};
-use crate::streams::{gone, io_error, ClientDisconnected, Input};
+use crate::streams::{gone, io_error, ClientDisconnected, FileWrapper, Input};
 use crate::{environ, Wsgi};
 use ferricorn_sdk::{Error, HandlerResult, Level, Logged, Request, Response};
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
@@ -289,6 +289,11 @@ fn send_body(
     start: &Bound<'_, StartResponse>,
     result: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
+    if let Ok(wrapper) = result.cast::<FileWrapper>() {
+        if send_file(py, start, &wrapper.borrow())? {
+            return Ok(());
+        }
+    }
     let items: Option<Vec<Bound<'_, PyAny>>> = if let Ok(list) = result.cast::<PyList>() {
         Some(list.iter().collect())
     } else if let Ok(tuple) = result.cast::<PyTuple>() {
@@ -328,6 +333,63 @@ fn send_body(
         }
     }
     Ok(())
+}
+
+/// The size of regular file `fd`, if it is one.
+fn regular_file_size(fd: i32) -> Option<u64> {
+    // SAFETY: an all-zero stat is a valid value of the plain C struct; fstat only writes
+    // into it, and a bad descriptor only makes it fail.
+    let (done, stat) = unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        (libc::fstat(fd, &mut stat), stat)
+    };
+    (done == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFREG)
+        .then(|| u64::try_from(stat.st_size).unwrap_or(0))
+}
+
+/// Sends the file of a `wsgi.file_wrapper` from its current position to its end with the
+/// server's sendfile(2), with a Content-Length unless the app gave one. False (nothing sent
+/// but perhaps the head) when the object has no descriptor of a regular file or the server
+/// cannot (TLS): the caller iterates over the wrapper instead.
+fn send_file(
+    py: Python<'_>,
+    start: &Bound<'_, StartResponse>,
+    wrapper: &FileWrapper,
+) -> PyResult<bool> {
+    let file = wrapper.filelike.bind(py);
+    let Some(fd) = file
+        .call_method0("fileno")
+        .and_then(|f| f.extract::<i32>())
+        .ok()
+    else {
+        return Ok(false);
+    };
+    let Some(size) = regular_file_size(fd) else {
+        return Ok(false);
+    };
+    let offset: u64 = file
+        .call_method0("tell")
+        .and_then(|t| t.extract())
+        .unwrap_or(0);
+    let remaining = size.saturating_sub(offset);
+    let mut start = start.try_borrow_mut()?;
+    if !start.sent {
+        start.set_length(usize::try_from(remaining).unwrap_or(usize::MAX));
+    }
+    start.send(py, b"", false)?;
+    let serial = start.serial;
+    let sent = py.detach(|| current::with(serial, |ex| ex.res.sendfile(fd, offset, remaining)));
+    match sent {
+        Ok(Ok(Some(n))) => {
+            if let Some(expected) = start.expected.as_mut() {
+                *expected = expected.saturating_sub(n);
+            }
+            Ok(true)
+        }
+        Ok(Ok(None)) => Ok(false),
+        Ok(Err(e)) => Err(io_error(e)),
+        Err(current::Gone) => Err(gone("wsgi.file_wrapper")),
+    }
 }
 
 /// Calls `result.close()` if it has one; an exception there is logged.
