@@ -87,6 +87,12 @@ fn environ_has_the_cgi_and_wsgi_variables() {
     assert_eq!(env["wsgi.run_once"], false);
     assert_eq!(env["wsgi.input_terminated"], true);
     assert_eq!(env["body"], "hello world");
+    // Python installed no signal handler: the worker owns its signals.
+    assert_eq!(
+        server.get("/signals").text(),
+        "None None",
+        "no Python handler (None: the handler is not one Python installed)"
+    );
     // A chunked body: no CONTENT_LENGTH, the body read to its end.
     let env = json(&server.send(
         b"POST /environ HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
@@ -619,4 +625,51 @@ fn serves_a_django_project_from_its_directory_as_gunicorn_does() {
     assert_eq!(notes.status, 200, "{}", server.log_text());
     assert_eq!(notes.text(), "{\"notes\": [\"from sqlite\"]}");
     assert_eq!(server.get("/nope").status, 404);
+}
+
+#[test]
+fn python_workers_are_recycled_replaced_when_stuck_and_drained_on_term() {
+    let plugin = common::plugin("ferricorn_wsgi").display().to_string();
+    let config = format!(
+        "wsgi_app: apps:route\nchdir: {}\nworkers: 1\nthreads: 4\nmax_requests: 5\nrequest_timeout: 1\ngraceful_timeout: 2\n",
+        apps_dir().display()
+    );
+    let mut server = Server::start(&plugin, &config, &[]);
+    // max_requests recycles a Python worker like any other.
+    let first = server.get("/pid").text();
+    wait_for("a recycled worker", Duration::from_secs(20), || {
+        (server.get("/pid").text() != first).then_some(())
+    });
+    // A request stuck in a Python busy loop: past request_timeout its worker is replaced,
+    // then killed; requests go on being served.
+    let mut stuck = server.connect();
+    stuck
+        .write_all(b"GET /spin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    wait_for(
+        "the stuck worker to be replaced",
+        Duration::from_secs(20),
+        || {
+            server
+                .log_text()
+                .contains("a request has run longer than request_timeout")
+                .then_some(())
+        },
+    );
+    let mut rest = Vec::new();
+    let _ = stuck.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "the stuck request got no answer, its worker was killed"
+    );
+    assert_eq!(server.get("/hello").status, 200);
+    // TERM: a Python request in flight finishes before the worker exits.
+    let mut slow = server.connect();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    server.signal(libc::SIGTERM);
+    let response = read_response(&mut BufReader::new(slow)).unwrap();
+    assert_eq!(response.text(), "finished\n");
+    assert_eq!(server.wait_exit(Duration::from_secs(20)).code(), Some(0));
 }

@@ -222,3 +222,22 @@ def route(environ, start_response):
     if name.startswith("_") or name in ("route", "factory") or not callable(app):
         return _respond(start_response, b"no such app\n", status="404 Not Found")
     return app(environ, start_response)
+
+
+def spin(environ, start_response):
+    """Never returns: a busy loop in Python (for request_timeout)."""
+    while True:
+        pass
+
+
+def slow(environ, start_response):
+    """Answers after one second (for a graceful stop)."""
+    time.sleep(1)
+    return _respond(start_response, b"finished\n")
+
+
+def signals(environ, start_response):
+    """Python's handlers for SIGINT and SIGTERM: None when not installed from Python."""
+    import signal
+    names = [str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM)]
+    return _respond(start_response, " ".join(names).encode())
