@@ -63,7 +63,7 @@ pub const GUNICORN_SETTINGS: &[(&str, Option<Instead>)] = &[
     ("spew", Some(NotNeeded("Python tracing; use `loglevel: debug`, or gdb/perf on a worker"))),
     ("check_config", Some(Renamed("the `--check-config` flag"))),
     ("print_config", Some(Renamed("the `--print-config` flag"))),
-    ("preload_app", Some(NotNeeded("plugins are loaded after fork in each worker (the master never loads app code), and HUP reloads them"))),
+    ("preload_app", Some(NotNeeded("plugins, and Python apps, are loaded after fork in each worker (the master never loads app code, so it stays small and HUP reloads the code); there is no copy-on-write sharing of a preloaded app"))),
     ("sendfile", Some(NotNeeded("responses come from the app's writes, not from files"))),
     ("reuse_port", None),
     ("chdir", None),
