@@ -158,7 +158,11 @@ fn gunicorn_settings_are_recognised_and_the_readme_table_is_current() {
     assert_doc_has_table("README.md", "--gunicorn-markdown");
     let dir = scratch_dir();
     for (key, value, expected) in [
-        ("preload_app", "true", "are loaded after fork in each worker"),
+        (
+            "preload_app",
+            "true",
+            "are loaded after fork in each worker",
+        ),
         ("daemon", "true", "run under systemd"),
         (
             "worker_class",

@@ -388,6 +388,46 @@ fn import_errors_are_one_line_at_check_config() {
 }
 
 #[test]
+fn a_virtualenv_of_another_python_version_is_one_line() {
+    let venv = common::scratch_dir();
+    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    std::fs::write(venv.join("bin/python"), "").unwrap();
+    std::fs::write(
+        venv.join("pyvenv.cfg"),
+        "home = /opt/py/bin\nversion = 3.0.1\n",
+    )
+    .unwrap();
+    let dir = apps_dir().display().to_string();
+    let setting = format!("virtualenv={}", venv.display());
+    let (status, out) = run_to_exit(&[
+        "--chdir",
+        &dir,
+        "--app-config",
+        &setting,
+        "--check-config",
+        "apps:hello",
+    ]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("was made with Python 3.0; this WSGI plugin embeds Python 3."),
+        "{out}"
+    );
+    let (status, out) = run_to_exit(&[
+        "--chdir",
+        &dir,
+        "--app-config",
+        "virtualenv=/nonexistent",
+        "--check-config",
+        "apps:hello",
+    ]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("virtualenv /nonexistent: not a virtualenv"),
+        "{out}"
+    );
+}
+
+#[test]
 fn the_positional_module_callable_selects_the_bundled_plugin() {
     let dir = apps_dir().display().to_string();
     let (status, out) = run_to_exit(&["--chdir", &dir, "--check-config", "apps:hello"]);

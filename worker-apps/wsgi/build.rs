@@ -9,5 +9,10 @@ fn main() {
     }
     let executable = config.executable.clone().unwrap_or_default();
     println!("cargo:rustc-env=FERRICORN_WSGI_PYTHON={executable}");
+    let version = config.version;
+    println!(
+        "cargo:rustc-env=FERRICORN_WSGI_PYTHON_VERSION={}.{}",
+        version.major, version.minor
+    );
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 }

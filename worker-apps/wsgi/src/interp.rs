@@ -10,6 +10,24 @@ use std::path::{Path, PathBuf};
 
 /// The interpreter this plugin was built against (`sys.executable` of the build's Python).
 const BUILT_WITH: &str = env!("FERRICORN_WSGI_PYTHON");
+/// Its version, `MAJOR.MINOR`.
+const BUILT_VERSION: &str = env!("FERRICORN_WSGI_PYTHON_VERSION");
+
+/// The Python version (`MAJOR.MINOR`) a virtualenv was made with, from its `pyvenv.cfg`
+/// (`version` or `version_info`).
+fn venv_version(cfg: &str) -> Option<String> {
+    cfg.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        matches!(key.trim(), "version" | "version_info").then(|| {
+            let mut parts = value.trim().split('.');
+            format!(
+                "{}.{}",
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or("")
+            )
+        })
+    })
+}
 
 /// Where the interpreter and the app's code come from (the plugin's `app.config`).
 #[derive(Debug, Clone, Default)]
@@ -80,7 +98,14 @@ fn executable(virtualenv: Option<&Path>) -> Result<Option<PathBuf>, String> {
                     venv.display()
                 ));
             }
-            Ok(Some(python))
+            let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg")).unwrap_or_default();
+            match venv_version(&cfg) {
+                Some(version) if version != BUILT_VERSION => Err(format!(
+                    "virtualenv {} was made with Python {version}; this WSGI plugin embeds Python {BUILT_VERSION} (make the venv with it, or rebuild ferricorn with that Python as python3)",
+                    venv.display()
+                )),
+                _ => Ok(Some(python)),
+            }
         }
         None if BUILT_WITH.is_empty() => Ok(None),
         None => Ok(Some(PathBuf::from(BUILT_WITH))),
@@ -153,4 +178,20 @@ pub fn keep_thread_state() {
         ffi::PyEval_SaveThread();
     }
     REGISTERED.with(|r| r.set(true));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::venv_version;
+
+    #[test]
+    fn the_venv_version_is_read_from_pyvenv_cfg() {
+        let cfg = "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.7\n";
+        assert_eq!(venv_version(cfg).as_deref(), Some("3.11"));
+        assert_eq!(
+            venv_version("version_info = 3.12.1.final.0\n").as_deref(),
+            Some("3.12")
+        );
+        assert_eq!(venv_version("home = /usr/bin\n"), None);
+    }
 }
