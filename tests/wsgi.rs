@@ -144,9 +144,11 @@ fn responses_stream_write_wrap_files_and_honour_exc_info() {
     assert_eq!(error_page.status, 503);
     assert_eq!(error_page.header("retry-after"), Some("1"));
     assert_eq!(error_page.text(), "sorry\n");
-    // A one-item list gets a Content-Length (hello gives its own; `version` does too).
-    let hello = server.get("/hello");
-    assert_eq!(hello.header("content-length"), Some("14"));
+    // A one-item list gets a Content-Length, also past the server's 16 KiB buffer.
+    let big = server.get("/big_list");
+    assert_eq!(big.header("content-length"), Some("100000"));
+    assert_eq!(big.header("transfer-encoding"), None);
+    assert_eq!(big.body.len(), 100_000);
     // The reason phrase and header values are latin-1: sent as those bytes.
     let (_, raw) = server.send_then_close(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /reason HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert!(
@@ -346,6 +348,32 @@ fn threads_run_python_requests_at_once() {
 }
 
 #[test]
+fn a_sleeping_app_gets_workers_times_threads_requests_at_once() {
+    // 2 workers x 4 threads, 16 clients at once on a view that sleeps 50 ms: each worker
+    // runs as many requests as it has threads (Python threads, the GIL released in sleep).
+    let server = serve("apps:route", "workers: 2\nthreads: 4\n");
+    let port = server.port;
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = common::Client::new(port);
+                client.get("/sleepy_peak").map(|r| (r.status, r.text()))
+            })
+        })
+        .collect();
+    let mut peak = 0;
+    for client in clients {
+        let (status, text) = client.join().unwrap().expect("a response");
+        assert_eq!(status, 200);
+        peak = peak.max(text.parse::<u32>().unwrap());
+    }
+    assert_eq!(
+        peak, 4,
+        "a worker ran `threads` requests at once, never more"
+    );
+}
+
+#[test]
 fn a_factory_call_names_the_app() {
     let server = serve("apps:factory('hi', punctuation='?')", "workers: 1\n");
     assert_eq!(server.get("/").text(), "hi?");
@@ -471,7 +499,7 @@ fn hup_reloads_the_code_under_load_and_keeps_serving_through_a_broken_module() {
     // The fixed code, under load: no request fails and the change is visible.
     std::fs::write(
         dir.join("apps.py"),
-        source.replace("VERSION = \"one\"", "VERSION = \"two\""),
+        source.replace("VERSION = \"one\"", "VERSION = \"second\""),
     )
     .unwrap();
     let mut signalled = false;
@@ -484,12 +512,21 @@ fn hup_reloads_the_code_under_load_and_keeps_serving_through_a_broken_module() {
                 server.signal(libc::SIGHUP);
                 signalled = true;
             }
-            server.get("/version").text() == "two"
+            server.get("/version").text() == "second"
         },
         50,
     );
     assert!(failures.is_empty(), "failed requests: {failures:?}");
-    assert_eq!(server.get("/version").text(), "two");
+    // Once the old generation has stopped, every answer comes from the new code.
+    wait_for(
+        "only the new code to answer",
+        Duration::from_secs(20),
+        || {
+            (0..8)
+                .all(|_| server.get("/version").text() == "second")
+                .then_some(())
+        },
+    );
 }
 
 /// A virtualenv with Flask and Django (`target/wsgi-venv`), made once (python3 -m venv, pip).
@@ -578,7 +615,7 @@ fn serves_a_flask_app_from_a_virtualenv_and_reloads_its_code_under_load() {
     assert_eq!(server.get("/version").text(), "one");
     std::fs::write(
         dir.join("flask_app.py"),
-        source.replace("VERSION = \"one\"", "VERSION = \"two\""),
+        source.replace("VERSION = \"one\"", "VERSION = \"second\""),
     )
     .unwrap();
     let mut signalled = false;
@@ -591,7 +628,7 @@ fn serves_a_flask_app_from_a_virtualenv_and_reloads_its_code_under_load() {
                 server.signal(libc::SIGHUP);
                 signalled = true;
             }
-            server.get("/version").text() == "two"
+            server.get("/version").text() == "second"
         },
         50,
     );

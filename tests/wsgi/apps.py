@@ -241,3 +241,27 @@ def signals(environ, start_response):
     import signal
     names = [str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM)]
     return _respond(start_response, " ".join(names).encode())
+
+
+def big_list(environ, start_response):
+    """One 100,000-byte item and no Content-Length: the server gives it one."""
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [b"x" * 100000]
+
+
+_in_flight = 0
+_peak = 0
+_lock = threading.Lock()
+
+
+def sleepy_peak(environ, start_response):
+    """Sleeps 50 ms; answers the most requests this process has had in the app at once."""
+    global _in_flight, _peak
+    with _lock:
+        _in_flight += 1
+        _peak = max(_peak, _in_flight)
+    time.sleep(0.05)
+    with _lock:
+        _in_flight -= 1
+        peak = _peak
+    return _respond(start_response, str(peak).encode())
