@@ -1,8 +1,6 @@
 //! Build script of the ferricorn package (it only serves the tests): sets cfgs for what the
 //! machine has, so that tests needing it run when it is there and are reported as ignored
 //! (skipped, with the reason) otherwise, never counted as passed:
-//! - `conformance_corpus`: gunicorn's request corpus (`../shared/conformance`) is beside the
-//!   checkout;
 //! - `have_nginx`, `have_haproxy`, `have_strace`: the programs are installed (on PATH or in
 //!   /usr/sbin);
 //! - `have_prometheus_client`: `python3` imports the Prometheus Python client (its strict
@@ -18,20 +16,13 @@ fn installed(program: &str) -> bool {
 }
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(conformance_corpus, have_nginx, have_haproxy, have_strace, have_prometheus_client)");
-    let manifest =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/manifest.json");
-    // (A missing manifest reruns this script at every build, until the corpus is there.)
-    println!("cargo::rerun-if-changed={}", manifest.display());
+    println!("cargo::rustc-check-cfg=cfg(have_nginx, have_haproxy, have_strace, have_prometheus_client)");
     println!("cargo::rerun-if-env-changed=PATH");
     // Watch only paths that exist: a missing one would rerun this script at every build.
     for program in ["/usr/sbin/nginx", "/usr/sbin/haproxy", "/usr/bin/strace"] {
         if Path::new(program).exists() {
             println!("cargo::rerun-if-changed={program}");
         }
-    }
-    if manifest.is_file() {
-        println!("cargo::rustc-cfg=conformance_corpus");
     }
     if installed("nginx") {
         println!("cargo::rustc-cfg=have_nginx");

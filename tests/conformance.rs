@@ -1,4 +1,4 @@
-//! HTTP/1.1 request-parsing conformance: gunicorn's corpus from `../shared/conformance`,
+//! HTTP/1.1 request-parsing conformance: gunicorn's corpus (`tests/conformance`, MIT),
 //! each case sent in several chunkings to the echo app, compared with `ferricorn_expect`.
 
 mod common;
@@ -11,9 +11,9 @@ use std::io::{BufReader, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-fn corpus() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance");
-    dir.join("manifest.json").is_file().then_some(dir)
+/// The corpus directory: `requests/`, `manifest.json`.
+fn corpus() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
 }
 
 /// Splits `len` bytes into pieces: whole, byte by byte (small cases), seeded random splits.
@@ -211,39 +211,25 @@ fn check(outcome: &Value, responses: &[Result<Response, String>]) -> Result<(), 
 
 /// With 4 threads per worker connections are one-shot in epoll (re-armed after each wait).
 #[test]
-#[cfg_attr(
-    not(conformance_corpus),
-    ignore = "needs gunicorn's corpus in ../shared/conformance beside the checkout"
-)]
 fn gunicorn_request_corpus() {
     run_corpus(4, None);
 }
 
 /// With 1 thread per worker connections are edge-triggered in epoll (registered once).
 #[test]
-#[cfg_attr(
-    not(conformance_corpus),
-    ignore = "needs gunicorn's corpus in ../shared/conformance beside the checkout"
-)]
 fn gunicorn_request_corpus_single_thread() {
     run_corpus(1, None);
 }
 
 /// The whole corpus over TLS (issue #17): the same answers once records carry the bytes.
 #[test]
-#[cfg_attr(
-    not(conformance_corpus),
-    ignore = "needs gunicorn's corpus in ../shared/conformance beside the checkout"
-)]
 fn gunicorn_request_corpus_over_tls() {
     Pki::with(|pki| run_corpus(4, Some(pki)));
 }
 
 /// Replays the corpus against servers with `threads` per worker (over TLS with `tls`).
 fn run_corpus(threads: usize, tls: Option<&Pki>) {
-    // Without the corpus the tests are ignored (see src/build.rs): reaching here without
-    // it is a failure, never a silent pass.
-    let dir = corpus().expect("../shared/conformance beside this checkout");
+    let dir = corpus();
     let manifest: Vec<Value> =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     let mut servers: BTreeMap<String, Server> = BTreeMap::new();
