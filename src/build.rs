@@ -16,7 +16,9 @@ fn installed(program: &str) -> bool {
 }
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(have_nginx, have_haproxy, have_strace, have_prometheus_client)");
+    println!(
+        "cargo::rustc-check-cfg=cfg(have_nginx, have_haproxy, have_strace, have_prometheus_client)"
+    );
     println!("cargo::rerun-if-env-changed=PATH");
     // Watch only paths that exist: a missing one would rerun this script at every build.
     for program in ["/usr/sbin/nginx", "/usr/sbin/haproxy", "/usr/bin/strace"] {

@@ -252,6 +252,25 @@ fn app_errors_are_500s_with_the_traceback_logged_and_the_worker_serves_on() {
     let text = String::from_utf8_lossy(&raw);
     assert!(text.contains("first part"), "{text}");
     assert!(!text.ends_with("0\r\n\r\n"), "no last chunk: {text}");
+    // exc_info after the head went out: start_response re-raises it, the response is cut.
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /late_exc_info HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.contains("first part") && !text.contains("never sent"),
+        "{text}"
+    );
+    assert!(!text.ends_with("0\r\n\r\n"), "no last chunk: {text}");
+    wait_for("the re-raised exception", Duration::from_secs(10), || {
+        server
+            .log_text()
+            .contains("KeyError: 'late trouble'")
+            .then_some(())
+    });
     // wsgi.errors goes to the error log; the workers are the same ones as before.
     assert_eq!(server.get("/errors").status, 200);
     wait_for("the wsgi.errors line", Duration::from_secs(10), || {

@@ -265,3 +265,16 @@ def sleepy_peak(environ, start_response):
         _in_flight -= 1
         peak = _peak
     return _respond(start_response, str(peak).encode())
+
+
+def late_exc_info(environ, start_response):
+    """An error after the first body byte, handed to start_response with exc_info: PEP 3333
+    says start_response re-raises it (the head is out)."""
+    import sys
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"first part\n"
+    try:
+        raise KeyError("late trouble")
+    except KeyError:
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+    yield b"never sent\n"
