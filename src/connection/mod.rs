@@ -10,6 +10,7 @@
 //! ([`Phase::Send`], up to `response_buffer`).
 
 mod address;
+mod call;
 mod exchange;
 
 use crate::access_log::{AccessEntry, AccessFormat};
@@ -25,6 +26,7 @@ use crate::proto::{Buffered, Event, Outcome, ServerConn};
 use crate::scoreboard::Place;
 use crate::tls::Session;
 pub use address::AddrText;
+use call::{app_call, count_request};
 use exchange::Exchange;
 use ferricorn_sdk::abi::{FcField, FcRequest, FcStr};
 use std::cell::RefCell;
@@ -465,7 +467,7 @@ pub struct Scratch {
     fields: Vec<FcField>,
     path: Vec<u8>,
     /// REMOTE_ADDR when a trusted proxy's `real_ip_header` gave the client's address.
-    client_addr: String,
+
     /// Lent to each exchange's response and taken back (no allocation per request once
     /// grown, and idle connections hold none).
     buffers: ResponseBuffers,
@@ -488,7 +490,6 @@ impl Scratch {
             thread,
             fields: Vec::new(),
             path: Vec::new(),
-            client_addr: String::new(),
             buffers: ResponseBuffers::default(),
             now: Instant::now(),
             spares: Vec::new(),
@@ -1110,19 +1111,86 @@ enum Served {
     },
 }
 
-/// Counts a request and asks for a replacement once max_requests is reached.
-fn count_request(ctx: &Context) {
-    let count = ctx.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    if ctx.max_requests > 0
-        && count >= ctx.max_requests
-        && !ctx.retiring.swap(true, Ordering::AcqRel)
-    {
-        // The master starts a replacement and stops this worker once it is ready; until then
-        // this worker keeps serving (gunicorn stops at once and resets connections, #3038).
-        logging::info(format_args!(
-            "Autorestarting worker after {count} requests (max_requests): asking for a replacement"
-        ));
-    }
+/// The CGI/WSGI view of the request whose head is `head` in `buf` on `conn` (PATH_INFO
+/// decoded into `scratch.path`, the fields listed in `scratch.fields`; REMOTE_ADDR from
+/// `client` when a trusted proxy forwarded it; url scheme https on TLS or when `https` was
+/// forwarded), with its query string and protocol text. The FcRequest points into `buf`,
+/// `scratch`, `client` and `conn`: it is valid while they are not changed.
+#[allow(clippy::too_many_arguments)]
+fn request_of<'b>(
+    ctx: &Context,
+    conn: &Conn,
+    buf: &'b [u8],
+    head: &Head,
+    sem: &http::Semantics,
+    scratch: &mut Scratch,
+    client: Option<&AddrText>,
+    https: bool,
+) -> (FcRequest, &'b [u8], &'static [u8]) {
+    let (remote_addr, remote_port) = (conn.remote.addr(), conn.remote.port());
+    let (path, query) = http::split_target(&buf[head.target.clone()]);
+    http::percent_decode(path, &mut scratch.path);
+    scratch.fields.clear();
+    scratch.fields.extend(head.fields.iter().map(|f| FcField {
+        name: FcStr::new(&buf[f.name.clone()]),
+        value: FcStr::new(&buf[f.value.clone()]),
+    }));
+    let (client_addr, client_port) = match client {
+        Some(client) => (client.addr(), ""),
+        None => (remote_addr, remote_port),
+    };
+    let facts = conn.tls.as_ref().and_then(|s| s.facts());
+    let url_scheme: &[u8] = if https || conn.tls.is_some() {
+        b"https"
+    } else {
+        b"http"
+    };
+    let tls_text = |text: Option<&str>| {
+        text.filter(|t| !t.is_empty())
+            .map_or(FcStr::NULL, |t| FcStr::new(t.as_bytes()))
+    };
+    let listener = &ctx.listeners[conn.listener];
+    let (server_name, server_port) = match &conn.local {
+        Some(local) => (local.addr(), local.port()),
+        None => (listener.name.as_str(), listener.port.as_str()),
+    };
+    let protocol: &'static [u8] = if head.minor == 1 {
+        b"HTTP/1.1"
+    } else {
+        b"HTTP/1.0"
+    };
+    let peer = conn.peer.as_ref();
+    let request = FcRequest {
+        size: std::mem::size_of::<FcRequest>() as u32,
+        flags: ctx.request_flags,
+        request_method: FcStr::new(&buf[head.method.clone()]),
+        raw_uri: FcStr::new(&buf[head.target.clone()]),
+        script_name: FcStr::new(b""),
+        path_info: FcStr::new(&scratch.path),
+        query_string: FcStr::new(query),
+        server_protocol: FcStr::new(protocol),
+        server_name: FcStr::new(server_name.as_bytes()),
+        server_port: FcStr::new(server_port.as_bytes()),
+        remote_addr: FcStr::new(client_addr.as_bytes()),
+        remote_port: FcStr::new(client_port.as_bytes()),
+        url_scheme: FcStr::new(url_scheme),
+        content_type: sem.content_type.map_or(FcStr::NULL, |i| {
+            FcStr::new(&buf[head.fields[i].value.clone()])
+        }),
+        content_length: match sem.framing {
+            Framing::Length(n) => n as i64,
+            Framing::None if field(buf, head, b"content-length").is_some() => 0,
+            _ => -1,
+        },
+        headers: scratch.fields.as_ptr(),
+        header_count: scratch.fields.len(),
+        peer_addr: FcStr::new(peer.map_or(remote_addr, |p| p.addr()).as_bytes()),
+        peer_port: FcStr::new(peer.map_or(remote_port, |p| p.port()).as_bytes()),
+        tls_version: tls_text(facts.map(|f| f.version)),
+        tls_cipher: tls_text(facts.map(|f| f.cipher.as_str())),
+        tls_client_subject: tls_text(facts.map(|f| f.client_subject.as_str())),
+    };
+    (request, query, protocol)
 }
 
 /// Serves the request whose head the machine found at the start of `conn.buf`; `forwarded`
@@ -1135,15 +1203,10 @@ fn serve(
     forwarded: Forwarded,
 ) -> Served {
     count_request(ctx);
-    let Conn {
-        fd,
-        listener,
-        remote,
-        peer,
-        local,
-        tls,
-        ..
-    } = conn;
+    // The forwarded client's address, as REMOTE_ADDR (the header gives no port).
+    let client = forwarded
+        .client
+        .map(|ip| AddrText::new(Some(std::net::SocketAddr::new(ip, 0))));
     let Active {
         buf,
         stage,
@@ -1151,77 +1214,25 @@ fn serve(
         proto,
         ..
     } = a;
-    let (remote_addr, remote_port) = (remote.addr(), remote.port());
     let buf_all: &[u8] = buf;
     // The head's ranges, held apart while the exchange borrows the machine.
     let head = proto.take_head();
     let sem = proto.semantics();
-    let (path, query) = http::split_target(&buf_all[head.target.clone()]);
-    http::percent_decode(path, &mut scratch.path);
-    scratch.fields.clear();
-    scratch.fields.extend(head.fields.iter().map(|f| FcField {
-        name: FcStr::new(&buf_all[f.name.clone()]),
-        value: FcStr::new(&buf_all[f.value.clone()]),
-    }));
-    let (client_addr, client_port): (&str, &str) = match forwarded.client {
-        Some(ip) => {
-            scratch.client_addr.clear();
-            let _ = std::fmt::Write::write_fmt(&mut scratch.client_addr, format_args!("{ip}"));
-            // The header gives no port for the client.
-            (&scratch.client_addr, "")
-        }
-        None => (remote_addr, remote_port),
-    };
-    let facts = tls.as_ref().and_then(|s| s.facts());
-    let url_scheme: &[u8] = if forwarded.https || tls.is_some() {
-        b"https"
-    } else {
-        b"http"
-    };
-    let tls_text = |text: Option<&str>| {
-        text.filter(|t| !t.is_empty())
-            .map_or(FcStr::NULL, |t| FcStr::new(t.as_bytes()))
-    };
-    let listener_name = &ctx.listeners[*listener];
-    let (server_name, server_port) = match local {
-        Some(local) => (local.addr(), local.port()),
-        None => (listener_name.name.as_str(), listener_name.port.as_str()),
-    };
-    let protocol: &[u8] = if head.minor == 1 {
-        b"HTTP/1.1"
-    } else {
-        b"HTTP/1.0"
-    };
-    let request = FcRequest {
-        size: std::mem::size_of::<FcRequest>() as u32,
-        flags: ctx.request_flags,
-        request_method: FcStr::new(&buf_all[head.method.clone()]),
-        raw_uri: FcStr::new(&buf_all[head.target.clone()]),
-        script_name: FcStr::new(b""),
-        path_info: FcStr::new(&scratch.path),
-        query_string: FcStr::new(query),
-        server_protocol: FcStr::new(protocol),
-        server_name: FcStr::new(server_name.as_bytes()),
-        server_port: FcStr::new(server_port.as_bytes()),
-        remote_addr: FcStr::new(client_addr.as_bytes()),
-        remote_port: FcStr::new(client_port.as_bytes()),
-        url_scheme: FcStr::new(url_scheme),
-        content_type: sem.content_type.map_or(FcStr::NULL, |i| {
-            FcStr::new(&buf_all[head.fields[i].value.clone()])
-        }),
-        content_length: match sem.framing {
-            Framing::Length(n) => n as i64,
-            Framing::None if field(buf_all, &head, b"content-length").is_some() => 0,
-            _ => -1,
-        },
-        headers: scratch.fields.as_ptr(),
-        header_count: scratch.fields.len(),
-        peer_addr: FcStr::new(peer.as_ref().map_or(remote_addr, |p| p.addr()).as_bytes()),
-        peer_port: FcStr::new(peer.as_ref().map_or(remote_port, |p| p.port()).as_bytes()),
-        tls_version: tls_text(facts.map(|f| f.version)),
-        tls_cipher: tls_text(facts.map(|f| f.cipher.as_str())),
-        tls_client_subject: tls_text(facts.map(|f| f.client_subject.as_str())),
-    };
+    let (request, query, protocol) = request_of(
+        ctx,
+        conn,
+        buf_all,
+        &head,
+        &sem,
+        scratch,
+        client.as_ref(),
+        forwarded.https,
+    );
+    let Conn {
+        fd, remote, tls, ..
+    } = conn;
+    let (remote_addr, remote_port) = (remote.addr(), remote.port());
+    let client_addr = client.as_ref().map_or(remote_addr, |c| c.addr());
     stage.clear();
     proto.lend(std::mem::take(&mut scratch.buffers));
     with_date(scratch.now, |date| proto.response().set_date(date));
@@ -1237,45 +1248,23 @@ fn serve(
     } else {
         scratch.now
     };
-    let slot = ctx.place.as_ref().map(|p| p.mine());
-    ctx.pool.enter_app(scratch.thread, started);
-    if let Some(slot) = slot {
-        slot.busy.fetch_add(1, Ordering::Relaxed);
-    }
-    let status = ctx.app.handle(&request, &responder);
-    let finished = Instant::now();
-    let took = finished.saturating_duration_since(started);
-    ctx.pool.leave_app(scratch.thread, took);
-    if let Some(slot) = slot {
-        slot.busy.fetch_sub(1, Ordering::Relaxed);
-    }
+    let (status, call::Timing { finished, took }) = app_call(ctx, scratch.thread, started, || {
+        ctx.app.handle(&request, &responder)
+    });
     scratch.now = finished;
     exchange.shed = ctx.shed_load(took);
     let outcome = exchange.finish(status, finished);
-    if let (Some(status), Some(why)) = (exchange.failure, exchange.body_error) {
-        debug_rejected(remote_addr, remote_port, Reject { status, why });
-        ctx.count_rejected(status);
-    }
-    if let Some(place) = &ctx.place {
-        let status = exchange.proto.response().sent_status();
-        place
-            .mine()
-            .counters
-            .request(&buf_all[head.method.clone()], status, took);
-    }
-    if logging::access_enabled() {
-        let facts = RequestFacts {
-            buf: buf_all,
-            head: &head,
-            // The client's address, as nginx's realip module logs it.
-            remote_addr: client_addr,
-            path: &scratch.path,
-            query,
-            protocol,
-            started,
-        };
-        log_access(ctx, &facts, &mut exchange);
-    }
+    let facts = RequestFacts {
+        buf: buf_all,
+        head: &head,
+        // The client's address, as nginx's realip module logs it.
+        remote_addr: client_addr,
+        path: &scratch.path,
+        query,
+        protocol,
+        started,
+    };
+    account(ctx, &mut exchange, &facts, (remote_addr, remote_port), took);
     let consumed = head.len + exchange.pre_pos;
     let stage_pos = exchange.stage_pos;
     // Body reads leave the socket in an unknown state: read it again before waiting.
@@ -1329,6 +1318,30 @@ fn response_field<'h>(headers: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
         })
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v)
+}
+
+/// After a request's app call (`took`): the debug line and count of a refused body
+/// (`peer`: the TCP peer's address and port), the worker's scoreboard counters, the
+/// access-log entry.
+fn account(
+    ctx: &Context,
+    exchange: &mut Exchange<'_>,
+    facts: &RequestFacts<'_>,
+    peer: (&str, &str),
+    took: Duration,
+) {
+    if let (Some(status), Some(why)) = (exchange.failure, exchange.body_error) {
+        debug_rejected(peer.0, peer.1, Reject { status, why });
+        ctx.count_rejected(status);
+    }
+    if let Some(place) = &ctx.place {
+        let status = exchange.proto.response().sent_status();
+        let method = &facts.buf[facts.head.method.clone()];
+        place.mine().counters.request(method, status, took);
+    }
+    if logging::access_enabled() {
+        log_access(ctx, facts, exchange);
+    }
 }
 
 fn log_access(ctx: &Context, r: &RequestFacts<'_>, exchange: &mut Exchange<'_>) {
