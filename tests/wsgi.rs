@@ -393,6 +393,15 @@ fn a_sleeping_app_gets_workers_times_threads_requests_at_once() {
 }
 
 #[test]
+fn python_objects_used_outside_their_request_raise() {
+    let server = serve("apps:route", "workers: 1\nthreads: 2\n");
+    assert_eq!(server.get("/keep_input").text(), "kept\n");
+    let response = post(&server, "/use_kept_input", "", b"body");
+    assert_eq!(response.text(), "ValueError ValueError");
+    assert_eq!(server.get("/hello").status, 200);
+}
+
+#[test]
 fn a_factory_call_names_the_app() {
     let server = serve("apps:factory('hi', punctuation='?')", "workers: 1\n");
     assert_eq!(server.get("/").text(), "hi?");

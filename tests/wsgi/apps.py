@@ -278,3 +278,35 @@ def late_exc_info(environ, start_response):
     except KeyError:
         start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
     yield b"never sent\n"
+
+
+_kept = {}
+
+
+def keep_input(environ, start_response):
+    """Keeps this request's wsgi.input past its response (an app bug ferricorn must survive)."""
+    _kept["input"] = environ["wsgi.input"]
+    return _respond(start_response, b"kept\n")
+
+
+def use_kept_input(environ, start_response):
+    """Reads the kept wsgi.input of an earlier request, and this one's from another thread:
+    both must raise, never touch a responder that is not theirs."""
+    errors = []
+    try:
+        _kept["input"].read(1)
+        errors.append("no error")
+    except ValueError as error:
+        errors.append(type(error).__name__)
+
+    def other():
+        try:
+            environ["wsgi.input"].read(1)
+            errors.append("no error")
+        except ValueError as error:
+            errors.append(type(error).__name__)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    return _respond(start_response, " ".join(errors).encode())
