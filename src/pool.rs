@@ -248,8 +248,19 @@ impl Pool {
         }
     }
 
-    /// Thread `thread` left the app after a call of `took`.
-    pub fn leave_app(&self, thread: usize, took: Duration) {
+    /// Whether app calls should also be timed on the calling thread's CPU clock
+    /// ([`thread_cpu_time`]): once any recent call was slow. A fast app (no slow call) pays
+    /// no clock reads for it.
+    pub fn measures_cpu(&self) -> bool {
+        self.slow_share.load(Ordering::Relaxed) > 0
+    }
+
+    /// Thread `thread` left the app after a call of `took`, `cpu` of it on the CPU when
+    /// measured ([`Pool::measures_cpu`]). A call counts as slow (blocking) when it took
+    /// [`SLOW_CALL`] or more and, if measured, spent less than half of it on the CPU: a call
+    /// that computed is not one that waits, and more threads would only wait beside it (a
+    /// CPU-bound Python app: for the GIL).
+    pub fn leave_app(&self, thread: usize, took: Duration, cpu: Option<Duration>) {
         if let Some(seat) = self.seats.get(thread) {
             seat.busy.store(0, Ordering::Release);
             if seat.blocked.swap(false, Ordering::SeqCst) {
@@ -257,7 +268,8 @@ impl Pool {
             }
         }
         self.in_app.fetch_sub(1, Ordering::SeqCst);
-        let slow = if took >= SLOW_CALL { 1024 } else { 0 };
+        let waited = cpu.is_none_or(|cpu| cpu < took / 2);
+        let slow = if took >= SLOW_CALL && waited { 1024 } else { 0 };
         let share = self.slow_share.load(Ordering::Relaxed);
         self.slow_share
             .store(share - share / 16 + slow / 16, Ordering::Relaxed);
@@ -279,23 +291,24 @@ impl Pool {
     /// or more count as blocked, unless the kernel says they are runnable (preempted, not
     /// blocked: another thread would only compete with them for the CPU); then, if none
     /// runs, a follower is handed the work.
-    /// Returns whether a thread had been in one call that long (blocked or preempted).
+    /// Returns whether it found a thread newly blocked (a thread computing, or preempted, in
+    /// a long call does not make the monitor look more often).
     fn check(&self, now: Instant) -> bool {
         let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64 + 1;
-        let mut long = false;
+        let mut blocked = false;
         for (i, seat) in self.seats.iter().enumerate() {
             let started = seat.busy.load(Ordering::Acquire);
             if started == 0 || now_ms.saturating_sub(started) < BLOCKED_AFTER {
                 continue;
             }
-            long = true;
             if !seat.blocked.load(Ordering::Relaxed) && !runnable(seat.tid.load(Ordering::Relaxed))
             {
                 self.block(i);
+                blocked = true;
             }
         }
         self.hand_off();
-        long
+        blocked
     }
 
     /// The monitor thread's loop (never returns): see the module's description.
@@ -333,6 +346,23 @@ impl Pool {
             };
         }
     }
+}
+
+/// The calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID, clock_gettime(2)); zero if the
+/// clock cannot be read.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into a valid local.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// Whether thread `tid` of this process is running or runnable (state `R` in
@@ -388,19 +418,43 @@ mod tests {
         // In the same call 3 ms later: blocked.
         pool.check(epoch + Duration::from_millis(3));
         assert_eq!(pool.running.load(Ordering::SeqCst), 0);
-        pool.leave_app(0, Duration::from_millis(3));
+        pool.leave_app(0, Duration::from_millis(3), None);
         assert_eq!(pool.running.load(Ordering::SeqCst), 1);
         // One slow call does not make the app slow; a run of them does: then each call
         // hands off at once.
         assert!(pool.slow_share.load(Ordering::Relaxed) < SLOW_SHARE);
         for _ in 0..5 {
             pool.enter_app(0, epoch);
-            pool.leave_app(0, Duration::from_millis(3));
+            pool.leave_app(0, Duration::from_millis(3), None);
         }
         assert!(pool.slow_share.load(Ordering::Relaxed) >= SLOW_SHARE);
         pool.enter_app(0, epoch);
         assert_eq!(pool.running.load(Ordering::SeqCst), 0);
-        pool.leave_app(0, Duration::from_millis(3));
+        pool.leave_app(0, Duration::from_millis(3), None);
+    }
+
+    #[test]
+    fn calls_that_compute_do_not_make_the_app_blocking() {
+        let epoch = Instant::now();
+        let pool = Pool::new(4, epoch);
+        let call = Duration::from_millis(3);
+        // Slow calls spent on the CPU (a CPU-bound app): never slow, whatever their length.
+        for _ in 0..20 {
+            pool.enter_app(0, epoch);
+            pool.leave_app(0, call, Some(Duration::from_micros(2900)));
+        }
+        assert!(!pool.slow());
+        // Slow calls that waited (a database, a sleep): the app blocks.
+        for _ in 0..20 {
+            pool.enter_app(0, epoch);
+            pool.leave_app(0, call, Some(Duration::from_micros(100)));
+        }
+        assert!(pool.slow());
+        assert!(pool.measures_cpu());
+        // A fast app never has its calls timed on the CPU clock.
+        assert!(!Pool::new(4, epoch).measures_cpu());
+        let clock = thread_cpu_time();
+        assert!(clock > Duration::ZERO && thread_cpu_time() >= clock);
     }
 
     #[test]

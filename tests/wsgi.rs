@@ -401,6 +401,49 @@ fn python_objects_used_outside_their_request_raise() {
     assert_eq!(server.get("/hello").status, 200);
 }
 
+/// Voluntary context switches of every thread of process `pid` so far (proc(5)).
+fn voluntary_switches(pid: i32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .filter_map(|status| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("voluntary_ctxt_switches:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+#[test]
+fn a_cpu_bound_python_app_does_not_make_threads_wait_for_the_gil() {
+    // A CPU-bound app with 4 threads: the pool must not hand requests to threads that would
+    // only wait for the GIL (each wait, and each 5 ms GIL switch, is a context switch). One
+    // thread computes at a time; a worker sleeps about once per request (in epoll).
+    let server = serve("apps:route", "workers: 1\nthreads: 4\n");
+    let pid: i32 = server.get("/pid").text().parse().unwrap();
+    let before = voluntary_switches(pid);
+    let port = server.port;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = common::Client::new(port);
+                (0..10)
+                    .map(|_| client.get("/burn").map(|r| r.status))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for client in clients {
+        assert!(client.join().unwrap().iter().all(|s| s == &Ok(200)));
+    }
+    let per_request = (voluntary_switches(pid) - before) as f64 / 80.0;
+    assert!(
+        per_request < 4.0,
+        "{per_request:.1} voluntary context switches per CPU-bound request"
+    );
+}
+
 #[test]
 fn a_factory_call_names_the_app() {
     let server = serve("apps:factory('hi', punctuation='?')", "workers: 1\n");

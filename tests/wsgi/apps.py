@@ -310,3 +310,11 @@ def use_kept_input(environ, start_response):
     thread.start()
     thread.join()
     return _respond(start_response, " ".join(errors).encode())
+
+
+def burn(environ, start_response):
+    """About 2 ms of pure-Python computation (CPU-bound: holds the GIL all along)."""
+    n = 0
+    for i in range(60000):
+        n += i * i
+    return _respond(start_response, b"%d\n" % n)
