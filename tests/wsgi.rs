@@ -419,7 +419,8 @@ fn voluntary_switches(pid: i32) -> u64 {
 fn a_cpu_bound_python_app_does_not_make_threads_wait_for_the_gil() {
     // A CPU-bound app with 4 threads: the pool must not hand requests to threads that would
     // only wait for the GIL (each wait, and each 5 ms GIL switch, is a context switch). One
-    // thread computes at a time; a worker sleeps about once per request (in epoll).
+    // thread computes at a time (measured: 0.35 voluntary switches per request; 2.3 when every
+    // slow call counts as blocking).
     let server = serve("apps:route", "workers: 1\nthreads: 4\n");
     let pid: i32 = server.get("/pid").text().parse().unwrap();
     let before = voluntary_switches(pid);
@@ -438,8 +439,9 @@ fn a_cpu_bound_python_app_does_not_make_threads_wait_for_the_gil() {
         assert!(client.join().unwrap().iter().all(|s| s == &Ok(200)));
     }
     let per_request = (voluntary_switches(pid) - before) as f64 / 80.0;
+    eprintln!("switches per request: {per_request:.2}");
     assert!(
-        per_request < 4.0,
+        per_request < 1.2,
         "{per_request:.1} voluntary context switches per CPU-bound request"
     );
 }
