@@ -249,8 +249,8 @@ impl Pool {
     }
 
     /// Whether app calls should also be timed on the calling thread's CPU clock
-    /// ([`thread_cpu_time`]): once any recent call was slow. A fast app (no slow call) pays
-    /// no clock reads for it.
+    /// ([`thread_cpu_time`]): while any recent call was slow (the share decays to zero about
+    /// a hundred fast calls after the last slow one). A fast app pays no clock reads for it.
     pub fn measures_cpu(&self) -> bool {
         self.slow_share.load(Ordering::Relaxed) > 0
     }
@@ -272,7 +272,7 @@ impl Pool {
         let slow = if took >= SLOW_CALL && waited { 1024 } else { 0 };
         let share = self.slow_share.load(Ordering::Relaxed);
         self.slow_share
-            .store(share - share / 16 + slow / 16, Ordering::Relaxed);
+            .store(share - share.div_ceil(16) + slow / 16, Ordering::Relaxed);
     }
 
     /// Threads inside the app now.
@@ -451,8 +451,14 @@ mod tests {
         }
         assert!(pool.slow());
         assert!(pool.measures_cpu());
-        // A fast app never has its calls timed on the CPU clock.
+        // A fast app never has its calls timed on the CPU clock, nor does one whose slow calls
+        // are over.
         assert!(!Pool::new(4, epoch).measures_cpu());
+        for _ in 0..200 {
+            pool.enter_app(0, epoch);
+            pool.leave_app(0, Duration::from_micros(5), Some(Duration::from_micros(5)));
+        }
+        assert!(!pool.measures_cpu());
         let clock = thread_cpu_time();
         assert!(clock > Duration::ZERO && thread_cpu_time() >= clock);
     }
