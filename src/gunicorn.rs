@@ -83,7 +83,7 @@ pub const GUNICORN_SETTINGS: &[(&str, Option<Instead>)] = &[
     ("access_log_format", None),
     ("errorlog", None),
     ("loglevel", None),
-    ("capture_output", Some(NotNeeded("a plugin logs through the responder's `log` into the error log; its stderr is the master's"))),
+    ("capture_output", None),
     ("logger_class", Some(PYTHON)),
     ("logconfig", Some(PYTHON)),
     ("logconfig_dict", Some(PYTHON)),

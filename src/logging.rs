@@ -11,12 +11,14 @@
 use ferricorn_sdk::abi;
 use std::fmt::Display;
 use std::os::fd::{AsRawFd, IntoRawFd};
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
 static ERROR_FD: AtomicI32 = AtomicI32::new(2);
 static ACCESS_FD: AtomicI32 = AtomicI32::new(-1);
+/// `capture_output` in this process (a worker): stdout and stderr follow the error log file.
+static CAPTURE: AtomicBool = AtomicBool::new(false);
 /// The access log's path, for the write-failure report (read only on that path).
 static ACCESS_PATH: Mutex<String> = Mutex::new(String::new());
 /// Access log lines lost since the last report.
@@ -155,12 +157,36 @@ pub fn check_paths(targets: &LogTargets<'_>) -> Result<(), String> {
 /// Errors: one line naming the file that could not be opened.
 pub fn configure(targets: &LogTargets<'_>) -> Result<(), String> {
     point(&ERROR_FD, Some(targets.errorlog), 2)?;
+    if CAPTURE.load(Ordering::Acquire) {
+        redirect_stdio();
+    }
     point(&ACCESS_FD, targets.accesslog, 1)?;
     if let Ok(mut path) = ACCESS_PATH.lock() {
         *path = targets.accesslog.unwrap_or_default().to_string();
     }
     LEVEL.store(targets.level as u8, Ordering::Release);
     Ok(())
+}
+
+/// Makes this process's stdout and stderr the error log file, now and after every reopen
+/// (gunicorn's `capture_output`, for a worker: what an app prints lands in the error log).
+/// Nothing changes while the error log is stderr.
+pub fn capture_output() {
+    CAPTURE.store(true, Ordering::Release);
+    redirect_stdio();
+}
+
+/// Points descriptors 1 and 2 at the error log file, if it is one.
+fn redirect_stdio() {
+    let fd = ERROR_FD.load(Ordering::Acquire);
+    if fd <= 2 {
+        return;
+    }
+    for stdio in [1, 2] {
+        // SAFETY: dup2 atomically replaces this process's stdout/stderr with a duplicate of
+        // the error log descriptor it owns; nothing else holds those numbers as files.
+        unsafe { libc::dup2(fd, stdio) };
+    }
 }
 
 /// Reopens the log files in place (USR1, for logrotate without copytruncate).

@@ -447,6 +447,26 @@ fn a_cpu_bound_python_app_does_not_make_threads_wait_for_the_gil() {
 }
 
 #[test]
+fn capture_output_puts_what_the_app_prints_in_the_error_log() {
+    let server = serve("apps:route", "workers: 1\ncapture_output: true\n");
+    assert_eq!(server.get("/prints").text(), "printed\n");
+    wait_for(
+        "print() and logging in the error log",
+        Duration::from_secs(10),
+        || {
+            let log = server.log_text();
+            (log.contains("printed by the app") && log.contains("logged by the app")).then_some(())
+        },
+    );
+    // The plugin's startup line (stderr) lands there too.
+    assert!(server.log_text().contains("wsgi: Python 3."));
+    // Without it, the error log has none of it (stdout and stderr are the master's).
+    let server = serve("apps:route", "workers: 1\n");
+    assert_eq!(server.get("/prints").text(), "printed\n");
+    assert!(!server.log_text().contains("printed by the app"));
+}
+
+#[test]
 fn a_factory_call_names_the_app() {
     let server = serve("apps:factory('hi', punctuation='?')", "workers: 1\n");
     assert_eq!(server.get("/").text(), "hi?");

@@ -173,6 +173,9 @@ pub fn run(
         "Booting worker with pid: {}",
         std::process::id()
     ));
+    if config.capture_output {
+        logging::capture_output();
+    }
     process::set_title(&format!(
         "ferricorn: worker [{}]",
         process::display_name(config)

@@ -318,3 +318,13 @@ def burn(environ, start_response):
     for i in range(60000):
         n += i * i
     return _respond(start_response, b"%d\n" % n)
+
+
+def prints(environ, start_response):
+    """print() and logging's default handler (stderr), as apps use them."""
+    import logging
+    import sys
+    print("printed by the app", flush=True)
+    logging.getLogger("app").warning("logged by the app")
+    sys.stderr.flush()
+    return _respond(start_response, b"printed\n")
