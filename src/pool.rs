@@ -248,19 +248,19 @@ impl Pool {
         }
     }
 
-    /// Whether app calls should also be timed on the calling thread's CPU clock
-    /// ([`thread_cpu_time`]): while any recent call was slow (the share decays to zero about
-    /// a hundred fast calls after the last slow one). A fast app pays no clock reads for it.
-    pub fn measures_cpu(&self) -> bool {
+    /// Whether app calls should also be watched for blocking ([`voluntary_switches`] before
+    /// and after): while any recent call was slow (the share decays to zero about a hundred
+    /// fast calls after the last slow one). A fast app pays nothing for it.
+    pub fn watches_blocking(&self) -> bool {
         self.slow_share.load(Ordering::Relaxed) > 0
     }
 
-    /// Thread `thread` left the app after a call of `took`, `cpu` of it on the CPU when
-    /// measured ([`Pool::measures_cpu`]). A call counts as slow (blocking) when it took
-    /// [`SLOW_CALL`] or more and, if measured, spent less than half of it on the CPU: a call
-    /// that computed is not one that waits, and more threads would only wait beside it (a
-    /// CPU-bound Python app: for the GIL).
-    pub fn leave_app(&self, thread: usize, took: Duration, cpu: Option<Duration>) {
+    /// Thread `thread` left the app after a call of `took`; `slept`: whether the thread
+    /// blocked during it, when watched ([`Pool::watches_blocking`]). A call counts as slow
+    /// (blocking) when it took [`SLOW_CALL`] or more and, if watched, the thread blocked: a
+    /// call that only computed (or was preempted) is not one that waits, and more threads
+    /// would only wait beside it (a CPU-bound Python app: for the GIL).
+    pub fn leave_app(&self, thread: usize, took: Duration, slept: Option<bool>) {
         if let Some(seat) = self.seats.get(thread) {
             seat.busy.store(0, Ordering::Release);
             if seat.blocked.swap(false, Ordering::SeqCst) {
@@ -268,8 +268,11 @@ impl Pool {
             }
         }
         self.in_app.fetch_sub(1, Ordering::SeqCst);
-        let waited = cpu.is_none_or(|cpu| cpu < took / 2);
-        let slow = if took >= SLOW_CALL && waited { 1024 } else { 0 };
+        let slow = if took >= SLOW_CALL && slept.unwrap_or(true) {
+            1024
+        } else {
+            0
+        };
         let share = self.slow_share.load(Ordering::Relaxed);
         self.slow_share
             .store(share - share.div_ceil(16) + slow / 16, Ordering::Relaxed);
@@ -348,21 +351,19 @@ impl Pool {
     }
 }
 
-/// The calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID, clock_gettime(2)); zero if the
-/// clock cannot be read.
-pub fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
+/// How many times the calling thread has given up the CPU voluntarily (blocked: I/O, a
+/// sleep, a lock; not preempted): `ru_nvcsw` of getrusage(2) RUSAGE_THREAD; 0 if unknown.
+pub fn voluntary_switches() -> u64 {
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct; getrusage writes
+    // into it.
+    let (done, usage) = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        (libc::getrusage(libc::RUSAGE_THREAD, &mut usage), usage)
     };
-    // SAFETY: clock_gettime writes one timespec into a valid local.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-        return Duration::ZERO;
+    if done != 0 {
+        return 0;
     }
-    Duration::new(
-        u64::try_from(ts.tv_sec).unwrap_or(0),
-        u32::try_from(ts.tv_nsec).unwrap_or(0),
-    )
+    u64::try_from(usage.ru_nvcsw).unwrap_or(0)
 }
 
 /// Whether thread `tid` of this process is running or runnable (state `R` in
@@ -434,33 +435,38 @@ mod tests {
     }
 
     #[test]
-    fn calls_that_compute_do_not_make_the_app_blocking() {
+    fn calls_that_never_block_do_not_make_the_app_blocking() {
         let epoch = Instant::now();
         let pool = Pool::new(4, epoch);
         let call = Duration::from_millis(3);
-        // Slow calls spent on the CPU (a CPU-bound app): never slow, whatever their length.
+        // Slow calls that never blocked (a CPU-bound app, preempted or not): never slow,
+        // whatever their length.
         for _ in 0..20 {
             pool.enter_app(0, epoch);
-            pool.leave_app(0, call, Some(Duration::from_micros(2900)));
+            pool.leave_app(0, call, Some(false));
         }
         assert!(!pool.slow());
-        // Slow calls that waited (a database, a sleep): the app blocks.
+        // Slow calls that blocked (a database, a sleep): the app blocks.
         for _ in 0..20 {
             pool.enter_app(0, epoch);
-            pool.leave_app(0, call, Some(Duration::from_micros(100)));
+            pool.leave_app(0, call, Some(true));
         }
         assert!(pool.slow());
-        assert!(pool.measures_cpu());
+        assert!(pool.watches_blocking());
         // A fast app never has its calls timed on the CPU clock, nor does one whose slow calls
         // are over.
-        assert!(!Pool::new(4, epoch).measures_cpu());
+        assert!(!Pool::new(4, epoch).watches_blocking());
         for _ in 0..200 {
             pool.enter_app(0, epoch);
-            pool.leave_app(0, Duration::from_micros(5), Some(Duration::from_micros(5)));
+            pool.leave_app(0, Duration::from_micros(5), Some(false));
         }
-        assert!(!pool.measures_cpu());
-        let clock = thread_cpu_time();
-        assert!(clock > Duration::ZERO && thread_cpu_time() >= clock);
+        assert!(!pool.watches_blocking());
+        let before = voluntary_switches();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(
+            voluntary_switches() > before,
+            "a sleep is a voluntary switch"
+        );
     }
 
     #[test]

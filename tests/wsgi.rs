@@ -467,6 +467,31 @@ fn capture_output_puts_what_the_app_prints_in_the_error_log() {
 }
 
 #[test]
+fn a_view_that_computes_then_waits_gets_more_threads() {
+    // 3 ms of Python then a 2 ms wait: the calls block (the thread sleeps in them), so the
+    // pool gives the app more threads, whose waits overlap another's computing.
+    let server = serve("apps:route", "workers: 1\nthreads: 4\n");
+    let port = server.port;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = common::Client::new(port);
+                (0..10)
+                    .map(|_| client.get("/mixed_peak").map(|r| r.text()))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut peak = 0;
+    for client in clients {
+        for answer in client.join().unwrap() {
+            peak = peak.max(answer.expect("a response").parse::<u32>().unwrap());
+        }
+    }
+    assert!(peak >= 2, "at most {peak} request(s) in the app at once");
+}
+
+#[test]
 fn a_factory_call_names_the_app() {
     let server = serve("apps:factory('hi', punctuation='?')", "workers: 1\n");
     assert_eq!(server.get("/").text(), "hi?");

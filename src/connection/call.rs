@@ -5,7 +5,7 @@
 
 use super::Context;
 use crate::logging;
-use crate::pool::thread_cpu_time;
+use crate::pool::voluntary_switches;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -34,8 +34,8 @@ pub(super) fn count_request(ctx: &Context) {
 }
 
 /// Runs `call` (into the app) on serving thread `thread`, started at `started`, inside the
-/// bracket: the pool counts the thread in the app (and, once the app has slow calls, how much
-/// of the call was on the CPU), the worker's scoreboard slot counts it busy. Returns what
+/// bracket: the pool counts the thread in the app (and, once the app has slow calls, whether
+/// the call blocked), the worker's scoreboard slot counts it busy. Returns what
 /// `call` returned and when it ran.
 pub(super) fn app_call<R>(
     ctx: &Context,
@@ -44,7 +44,7 @@ pub(super) fn app_call<R>(
     call: impl FnOnce() -> R,
 ) -> (R, Timing) {
     let slot = ctx.place.as_ref().map(|p| p.mine());
-    let cpu_before = ctx.pool.measures_cpu().then(thread_cpu_time);
+    let switches = ctx.pool.watches_blocking().then(voluntary_switches);
     ctx.pool.enter_app(thread, started);
     if let Some(slot) = slot {
         slot.busy.fetch_add(1, Ordering::Relaxed);
@@ -52,8 +52,8 @@ pub(super) fn app_call<R>(
     let result = call();
     let finished = Instant::now();
     let took = finished.saturating_duration_since(started);
-    let cpu = cpu_before.map(|before| thread_cpu_time().saturating_sub(before));
-    ctx.pool.leave_app(thread, took, cpu);
+    let slept = switches.map(|before| voluntary_switches() > before);
+    ctx.pool.leave_app(thread, took, slept);
     if let Some(slot) = slot {
         slot.busy.fetch_sub(1, Ordering::Relaxed);
     }

@@ -328,3 +328,20 @@ def prints(environ, start_response):
     logging.getLogger("app").warning("logged by the app")
     sys.stderr.flush()
     return _respond(start_response, b"printed\n")
+
+
+def mixed_peak(environ, start_response):
+    """About 3 ms of Python, then a 2 ms wait (a database call), like many real views;
+    answers the most requests this process has had in the app at once."""
+    global _in_flight, _peak
+    with _lock:
+        _in_flight += 1
+        _peak = max(_peak, _in_flight)
+    n = 0
+    for i in range(80000):
+        n += i * i
+    time.sleep(0.002)
+    with _lock:
+        _in_flight -= 1
+        peak = _peak
+    return _respond(start_response, str(peak).encode())
