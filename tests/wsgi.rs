@@ -868,3 +868,68 @@ fn python_workers_are_recycled_replaced_when_stuck_and_drained_on_term() {
     assert_eq!(response.text(), "finished\n");
     assert_eq!(server.wait_exit(Duration::from_secs(20)).code(), Some(0));
 }
+
+/// GETs `/metrics` from the master's metrics listener on `port`; the body.
+fn scrape(port: u16) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
+    read_response(&mut BufReader::new(stream)).unwrap().text()
+}
+
+/// `ferricorn_requests_total` for 200 answers to GET, from a scrape.
+fn ok_gets(text: &str) -> u64 {
+    let series = "ferricorn_requests_total{status=\"200\",method=\"GET\"}";
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn metrics_max_worker_rss_and_usr2_treat_python_workers_like_any_other() {
+    let dir = common::scratch_dir();
+    let pidfile = dir.join("ferricorn.pid");
+    let plugin = common::plugin("ferricorn_wsgi").display().to_string();
+    let config = format!(
+        "wsgi_app: apps:route\nchdir: {}\nworkers: 1\nmetrics_bind: 127.0.0.1:0\nmax_worker_rss: 80\npidfile: {}\n",
+        apps_dir().display(),
+        pidfile.display()
+    );
+    let mut server = Server::start(&plugin, &config, &[]);
+    // Python requests are counted like any other.
+    let port = common::metrics_port(&server);
+    let before = ok_gets(&scrape(port));
+    for _ in 0..20 {
+        assert_eq!(server.get("/hello").status, 200);
+    }
+    wait_for("20 more requests counted", Duration::from_secs(10), || {
+        (ok_gets(&scrape(port)) >= before + 20).then_some(())
+    });
+    // A Python worker past max_worker_rss is replaced.
+    let first = server.get("/pid").text();
+    wait_for(
+        "the leaking worker to be replaced",
+        Duration::from_secs(30),
+        || {
+            let pid = server.get("/grow").text();
+            (pid != first && server.log_text().contains("above max_worker_rss")).then_some(())
+        },
+    );
+    // USR2: a new master with new Python workers takes over; the old one retires.
+    let old = server.pid();
+    server.signal(libc::SIGUSR2);
+    let new = wait_for("the new master's pidfile", Duration::from_secs(20), || {
+        common::pid_in(&pidfile).filter(|p| *p != old)
+    });
+    let _new_master = common::TermOnDrop(new);
+    // Booted so far: the first worker and its replacement; then the new master's.
+    wait_for("the new master's worker", Duration::from_secs(20), || {
+        (common::booted_pids(&server.log_text()).len() >= 3).then_some(())
+    });
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    assert_eq!(server.get("/hello").text(), "Hello, World!\n");
+    server.stop_new_master(new);
+}

@@ -345,3 +345,12 @@ def mixed_peak(environ, start_response):
         _in_flight -= 1
         peak = _peak
     return _respond(start_response, str(peak).encode())
+
+
+_hoard = []
+
+
+def grow(environ, start_response):
+    """Keeps 16 MiB more on every call (a leak, for max_worker_rss)."""
+    _hoard.append(bytearray(16 << 20))
+    return _respond(start_response, str(os.getpid()).encode())
