@@ -858,13 +858,24 @@ fn python_workers_are_recycled_replaced_when_stuck_and_drained_on_term() {
         "the stuck request got no answer, its worker was killed"
     );
     assert_eq!(server.get("/hello").status, 200);
-    // TERM: a Python request in flight finishes before the worker exits.
+    // TERM: a Python request in flight (300 ms, within request_timeout) finishes before the
+    // worker exits.
+    let entered = common::scratch_dir().join("entered");
     let mut slow = server.connect();
-    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    write!(
+        slow,
+        "GET /slow?{} HTTP/1.1\r\nHost: t\r\n\r\n",
+        entered.display()
+    )
+    .unwrap();
+    wait_for(
+        "the request to be in the app",
+        Duration::from_secs(20),
+        || entered.exists().then_some(()),
+    );
     server.signal(libc::SIGTERM);
-    let response = read_response(&mut BufReader::new(slow)).unwrap();
+    let response = read_response(&mut BufReader::new(slow))
+        .unwrap_or_else(|e| panic!("{e}: {}", server.log_text()));
     assert_eq!(response.text(), "finished\n");
     assert_eq!(server.wait_exit(Duration::from_secs(20)).code(), Some(0));
 }

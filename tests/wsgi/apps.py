@@ -231,8 +231,11 @@ def spin(environ, start_response):
 
 
 def slow(environ, start_response):
-    """Answers after one second (for a graceful stop)."""
-    time.sleep(1)
+    """Answers after 300 ms (for a graceful stop); creates the file named by the query string
+    first, so that the test knows the request is in the app."""
+    if environ["QUERY_STRING"]:
+        open(environ["QUERY_STRING"], "w").close()
+    time.sleep(0.3)
     return _respond(start_response, b"finished\n")
 
 
