@@ -43,6 +43,7 @@ pub struct Interpreter {
 /// so libpython, loaded as its dependency, was too, and extension modules could not find
 /// the C API. Errors: the library cannot be found or reopened.
 fn make_libpython_global() -> Result<(), String> {
+    // SAFETY: an all-zero Dl_info (null pointers) is a valid value of the plain C struct.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     let symbol = ffi::Py_IsInitialized as *const libc::c_void;
     // SAFETY: dladdr only reads the address and fills `info`, a valid local.

@@ -13,6 +13,8 @@
 //! Threads are Python threads (gunicorn's gthread): each of the worker's serving threads
 //! takes the GIL to run the app and releases it whenever the server does I/O for it.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 mod current;
 mod environ;
 mod interp;
@@ -104,6 +106,7 @@ fn load(py: Python<'_>, spec: &str, interpreter: &interp::Interpreter) -> Result
 /// One line in the server's log format on stderr (init has no responder to log through).
 fn log_startup(message: &str) {
     let mut now: libc::time_t = 0;
+    // SAFETY: an all-zero tm (and its null zone pointer) is a valid value of the C struct.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     let mut text = [0u8; 64];
     // SAFETY: time/localtime_r/strftime write into the valid locals given; the format is a
