@@ -44,6 +44,43 @@ fn json(response: &common::Response) -> serde_json::Value {
     serde_json::from_slice(&response.body).expect("JSON")
 }
 
+/// `clients` keep-alive clients at once, each GETting `path` `each` times on `port`: every
+/// answer as (status, body text), or the client's error.
+fn concurrently(
+    port: u16,
+    clients: usize,
+    each: usize,
+    path: &'static str,
+) -> Vec<Result<(u16, String), String>> {
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = common::Client::new(port);
+                (0..each)
+                    .map(|_| client.get(path).map(|r| (r.status, r.text())))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("a client thread"))
+        .collect()
+}
+
+/// The largest number the answers (200s, each a number) give. Panics on any other answer.
+fn peak_of(answers: Vec<Result<(u16, String), String>>) -> u32 {
+    answers
+        .into_iter()
+        .map(|answer| {
+            let (status, text) = answer.expect("a response");
+            assert_eq!(status, 200, "{text}");
+            text.parse::<u32>().expect("a number")
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 #[test]
 fn environ_has_the_cgi_and_wsgi_variables() {
     let server = routed();
@@ -352,17 +389,8 @@ fn threads_run_python_requests_at_once() {
         apps_dir().display()
     );
     let server = Server::start(&plugin.display().to_string(), &config, &[]);
-    let port = server.port;
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let mut client = common::Client::new(port);
-                client.get("/together").map(|r| r.status)
-            })
-        })
-        .collect();
-    for client in clients {
-        assert_eq!(client.join().unwrap(), Ok(200));
+    for answer in concurrently(server.port, 4, 1, "/together") {
+        assert_eq!(answer.map(|(status, _)| status), Ok(200));
     }
 }
 
@@ -371,21 +399,7 @@ fn a_sleeping_app_gets_workers_times_threads_requests_at_once() {
     // 2 workers x 4 threads, 16 clients at once on a view that sleeps 50 ms: each worker
     // runs as many requests as it has threads (Python threads, the GIL released in sleep).
     let server = serve("apps:route", "workers: 2\nthreads: 4\n");
-    let port = server.port;
-    let clients: Vec<_> = (0..16)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let mut client = common::Client::new(port);
-                client.get("/sleepy_peak").map(|r| (r.status, r.text()))
-            })
-        })
-        .collect();
-    let mut peak = 0;
-    for client in clients {
-        let (status, text) = client.join().unwrap().expect("a response");
-        assert_eq!(status, 200);
-        peak = peak.max(text.parse::<u32>().unwrap());
-    }
+    let peak = peak_of(concurrently(server.port, 16, 1, "/sleepy_peak"));
     assert_eq!(
         peak, 4,
         "a worker ran `threads` requests at once, never more"
@@ -424,19 +438,8 @@ fn a_cpu_bound_python_app_does_not_make_threads_wait_for_the_gil() {
     let server = serve("apps:route", "workers: 1\nthreads: 4\n");
     let pid: i32 = server.get("/pid").text().parse().unwrap();
     let before = voluntary_switches(pid);
-    let port = server.port;
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let mut client = common::Client::new(port);
-                (0..10)
-                    .map(|_| client.get("/burn").map(|r| r.status))
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    for client in clients {
-        assert!(client.join().unwrap().iter().all(|s| s == &Ok(200)));
+    for answer in concurrently(server.port, 8, 10, "/burn") {
+        assert_eq!(answer.map(|(status, _)| status), Ok(200));
     }
     let per_request = (voluntary_switches(pid) - before) as f64 / 80.0;
     eprintln!("switches per request: {per_request:.2}");
@@ -471,23 +474,7 @@ fn a_view_that_computes_then_waits_gets_more_threads() {
     // 3 ms of Python then a 2 ms wait: the calls block (the thread sleeps in them), so the
     // pool gives the app more threads, whose waits overlap another's computing.
     let server = serve("apps:route", "workers: 1\nthreads: 4\n");
-    let port = server.port;
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let mut client = common::Client::new(port);
-                (0..10)
-                    .map(|_| client.get("/mixed_peak").map(|r| r.text()))
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut peak = 0;
-    for client in clients {
-        for answer in client.join().unwrap() {
-            peak = peak.max(answer.expect("a response").parse::<u32>().unwrap());
-        }
-    }
+    let peak = peak_of(concurrently(server.port, 8, 10, "/mixed_peak"));
     assert!(peak >= 2, "at most {peak} request(s) in the app at once");
 }
 
