@@ -602,8 +602,16 @@ fn hup_reloads_the_code_under_load_and_keeps_serving_through_a_broken_module() {
     });
     assert_eq!(server.get("/version").text(), "one");
     // The fixed code, under load: no request fails and the change is visible.
+    reload_under_load(&server, &dir.join("apps.py"), &source, "/hello");
+}
+
+/// Rewrites `file` from `source` with `VERSION = "second"` (a new size: Python's bytecode
+/// cache compares mtime and size), sends HUP while 4 clients GET `path`, and checks that no
+/// request failed and that, once the old generation stopped, only the new code answers
+/// `/version`.
+fn reload_under_load(server: &Server, file: &std::path::Path, source: &str, path: &'static str) {
     std::fs::write(
-        dir.join("apps.py"),
+        file,
         source.replace("VERSION = \"one\"", "VERSION = \"second\""),
     )
     .unwrap();
@@ -611,7 +619,7 @@ fn hup_reloads_the_code_under_load_and_keeps_serving_through_a_broken_module() {
     let failures = common::load_while(
         server.port,
         4,
-        "/hello",
+        path,
         || {
             if !signalled {
                 server.signal(libc::SIGHUP);
@@ -622,7 +630,6 @@ fn hup_reloads_the_code_under_load_and_keeps_serving_through_a_broken_module() {
         50,
     );
     assert!(failures.is_empty(), "failed requests: {failures:?}");
-    // Once the old generation has stopped, every answer comes from the new code.
     wait_for(
         "only the new code to answer",
         Duration::from_secs(20),
@@ -718,26 +725,7 @@ fn serves_a_flask_app_from_a_virtualenv_and_reloads_its_code_under_load() {
     );
     assert_eq!(server.get("/nope").status, 404);
     assert_eq!(server.get("/version").text(), "one");
-    std::fs::write(
-        dir.join("flask_app.py"),
-        source.replace("VERSION = \"one\"", "VERSION = \"second\""),
-    )
-    .unwrap();
-    let mut signalled = false;
-    let failures = common::load_while(
-        server.port,
-        4,
-        "/json",
-        || {
-            if !signalled {
-                server.signal(libc::SIGHUP);
-                signalled = true;
-            }
-            server.get("/version").text() == "second"
-        },
-        50,
-    );
-    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    reload_under_load(&server, &dir.join("flask_app.py"), &source, "/json");
 }
 
 #[test]

@@ -411,15 +411,16 @@ impl<'a> Response<'a> {
     }
 
     /// [`Response::start`] with any bytes: a reason phrase (empty: the standard one for
-    /// `status`) and header fields as bytes (WSGI's latin-1 header strings, say). The server
+    /// `status`) and header fields as (name, value) bytes (WSGI's latin-1 header strings,
+    /// say), from any iterator that knows its length: no allocation for up to 8. The server
     /// refuses CR, LF and NUL, and names that are not RFC 9110 tokens (`InvalidInput`).
-    pub fn start_raw(
+    pub fn start_raw<'h>(
         &mut self,
         status: u16,
         reason: &[u8],
-        headers: &[(&[u8], &[u8])],
+        headers: impl ExactSizeIterator<Item = (&'h [u8], &'h [u8])>,
     ) -> io::Result<()> {
-        self.start_fields(status, reason, headers.iter().copied())
+        self.start_fields(status, reason, headers)
     }
 
     fn start_fields<'h>(

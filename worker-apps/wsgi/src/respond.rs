@@ -200,12 +200,11 @@ impl StartResponse {
 
 /// Hands `head` to the server.
 fn start(res: &mut Response<'_>, head: &Head) -> std::io::Result<()> {
-    let fields: Vec<(&[u8], &[u8])> = head
+    let fields = head
         .fields
         .iter()
-        .map(|(n, v)| (n.as_slice(), v.as_slice()))
-        .collect();
-    res.start_raw(head.status, &head.reason, &fields)
+        .map(|(n, v)| (n.as_slice(), v.as_slice()));
+    res.start_raw(head.status, &head.reason, fields)
 }
 
 #[pymethods]
@@ -416,9 +415,17 @@ fn log_error(py: Python<'_>, app: &Wsgi, serial: u64, title: &str, e: &PyErr) {
     }
 }
 
+/// The request target of request `serial`, for an error message (made only then).
+fn uri(serial: u64) -> String {
+    current::with(serial, |ex| {
+        String::from_utf8_lossy(ex.req.raw_uri()).into_owned()
+    })
+    .unwrap_or_default()
+}
+
 /// Runs the app for the current request and sends its response, or returns it to be sent
 /// without the GIL when it is small and complete.
-fn run(py: Python<'_>, app: &Wsgi, serial: u64, uri: &str) -> Result<Option<Deferred>, Error> {
+fn run(py: Python<'_>, app: &Wsgi, serial: u64) -> Result<Option<Deferred>, Error> {
     let input = Bound::new(py, Input::new(serial))?;
     let environ = current::with(serial, |ex| environ::build(py, &app.shared, ex.req, input))
         .map_err(|_| Logged)??;
@@ -463,7 +470,7 @@ fn run(py: Python<'_>, app: &Wsgi, serial: u64, uri: &str) -> Result<Option<Defe
             .ok()
             .and_then(|mut s| s.deferred.take())),
         Err(e) if e.is_instance_of::<ClientDisconnected>(py) => {
-            let message = format!("client went away during {uri}: {}", e.value(py));
+            let message = format!("client went away during {}: {}", uri(serial), e.value(py));
             let _ = current::with(serial, |ex| ex.res.log(Level::Info, &message));
             Err(Logged.into())
         }
@@ -472,7 +479,7 @@ fn run(py: Python<'_>, app: &Wsgi, serial: u64, uri: &str) -> Result<Option<Defe
                 py,
                 app,
                 serial,
-                &format!("Error handling request {uri}"),
+                &format!("Error handling request {}", uri(serial)),
                 &e,
             );
             Err(Logged.into())
@@ -483,10 +490,9 @@ fn run(py: Python<'_>, app: &Wsgi, serial: u64, uri: &str) -> Result<Option<Defe
 /// Serves one request with `app`: the GIL is held while Python runs and released while the
 /// server reads or writes.
 pub fn serve(app: &Wsgi, req: &mut Request<'_>, res: &mut Response<'_>) -> HandlerResult {
-    let uri = String::from_utf8_lossy(req.raw_uri()).into_owned();
     let mut exchange = Exchange { req, res };
     current::enter(&mut exchange, |serial| {
-        let deferred = Python::attach(|py| run(py, app, serial, &uri))?;
+        let deferred = Python::attach(|py| run(py, app, serial))?;
         let Some(response) = deferred else {
             return Ok(());
         };
