@@ -8,7 +8,7 @@
 //! ([`gateway`]). Settings live in [`config`] (gunicorn's names it does not have in
 //! [`gunicorn`]); logs in [`logging`] and [`access_log`]; the command line in [`cli`];
 //! privileges, environment and process titles in [`process`]; the systemd protocol in
-//! [`systemd`]; the USR2 binary upgrade in [`upgrade`]; Prometheus metrics in [`metrics`]; the control socket in [`control`]; TLS in [`tls`]; the trial load of a reload or `--check-config` in [`probe`].
+//! [`systemd`]; the USR2 binary upgrade in [`upgrade`]; Prometheus metrics in [`metrics`]; the control socket in [`control`]; TLS in [`tls`]; the socket and the per-request system calls in [`transport`]; the trial load of a reload or `--check-config` in [`probe`].
 
 #![warn(
     missing_docs,
@@ -38,5 +38,6 @@ pub mod reuseport;
 pub mod scoreboard;
 pub mod systemd;
 pub mod tls;
+pub mod transport;
 pub mod upgrade;
 pub mod worker;

@@ -375,20 +375,12 @@ pub fn accept_client(listener: RawFd) -> nix::Result<(OwnedFd, Option<std::net::
     // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: accept4 writes at most `len` bytes into `storage` and updates `len`.
-    let raw = unsafe {
-        libc::accept4(
-            listener,
-            (&mut storage as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        )
-    };
-    if raw < 0 {
-        return Err(nix::errno::Errno::last());
-    }
-    // SAFETY: accept4 returned a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = crate::transport::sys::accept4(
+        listener,
+        &mut storage,
+        &mut len,
+        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+    )?;
     // SAFETY: `storage` holds `len` bytes of a socket address written by accept4.
     let peer = unsafe {
         <SockaddrStorage as nix::sys::socket::SockaddrLike>::from_raw(

@@ -3,7 +3,7 @@
 //! starts and held inline: a connection allocates nothing for its peer's name.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Longest text of an IP address: an IPv6 address with an embedded IPv4 one
 /// (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`, INET6_ADDRSTRLEN less its NUL).
@@ -36,8 +36,23 @@ impl AddrText {
             return text;
         };
         let (head, tail) = text.bytes.split_at_mut(ADDR_MAX);
-        text.addr_len = write_into(head, format_args!("{}", addr.ip()));
-        text.port_len = write_into(tail, format_args!("{}", addr.port()));
+        text.addr_len = match addr.ip() {
+            // Every connection formats its peer's address (a `Connection: close` request
+            // pays it each time): IPv4 and the port without core::fmt's machinery.
+            IpAddr::V4(v4) => {
+                let mut len = 0;
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        head[len] = b'.';
+                        len += 1;
+                    }
+                    len += decimal(&mut head[len..], u16::from(octet));
+                }
+                len as u8
+            }
+            ip @ IpAddr::V6(_) => write_into(head, format_args!("{ip}")),
+        };
+        text.port_len = decimal(tail, addr.port()) as u8;
         text
     }
 
@@ -67,6 +82,25 @@ fn write_into(out: &mut [u8], args: std::fmt::Arguments<'_>) -> u8 {
     cursor.position().min(room as u64) as u8
 }
 
+/// Writes `value` in decimal at the start of `out` (room for 5 digits), returning the digits
+/// written: what `Display` writes for it.
+fn decimal(out: &mut [u8], value: u16) -> usize {
+    let mut digits = [0u8; PORT_MAX];
+    let mut rest = value;
+    let mut start = PORT_MAX;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let len = PORT_MAX - start;
+    out[..len].copy_from_slice(&digits[start..]);
+    len
+}
+
 fn text(bytes: &[u8]) -> &str {
     // Only ASCII text from Display impls is ever written.
     std::str::from_utf8(bytes).unwrap_or("")
@@ -80,6 +114,8 @@ mod tests {
     fn addresses_of_every_length_round_trip() {
         for text in [
             "127.0.0.1:80",
+            "0.0.0.0:0",
+            "10.200.3.45:9",
             "255.255.255.255:65535",
             "[::1]:8000",
             "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:1",
@@ -89,6 +125,11 @@ mod tests {
             let name = AddrText::new(Some(addr));
             assert_eq!(name.addr(), addr.ip().to_string());
             assert_eq!(name.port(), addr.port().to_string());
+        }
+        for value in 0..=u16::MAX {
+            let mut out = [0; 5];
+            let len = super::decimal(&mut out, value);
+            assert_eq!(&out[..len], value.to_string().as_bytes());
         }
         let none = AddrText::new(None);
         assert_eq!((none.addr(), none.port()), ("", ""));

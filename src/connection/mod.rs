@@ -25,6 +25,7 @@ use crate::proto::response::ResponseBuffers;
 use crate::proto::{Buffered, Event, Outcome, ServerConn};
 use crate::scoreboard::Place;
 use crate::tls::Session;
+use crate::transport::Socket;
 pub use address::AddrText;
 use call::{app_call, count_request};
 use exchange::Exchange;
@@ -239,7 +240,7 @@ pub(crate) struct Io<'a> {
 
 impl<'a> Io<'a> {
     /// The stream of a connection's socket `fd` and TLS session `tls`.
-    fn new(fd: &'a OwnedFd, tls: &'a mut Option<Box<Session>>) -> Io<'a> {
+    fn new(fd: &'a Socket, tls: &'a mut Option<Box<Session>>) -> Io<'a> {
         Io {
             fd: fd.as_fd(),
             tls: tls.as_deref_mut(),
@@ -280,7 +281,8 @@ impl<'a> Io<'a> {
         }
         let mut done = 0;
         while done < data.len() {
-            match nix::sys::uio::writev(self.fd, &[IoSlice::new(&data[done..])]) {
+            match crate::transport::sys::writev(self.fd.as_raw_fd(), &[IoSlice::new(&data[done..])])
+            {
                 Ok(n) => done += n,
                 Err(nix::errno::Errno::EAGAIN) => break,
                 Err(nix::errno::Errno::EINTR) => {}
@@ -337,7 +339,7 @@ pub struct Readiness {
 /// progress is in [`Active`], taken when its first bytes arrive and given back after it.
 pub struct Conn {
     /// The socket (non-blocking).
-    pub fd: OwnedFd,
+    pub fd: Socket,
     /// Index of the listener it was accepted on.
     pub listener: usize,
     /// REMOTE_ADDR and REMOTE_PORT: the TCP peer's, or the client's once a PROXY header gave
@@ -423,7 +425,7 @@ impl Conn {
     ) -> Conn {
         let ip = remote.map(|r| r.ip());
         Conn {
-            fd,
+            fd: Socket::new(fd),
             listener,
             remote: AddrText::new(remote),
             peer: None,
@@ -596,15 +598,10 @@ fn recv_plain(
     let want = spare.len().min(want);
     // recv(2) rather than read(2): the socket call path, without the VFS read path's file
     // position handling.
-    // SAFETY: recv writes at most `want` bytes into the vector's spare capacity, which is
-    // allocated and unaliased; set_len below only covers bytes the kernel reported written.
-    let n = unsafe { libc::recv(fd.as_raw_fd(), spare.as_mut_ptr().cast(), want, 0) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let n = crate::transport::sys::recv(fd.as_raw_fd(), &mut spare[..want])?;
     // SAFETY: the kernel initialised exactly `n` bytes past the old length.
-    unsafe { buf.set_len(buf.len() + n as usize) };
-    Ok((n as usize, (n as usize) < want))
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok((n, n < want))
 }
 
 /// Waits until `fd` is ready for `events`, at most `timeout`. False on timeout or error.

@@ -29,10 +29,11 @@ use crate::process;
 use crate::report::Report;
 use crate::scoreboard::Place;
 use crate::tls::Session;
+use crate::transport;
 use ferricorn_sdk::abi;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use slots::{Slot, Slots};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -361,9 +362,7 @@ fn serve_loop(shared: &Shared, thread: usize) {
                 dispatch(shared, ready, &mut scratch);
             }
             Work::Lead => {
-                let n = shared
-                    .epoll
-                    .wait(&mut events, EpollTimeout::from(500u16))
+                let n = transport::sys::epoll_wait(shared.epoll.0.as_raw_fd(), &mut events, 500)
                     .unwrap_or(0);
                 let first = pool.led(events[..n].iter().map(|e| Ready {
                     token: e.data(),
