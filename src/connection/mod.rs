@@ -414,7 +414,8 @@ impl Conn {
     /// waiting for its first request (deadline: header_timeout); `is_tcp` for TCP
     /// (TCP_NODELAY is set once the connection is kept alive: a connection that ends after
     /// one response, written in one writev, does not need it); `tls`: its TLS session, which
-    /// the driver takes through the handshake before the first request.
+    /// the driver takes through the handshake before the first request; `now`: when it was
+    /// accepted (its header_timeout runs from then).
     pub fn new(
         fd: OwnedFd,
         listener: usize,
@@ -422,6 +423,7 @@ impl Conn {
         is_tcp: bool,
         tls: Option<Box<Session>>,
         ctx: &Context,
+        now: Instant,
     ) -> Conn {
         let ip = remote.map(|r| r.ip());
         Conn {
@@ -436,7 +438,7 @@ impl Conn {
             nodelay_pending: is_tcp,
             drained: false,
             phase: Phase::Head,
-            deadline: Instant::now() + ctx.header_timeout,
+            deadline: now + ctx.header_timeout,
             lingered: 0,
             tls,
             active: None,
@@ -537,6 +539,11 @@ impl Scratch {
     /// one wakeup share one reading (nginx updates its time once per event loop iteration).
     pub fn tick(&mut self) {
         self.now = Instant::now();
+    }
+
+    /// The clock as [`Scratch::tick`] last read it.
+    pub fn now(&self) -> Instant {
+        self.now
     }
 }
 

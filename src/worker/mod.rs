@@ -543,6 +543,8 @@ fn accept_ready(shared: &Shared, listener: usize, most: usize, mut scratch: Opti
     if accept_paused(shared) {
         return;
     }
+    // The serving thread's reading of the clock after its epoll_wait (one per wakeup).
+    let now = scratch.as_ref().map_or_else(Instant::now, |s| s.now());
     for n in 0..most {
         // Past the first, only this worker's share; a stopping worker takes all that wait
         // (it serves them during its graceful stop, and its listeners close next).
@@ -552,7 +554,7 @@ fn accept_ready(shared: &Shared, listener: usize, most: usize, mut scratch: Opti
         // A stopping worker exits only when no thread is between accept4 and counting the
         // connection as open, so that one accepted as the listeners closed is served.
         shared.accepting.fetch_add(1, Ordering::SeqCst);
-        let accepted = accept_one(shared, listener, socket);
+        let accepted = accept_one(shared, listener, socket, now);
         shared.accepting.fetch_sub(1, Ordering::SeqCst);
         let (index, conn) = match accepted {
             Accepted::Conn(index, conn) => (index, conn),
@@ -570,8 +572,9 @@ fn accept_ready(shared: &Shared, listener: usize, most: usize, mut scratch: Opti
 }
 
 /// One accept4(2) on `socket` (listener number `listener`): the connection with a slot and
-/// its TLS session, or a 503 past `worker_connections`, or why accepting stops.
-fn accept_one(shared: &Shared, listener: usize, socket: &Socket) -> Accepted {
+/// its TLS session, or a 503 past `worker_connections`, or why accepting stops. `now`: the
+/// time its header_timeout runs from.
+fn accept_one(shared: &Shared, listener: usize, socket: &Socket, now: Instant) -> Accepted {
     let (client, remote) = match listeners::accept_client(socket.fd) {
         Ok(accepted) => accepted,
         Err(nix::errno::Errno::EAGAIN) => return Accepted::Stop,
@@ -614,7 +617,7 @@ fn accept_one(shared: &Shared, listener: usize, socket: &Socket) -> Accepted {
             return Accepted::Next;
         }
     };
-    let conn = Conn::new(client, listener, remote, is_tcp, tls, &shared.ctx);
+    let conn = Conn::new(client, listener, remote, is_tcp, tls, &shared.ctx, now);
     count_open(shared, 1);
     Accepted::Conn(index, conn)
 }
@@ -693,7 +696,15 @@ fn refuse(
         logging::debug("worker_connections reached: answered 503 and closed");
         return;
     };
-    let mut conn = Conn::new(client, listener, remote, is_tcp, None, &shared.ctx);
+    let mut conn = Conn::new(
+        client,
+        listener,
+        remote,
+        is_tcp,
+        None,
+        &shared.ctx,
+        Instant::now(),
+    );
     match connection::refuse(&shared.ctx, &mut conn) {
         Next::Close => shared.slots.release(index),
         Next::Wait => occupy(shared, index, conn),
