@@ -2,7 +2,8 @@
 //! from [`config::SETTINGS`], then the three modes: serve, `--check-config`, `--print-config`.
 
 use crate::config::{self, Kind, Overrides, SETTINGS};
-use crate::{listeners, logging, master, process, systemd, upgrade};
+use crate::master::upgrade;
+use crate::{listeners, logging, master, process, systemd};
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use std::path::{Path, PathBuf};
 
@@ -173,12 +174,12 @@ pub fn main() -> i32 {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "ctl") {
         // `ferricorn ctl ...`: the control-socket client (its own arguments).
-        return crate::control::ctl_main(args[1..].to_vec());
+        return crate::master::control::ctl_main(args[1..].to_vec());
     }
     if args.get(1).is_some_and(|a| a == "help") {
         // `ferricorn help [ctl]`, as git and cargo answer it.
         if args.get(2).is_some_and(|a| a == "ctl") {
-            return crate::control::ctl_main(vec!["ctl".into(), "--help".into()]);
+            return crate::master::control::ctl_main(vec!["ctl".into(), "--help".into()]);
         }
         let _ = command().print_long_help();
         return 0;
@@ -233,7 +234,7 @@ pub fn main() -> i32 {
     }
     if cli.check_config {
         return match logging::check_paths(&config.log_targets())
-            .and_then(|()| crate::probe::probe(&config))
+            .and_then(|()| crate::master::probe::probe(&config))
         {
             Ok(name) => {
                 println!("ferricorn: configuration OK; app `{name}` loads and initialises");
@@ -261,7 +262,7 @@ fn serve(config: config::Config, overrides: Overrides) -> i32 {
     if let Some(warning) = process::raise_nofile_limit(config.worker_connections) {
         logging::warning(warning);
     }
-    match crate::probe::probe(&config) {
+    match crate::master::probe::probe(&config) {
         Ok(name) => logging::info(format_args!(
             "Using app `{name}` from {}",
             config

@@ -1,14 +1,26 @@
 //! ferricorn: a pre-fork HTTP/1.1 application server for Linux, in the mould of gunicorn.
 //!
-//! A master process ([`master`]) binds the listeners ([`listeners`]), forks worker processes
-//! ([`worker`], reporting to the master with [`report`] messages, counting on the
-//! [`scoreboard`]) that serve connections with a pool of threads ([`pool`]): the driver ([`connection`]) does the I/O around the sans-I/O HTTP/1.1
-//! state machine ([`proto`], on the vocabulary of [`http`]), trusting proxies as
-//! [`forwarded`] says. Applications are `cdylib` plugins loaded through the gateway ABI
-//! ([`gateway`]). Settings live in [`config`] (gunicorn's names it does not have in
-//! [`gunicorn`]); logs in [`logging`] and [`access_log`]; the command line in [`cli`];
-//! privileges, environment and process titles in [`process`]; the systemd protocol in
-//! [`systemd`]; the USR2 binary upgrade in [`upgrade`]; Prometheus metrics in [`metrics`]; the control socket in [`control`]; TLS in [`tls`]; the socket and the per-request system calls in [`transport`]; the trial load of a reload or `--check-config` in [`probe`].
+//! Each folder is one process or one layer:
+//!
+//! - [`master`]: the master process, an event loop plus a pure plan, and its control
+//!   plane: the control socket ([`master::control`]), Prometheus metrics
+//!   ([`master::metrics`]), the trial load of a reload or `--check-config`
+//!   ([`master::probe`]), the USR2 binary upgrade ([`master::upgrade`]) and per-worker
+//!   listening sockets ([`master::reuseport`]). It binds the [`listeners`], hears workers'
+//!   [`report`] messages and reads the [`scoreboard`] they write.
+//! - [`worker`]: a worker process, its thread pool ([`worker::pool`]), its connection slots
+//!   and the bracket around every call into the app ([`worker::call`]).
+//! - [`transport`]: the protocol-neutral side of a connection: the socket and its system
+//!   calls, TLS ([`transport::tls`]), the PROXY protocol header ([`transport::proxy`]) and
+//!   the peer's name.
+//! - [`http`]: HTTP's vocabulary (RFC 9110) and its sessions: HTTP/1.1 ([`http::h1`]: the
+//!   driver doing the I/O around the sans-I/O machine [`http::h1::proto`]), trusting
+//!   proxies as [`forwarded`] says.
+//! - [`gateway`]: `cdylib` plugins loaded through the versioned C ABI.
+//!
+//! Around them: settings in [`config`] (gunicorn's names we do not have in [`gunicorn`]);
+//! logs in [`logging`] and [`access_log`]; the command line in [`cli`]; privileges,
+//! environment and process titles in [`process`]; the systemd protocol in [`systemd`].
 
 #![warn(
     missing_docs,
@@ -19,8 +31,6 @@
 pub mod access_log;
 pub mod cli;
 pub mod config;
-pub mod connection;
-pub mod control;
 pub mod forwarded;
 pub mod gateway;
 pub mod gunicorn;
@@ -28,16 +38,9 @@ pub mod http;
 pub mod listeners;
 pub mod logging;
 pub mod master;
-pub mod metrics;
-pub mod pool;
-pub mod probe;
 pub mod process;
-pub mod proto;
 pub mod report;
-pub mod reuseport;
 pub mod scoreboard;
 pub mod systemd;
-pub mod tls;
 pub mod transport;
-pub mod upgrade;
 pub mod worker;

@@ -1,6 +1,6 @@
 //! The `ferricorn` binary: see the README and `ferricorn --help`.
 
 fn main() {
-    ferricorn::upgrade::save_args();
+    ferricorn::master::upgrade::save_args();
     std::process::exit(ferricorn::cli::main());
 }

@@ -1,4 +1,4 @@
-//! Properties of the server's own protocol state machine (`ferricorn::proto::ServerConn`,
+//! Properties of the server's own protocol state machine (`ferricorn::http::h1::proto::ServerConn`,
 //! driven through `proto::sim` as the connection driver drives it, with a scripted app):
 //! however a stream of valid requests is split into reads, the same requests are served —
 //! heads, framing, bodies, trailers — and the client gets the same bytes; and whatever the
@@ -6,8 +6,8 @@
 //! 100-continue), those bytes are well framed responses, one per request, nothing after a
 //! close.
 
+use ferricorn::http::h1::proto::sim::{self, AppScript, Transcript};
 use ferricorn::http::{Framing, Limits};
-use ferricorn::proto::sim::{self, AppScript, Transcript};
 use proptest::prelude::*;
 
 const LIMITS: Limits = Limits::DEFAULTS;

@@ -1,6 +1,6 @@
 //! `ferricorn ctl` commands as the master runs them: each command's effect and its JSON
 //! answer (`show workers`, `show stats`, `show listeners`, `show config`, worker counts,
-//! `reload`, `stop`), beside the control server that reads them ([`crate::control`]).
+//! `reload`, `stop`), beside the control server that reads them ([`crate::master::control`]).
 
 use super::*;
 

@@ -11,23 +11,27 @@
 //! (the trial load, the new generation) and USR2; `commands` what `ferricorn ctl` asks.
 
 mod commands;
+pub mod control;
+pub mod metrics;
 mod plan;
+pub mod probe;
 mod reload;
+pub mod reuseport;
+pub mod upgrade;
 
 use crate::config::{self, Config, Overrides};
-use crate::control::{self, Answer, Command, Stop};
 use crate::listeners::{self, ListenOptions, Listener};
 use crate::logging;
-use crate::metrics::{self, Restart};
-use crate::probe::Probe;
+use crate::master::probe::Probe;
+use crate::master::reuseport::WorkerSockets;
 use crate::process;
 use crate::report::Report;
-use crate::reuseport::WorkerSockets;
 use crate::scoreboard::{Counters, Scoreboard};
 use crate::systemd;
-use crate::tls;
-use crate::upgrade;
+use crate::transport::tls;
 use crate::worker;
+use control::{Answer, Command, Stop};
+use metrics::Restart;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};

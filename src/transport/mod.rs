@@ -2,6 +2,10 @@
 //! move its bytes ([`sys`]). HTTP/1.1 (and any other protocol a connection speaks) sits on
 //! top of it.
 
+mod address;
+pub mod proxy;
 pub mod sys;
+pub mod tls;
 
+pub use address::AddrText;
 pub use sys::Socket;

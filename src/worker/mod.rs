@@ -1,5 +1,5 @@
 //! A worker process: loads the app, then a pool of `threads` threads serves the
-//! shared listeners around one epoll set, leader/followers style ([`crate::pool`]): one
+//! shared listeners around one epoll set, leader/followers style ([`crate::worker::pool`]): one
 //! thread waits in epoll at a time and serves what it got, and sleeping threads are woken only
 //! when the awake ones are blocked in the app. Listeners are registered with EPOLLEXCLUSIVE
 //! (one waiting worker woken per new connection across all workers); connections once, at
@@ -16,20 +16,22 @@
 //! The worker's main thread runs the timers (keepalive, header_timeout, timeout, lingering),
 //! the heartbeat to the master, signals, and the graceful stop.
 
+pub(crate) mod call;
+pub mod pool;
 mod slots;
 
 use crate::config::Config;
-use crate::connection::{self, Conn, Context, LocalName, Next, Readiness, Scratch};
 use crate::gateway;
+use crate::http::h1::{self, Conn, Context, LocalName, Next, Readiness, Scratch};
 use crate::http::Limits;
 use crate::listeners::{self, Listener};
 use crate::logging;
-use crate::pool::{Pool, Ready, Work};
 use crate::process;
 use crate::report::Report;
 use crate::scoreboard::Place;
-use crate::tls::Session;
 use crate::transport;
+use crate::transport::tls::Session;
+use crate::worker::pool::{Pool, Ready, Work};
 use ferricorn_sdk::abi;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use slots::{Slot, Slots};
@@ -63,7 +65,7 @@ const ACCEPT_PER_EVENT: usize = 1;
 /// poll, a stopping worker draining its wakeup).
 const ACCEPT_DRAIN: usize = 64;
 /// Connection slots beyond `worker_connections` for refusals: a connection past the limit
-/// gets its 503 and a lingering close in one of them ([`connection::refuse`]); only when
+/// gets its 503 and a lingering close in one of them ([`h1::refuse`]); only when
 /// these are taken too is a refusal closed at once.
 const REFUSAL_SLOTS: usize = 32;
 /// How often the main thread checks timers and signals.
@@ -163,7 +165,7 @@ fn jittered_max_requests(config: &Config) -> u64 {
 /// worker's slot on the master's scoreboard, if it has one.
 pub fn run(
     config: &Config,
-    tls: Option<Arc<crate::tls::Tls>>,
+    tls: Option<Arc<crate::transport::tls::Tls>>,
     listeners: &[Listener],
     sockets: Option<&[RawFd]>,
     report_fd: OwnedFd,
@@ -261,7 +263,7 @@ fn boot_failed(report_fd: &OwnedFd, message: &str) -> i32 {
 
 fn build(
     config: &Config,
-    tls: Option<Arc<crate::tls::Tls>>,
+    tls: Option<Arc<crate::transport::tls::Tls>>,
     listeners: &[Listener],
     sockets: Option<&[RawFd]>,
     app: gateway::App,
@@ -632,7 +634,7 @@ fn serve_accepted(shared: &Shared, index: usize, mut conn: Conn, scratch: &mut S
         readable: true,
         hangup: false,
     };
-    match connection::drive(&shared.ctx, &mut conn, scratch, ready) {
+    match h1::drive(&shared.ctx, &mut conn, scratch, ready) {
         Next::Wait => occupy(shared, index, conn),
         Next::Close => {
             drop(conn);
@@ -690,7 +692,7 @@ fn refuse(
     };
     let Some(index) = index else {
         if !tls {
-            connection::refuse_overload(client.as_fd());
+            h1::refuse_overload(client.as_fd());
         }
         shared.ctx.count_rejected(503);
         logging::debug("worker_connections reached: answered 503 and closed");
@@ -705,7 +707,7 @@ fn refuse(
         &shared.ctx,
         Instant::now(),
     );
-    match connection::refuse(&shared.ctx, &mut conn) {
+    match h1::refuse(&shared.ctx, &mut conn) {
         Next::Close => shared.slots.release(index),
         Next::Wait => occupy(shared, index, conn),
     }
@@ -778,7 +780,7 @@ fn serve_slot(
     let Some(conn) = slot.conn.as_mut() else {
         return;
     };
-    match connection::drive(&shared.ctx, conn, scratch, ready) {
+    match h1::drive(&shared.ctx, conn, scratch, ready) {
         Next::Wait if conn.sending() && !slot.watch_output => {
             // The first response that waits for room: from now on epoll reports room too.
             // Modifying the registration looks at readiness again, so room that came since
@@ -871,7 +873,7 @@ fn close(shared: &Shared, index: usize, slot: &mut Slot) {
 }
 
 /// Closes connections whose deadline passed (those not being served right now), and, in a
-/// stopping worker, those between requests ([`connection::idle_at_stop`]). Connections whose
+/// stopping worker, those between requests ([`h1::idle_at_stop`]). Connections whose
 /// published deadline is still ahead are not locked (one load each: with 50,000 idle
 /// connections a sweep costs a few hundred microseconds).
 fn sweep(shared: &Shared) {
@@ -887,8 +889,8 @@ fn sweep(shared: &Shared) {
         };
         let expired = match slot.conn.as_mut() {
             Some(conn) => {
-                connection::expired(&shared.ctx, conn, now)
-                    || (stopping && connection::idle_at_stop(&shared.ctx, conn, now))
+                h1::expired(&shared.ctx, conn, now)
+                    || (stopping && h1::idle_at_stop(&shared.ctx, conn, now))
             }
             None => false,
         };

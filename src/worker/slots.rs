@@ -3,7 +3,7 @@
 //! holds 10 costs what it costs with 10 (issue #27). A slot's index never moves: it is the
 //! connection's epoll token, with the slot's generation.
 
-use crate::connection::Conn;
+use crate::http::h1::Conn;
 use std::sync::atomic::{AtomicU64, AtomicU8};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 

@@ -1,6 +1,6 @@
 //! Fuzz target: arbitrary bytes as a client of the master's control socket sends them,
 //! through the same parsing and worker arithmetic the master runs
-//! (`ferricorn::control::parse_request`, `ferricorn::control::workers_after`).
+//! (`ferricorn::master::control::parse_request`, `ferricorn::master::control::workers_after`).
 //!
 //! Input layout: bytes 0 and 1 = the workers wanted now (little-endian, 1..=MAX_WORKERS);
 //! the rest is what the client wrote.
@@ -11,7 +11,7 @@
 #![no_main]
 
 use ferricorn::config::MAX_WORKERS;
-use ferricorn::control::{parse_request, workers_after};
+use ferricorn::master::control::{parse_request, workers_after};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

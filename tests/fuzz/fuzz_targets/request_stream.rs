@@ -1,5 +1,5 @@
 //! Fuzz target: arbitrary bytes, in arbitrary splits, through the server's own protocol
-//! state machine (`ferricorn::proto::ServerConn`, driven by `proto::sim` as the connection
+//! state machine (`ferricorn::http::h1::proto::ServerConn`, driven by `proto::sim` as the connection
 //! driver drives it), with a scripted app and varied limits.
 //!
 //! Input layout: byte 0 = number of cuts (0..=15, low nibble); byte 1 selects the limits;
@@ -13,8 +13,8 @@
 
 #![no_main]
 
+use ferricorn::http::h1::proto::sim::{self, AppScript};
 use ferricorn::http::Limits;
-use ferricorn::proto::sim::{self, AppScript};
 use libfuzzer_sys::fuzz_target;
 
 fn limits(selector: u8) -> Limits {

@@ -17,7 +17,6 @@
 
 pub mod chunked;
 pub mod head;
-pub mod proxy;
 pub mod response;
 pub mod sim;
 

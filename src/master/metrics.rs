@@ -2,7 +2,7 @@
 //! counters, summed over the live workers and the totals of those that exited (so no count
 //! goes backwards), and of the master's own counts (restarts, reloads), encoded with
 //! prometheus-client; and the answer to `GET /metrics`, which the master's event loop
-//! serves through [`crate::control::Server`] (never an app's worker, never blocking).
+//! serves through [`crate::master::control::Server`] (never an app's worker, never blocking).
 
 use crate::scoreboard::{Counters, DURATION_BUCKETS, METHODS, REJECTS, STATUSES};
 use prometheus_client::collector::Collector;

@@ -3,6 +3,8 @@
 //! semantics (Host, message body framing, Connection, Expect), request-targets, reason
 //! phrases and the server's own error responses. Everything here is pure.
 
+pub mod h1;
+
 use std::ops::Range;
 
 /// Request limits (gunicorn's `limit_request_*`), already resolved (no zero).

@@ -1,6 +1,6 @@
 //! HAProxy's PROXY protocol (v1 text and v2 binary, haproxy.org/download/1.8/doc/
 //! proxy-protocol.txt), sent by a proxy before the first request of a connection: the
-//! client's and the proxy's addresses. Sans-I/O like the rest of [`crate::proto`]: bytes in,
+//! client's and the proxy's addresses. Sans-I/O like the rest of [`crate::http::h1::proto`]: bytes in,
 //! the header's length and addresses out.
 
 use crate::http::{reject, Reject};

@@ -4,10 +4,10 @@
 //! written to the socket when it says so.
 
 use super::{wait_ready, with_date, Backlog, Context, Io, MAX_DRAIN, READ_CHUNK};
+use crate::http::h1::proto::response::ResponseError;
+use crate::http::h1::proto::{Event, Outcome, ServerConn, Unread};
 use crate::logging;
 use crate::logging::LogLevel;
-use crate::proto::response::ResponseError;
-use crate::proto::{Event, Outcome, ServerConn, Unread};
 use ferricorn_sdk::abi::{self, FcField, FcResponder, FcStr};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -26,7 +26,8 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest an answer the master gives later ([`Answer::Later`]: a reload's, once its trial
 /// load is over) may take.
-const LATER_DEADLINE: Duration = Duration::from_secs(crate::probe::PROBE_TIMEOUT.as_secs() + 15);
+const LATER_DEADLINE: Duration =
+    Duration::from_secs(crate::master::probe::PROBE_TIMEOUT.as_secs() + 15);
 /// Largest request read.
 const MAX_REQUEST: usize = 8192;
 /// How long the listener is left alone after accept(2) found no descriptor or memory left

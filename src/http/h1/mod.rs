@@ -1,5 +1,5 @@
 //! The connection driver: a thin layer of I/O around the protocol state machine
-//! ([`crate::proto::ServerConn`]): recv(2) into the connection's buffer, the head's events,
+//! ([`crate::http::h1::proto::ServerConn`]): recv(2) into the connection's buffer, the head's events,
 //! the gateway call with the responder callbacks, writev(2) of the bytes the machine frames,
 //! timers, error responses and lingering close.
 //!
@@ -9,25 +9,24 @@
 //! ([`Phase::Body`]), and a response the socket did not take is sent after it
 //! ([`Phase::Send`], up to `response_buffer`).
 
-mod address;
-mod call;
 mod exchange;
+pub mod proto;
 
 use crate::access_log::{AccessEntry, AccessFormat};
 use crate::forwarded::{Forwarded, Forwarding, IpSet};
 use crate::gateway::App;
+use crate::http::h1::proto::response::ResponseBuffers;
+use crate::http::h1::proto::{Buffered, Event, Outcome, ServerConn};
 use crate::http::{self, Framing, Head, Limits, Reject};
 use crate::logging;
 use crate::logging::LogLevel;
-use crate::pool::Pool;
-use crate::proto::proxy::{self, Mode as ProxyMode};
-use crate::proto::response::ResponseBuffers;
-use crate::proto::{Buffered, Event, Outcome, ServerConn};
 use crate::scoreboard::Place;
-use crate::tls::Session;
+use crate::transport::proxy::{self, Mode as ProxyMode};
+use crate::transport::tls::Session;
+use crate::transport::AddrText;
 use crate::transport::Socket;
-pub use address::AddrText;
-use call::{app_call, count_request};
+use crate::worker::call::{app_call, count_request};
+use crate::worker::pool::Pool;
 use exchange::Exchange;
 use ferricorn_sdk::abi::{FcField, FcRequest, FcStr};
 use std::cell::RefCell;
@@ -1252,9 +1251,10 @@ fn serve(
     } else {
         scratch.now
     };
-    let (status, call::Timing { finished, took }) = app_call(ctx, scratch.thread, started, || {
-        ctx.app.handle(&request, &responder)
-    });
+    let (status, crate::worker::call::Timing { finished, took }) =
+        app_call(ctx, scratch.thread, started, || {
+            ctx.app.handle(&request, &responder)
+        });
     scratch.now = finished;
     exchange.shed = ctx.shed_load(took);
     let outcome = exchange.finish(status, finished);

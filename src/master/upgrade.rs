@@ -9,7 +9,7 @@
 //! too, as `FD/N ADDRESS` (worker number N's socket on the listener ADDRESS).
 
 use crate::listeners::{self, Address, Listener};
-use crate::reuseport::WorkerSockets;
+use crate::master::reuseport::WorkerSockets;
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;

@@ -8,7 +8,7 @@
 use crate::config::Config;
 use crate::gateway;
 use crate::process;
-use crate::tls;
+use crate::transport::tls;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};

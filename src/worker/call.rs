@@ -3,15 +3,15 @@
 //! the pool's enter/leave (so that an app that blocks gets more threads, see `pool`), the
 //! scoreboard's busy count (load-aware accepting, metrics), and the clock around the call.
 
-use super::Context;
+use crate::http::h1::Context;
 use crate::logging;
-use crate::pool::voluntary_switches;
+use crate::worker::pool::voluntary_switches;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// When an app call ran.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Timing {
+pub(crate) struct Timing {
     /// Just after it returned.
     pub finished: Instant,
     /// How long it took (from the `started` given to [`app_call`]).
@@ -19,7 +19,7 @@ pub(super) struct Timing {
 }
 
 /// Counts a request and asks for a replacement once max_requests is reached.
-pub(super) fn count_request(ctx: &Context) {
+pub(crate) fn count_request(ctx: &Context) {
     let count = ctx.requests.fetch_add(1, Ordering::Relaxed) + 1;
     if ctx.max_requests > 0
         && count >= ctx.max_requests
@@ -37,7 +37,7 @@ pub(super) fn count_request(ctx: &Context) {
 /// bracket: the pool counts the thread in the app (and, once the app has slow calls, whether
 /// the call blocked), the worker's scoreboard slot counts it busy. Returns what
 /// `call` returned and when it ran.
-pub(super) fn app_call<R>(
+pub(crate) fn app_call<R>(
     ctx: &Context,
     thread: usize,
     started: Instant,
