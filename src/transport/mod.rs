@@ -1,11 +1,66 @@
-//! The protocol-neutral side of a client connection: the socket and the system calls that
-//! move its bytes ([`sys`]). HTTP/1.1 (and any other protocol a connection speaks) sits on
-//! top of it.
+//! The protocol-neutral side of a client connection ([`Transport`]): the socket and the
+//! system calls that move its bytes ([`sys`]), TLS ([`tls`]), the byte stream over either
+//! ([`Io`]) and the bytes waiting to be sent ([`Backlog`]), the PROXY protocol header
+//! ([`proxy`]) and the names of the connection's two ends ([`AddrText`]). A session of one
+//! protocol (HTTP/1.1, WebSocket) sits on top of it.
 
 mod address;
 pub mod proxy;
+mod stream;
 pub mod sys;
 pub mod tls;
 
 pub use address::AddrText;
+pub use stream::{wait_ready, Backlog, Io, Readiness, FIRST_BUFFER, READ_CHUNK};
 pub use sys::Socket;
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use tls::Session;
+
+/// A client connection's transport, whatever protocol it speaks: the socket, its TLS
+/// session, and the names of its two ends.
+pub struct Transport {
+    /// The socket (non-blocking).
+    pub socket: Socket,
+    /// Index of the listener it was accepted on.
+    pub listener: usize,
+    /// The TLS session, on a TLS listener.
+    pub tls: Option<Box<Session>>,
+    /// REMOTE_ADDR and REMOTE_PORT: the TCP peer's, or the client's once a PROXY header gave
+    /// them.
+    pub remote: AddrText,
+    /// The TCP peer, once a PROXY header replaced REMOTE_ADDR/REMOTE_PORT.
+    pub peer: Option<Box<AddrText>>,
+    /// SERVER_NAME and SERVER_PORT from a PROXY header (the address the client connected to).
+    pub local: Option<Box<AddrText>>,
+    /// A TCP connection whose TCP_NODELAY is not set yet (set once it is kept alive).
+    pub nodelay_pending: bool,
+}
+
+impl Transport {
+    /// The transport of socket `fd`, accepted on listener `listener` from `remote`; `is_tcp`
+    /// for TCP (TCP_NODELAY pending); `tls`: its TLS session on a TLS listener.
+    pub fn new(
+        fd: OwnedFd,
+        listener: usize,
+        remote: Option<SocketAddr>,
+        is_tcp: bool,
+        tls: Option<Box<Session>>,
+    ) -> Transport {
+        Transport {
+            socket: Socket::new(fd),
+            listener,
+            tls,
+            remote: AddrText::new(remote),
+            peer: None,
+            local: None,
+            nodelay_pending: is_tcp,
+        }
+    }
+
+    /// The byte stream: the socket, or the TLS session over it.
+    pub fn io(&mut self) -> Io<'_> {
+        Io::new(&self.socket, &mut self.tls)
+    }
+}

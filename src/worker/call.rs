@@ -3,7 +3,7 @@
 //! the pool's enter/leave (so that an app that blocks gets more threads, see `pool`), the
 //! scoreboard's busy count (load-aware accepting, metrics), and the clock around the call.
 
-use crate::http::h1::Context;
+use super::context::Context;
 use crate::logging;
 use crate::worker::pool::voluntary_switches;
 use std::sync::atomic::Ordering;

@@ -17,12 +17,14 @@
 //! the heartbeat to the master, signals, and the graceful stop.
 
 pub(crate) mod call;
+pub mod context;
 pub mod pool;
+pub mod session;
 mod slots;
 
 use crate::config::Config;
 use crate::gateway;
-use crate::http::h1::{self, Conn, Context, LocalName, Next, Readiness, Scratch};
+use crate::http::h1::{self, Conn, Next, Scratch};
 use crate::http::Limits;
 use crate::listeners::{self, Listener};
 use crate::logging;
@@ -30,10 +32,13 @@ use crate::process;
 use crate::report::Report;
 use crate::scoreboard::Place;
 use crate::transport;
-use crate::transport::tls::Session;
+use crate::transport::tls;
+use crate::transport::Readiness;
 use crate::worker::pool::{Pool, Ready, Work};
+use context::{Context, LocalName};
 use ferricorn_sdk::abi;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use session::Session;
 use slots::{Slot, Slots};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -568,7 +573,7 @@ fn accept_ready(shared: &Shared, listener: usize, most: usize, mut scratch: Opti
             // Wait for the request in epoll, as nginx does without `deferred`: on loopback
             // and fast links it usually arrives after the accept, so reading at once would
             // mostly cost an EAGAIN.
-            None => occupy(shared, index, conn),
+            None => occupy(shared, index, Session::Http1(conn)),
         }
     }
 }
@@ -611,7 +616,7 @@ fn accept_one(shared: &Shared, listener: usize, socket: &Socket, now: Instant) -
         );
         return Accepted::Next;
     };
-    let tls = match tls_config.map(Session::new).transpose() {
+    let tls = match tls_config.map(tls::Session::new).transpose() {
         Ok(session) => session.map(Box::new),
         Err(e) => {
             logging::debug(format_args!("TLS session refused: {e}"));
@@ -629,30 +634,31 @@ fn accept_one(shared: &Shared, listener: usize, socket: &Socket, now: Instant) -
 /// the connection ever enters epoll, which it does only if it must wait (nginx reads a
 /// deferred connection at once too). A connection that closes after its response costs no
 /// epoll_ctl(2) at all.
-fn serve_accepted(shared: &Shared, index: usize, mut conn: Conn, scratch: &mut Scratch) {
+fn serve_accepted(shared: &Shared, index: usize, conn: Conn, scratch: &mut Scratch) {
+    let mut session = Session::Http1(conn);
     let ready = Readiness {
         readable: true,
         hangup: false,
     };
-    match h1::drive(&shared.ctx, &mut conn, scratch, ready) {
-        Next::Wait => occupy(shared, index, conn),
+    match session.drive(&shared.ctx, scratch, ready) {
+        Next::Wait => occupy(shared, index, session),
         Next::Close => {
-            drop(conn);
+            drop(session);
             count_open(shared, -1);
             shared.slots.release(index);
         }
     }
 }
 
-/// Puts `conn` in slot `index` (a new generation of it, nothing pending) and registers it
-/// with epoll.
-fn occupy(shared: &Shared, index: usize, conn: Conn) {
+/// Puts `session` in slot `index` (a new generation of it, nothing pending) and registers
+/// its connection with epoll.
+fn occupy(shared: &Shared, index: usize, session: Session) {
     let cell = shared.slots.cell(index);
     let mut slot = lock(&cell.slot);
     slot.generation = slot.generation.wrapping_add(1);
     // A response the socket did not take in full (served at accept) waits for room.
-    slot.watch_output = conn.sending();
-    slot.conn = Some(Box::new(conn));
+    slot.watch_output = session.sending();
+    slot.session = Some(Box::new(session));
     cell.pending.store(0, Ordering::Release);
     register(shared, index, &mut slot);
     publish_deadline(shared, index, &slot);
@@ -709,7 +715,7 @@ fn refuse(
     );
     match h1::refuse(&shared.ctx, &mut conn) {
         Next::Close => shared.slots.release(index),
-        Next::Wait => occupy(shared, index, conn),
+        Next::Wait => occupy(shared, index, Session::Http1(conn)),
     }
 }
 
@@ -753,7 +759,7 @@ fn connection_ready(
         if bits == 0 {
             return;
         }
-        if slot.generation != generation || slot.conn.is_none() {
+        if slot.generation != generation || slot.session.is_none() {
             return;
         }
         let ready = Readiness {
@@ -777,18 +783,18 @@ fn serve_slot(
     ready: Readiness,
     scratch: &mut Scratch,
 ) {
-    let Some(conn) = slot.conn.as_mut() else {
+    let Some(session) = slot.session.as_mut() else {
         return;
     };
-    match h1::drive(&shared.ctx, conn, scratch, ready) {
-        Next::Wait if conn.sending() && !slot.watch_output => {
+    match session.drive(&shared.ctx, scratch, ready) {
+        Next::Wait if session.sending() && !slot.watch_output => {
             // The first response that waits for room: from now on epoll reports room too.
             // Modifying the registration looks at readiness again, so room that came since
             // the write's EAGAIN is reported, not lost.
             slot.watch_output = true;
             if watch(
                 shared,
-                conn.fd.as_fd(),
+                session.transport().socket.as_fd(),
                 index,
                 slot.generation,
                 Watch::Output,
@@ -808,8 +814,10 @@ fn serve_slot(
 /// without locking ([`slots::Cell::deadline`]); called by whoever holds the slot after the
 /// connection's phase may have changed.
 fn publish_deadline(shared: &Shared, index: usize, slot: &Slot) {
-    let at = slot.conn.as_ref().map_or(u64::MAX, |conn| {
-        let since = conn.deadline.saturating_duration_since(shared.ctx.epoch);
+    let at = slot.session.as_ref().map_or(u64::MAX, |session| {
+        let since = session
+            .deadline()
+            .saturating_duration_since(shared.ctx.epoch);
         since.as_millis() as u64
     });
     shared
@@ -852,19 +860,20 @@ fn watch(
 
 /// Registers a new connection, once for its whole life (see [`watch`]).
 fn register(shared: &Shared, index: usize, slot: &mut Slot) {
-    let Some(conn) = slot.conn.as_ref() else {
+    let Some(session) = slot.session.as_ref() else {
         return;
     };
     let what = Watch::New {
         sending: slot.watch_output,
     };
-    if watch(shared, conn.fd.as_fd(), index, slot.generation, what).is_err() {
+    let fd = session.transport().socket.as_fd();
+    if watch(shared, fd, index, slot.generation, what).is_err() {
         close(shared, index, slot);
     }
 }
 
 fn close(shared: &Shared, index: usize, slot: &mut Slot) {
-    if slot.conn.take().is_some() {
+    if slot.session.take().is_some() {
         if !shared.slots.is_refusal(index) {
             count_open(shared, -1);
         }
@@ -887,10 +896,10 @@ fn sweep(shared: &Shared) {
         let Ok(mut slot) = cell.slot.try_lock() else {
             continue;
         };
-        let expired = match slot.conn.as_mut() {
-            Some(conn) => {
-                h1::expired(&shared.ctx, conn, now)
-                    || (stopping && h1::idle_at_stop(&shared.ctx, conn, now))
+        let expired = match slot.session.as_mut() {
+            Some(session) => {
+                session.expired(&shared.ctx, now)
+                    || (stopping && session.idle_at_stop(&shared.ctx, now))
             }
             None => false,
         };

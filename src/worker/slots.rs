@@ -3,20 +3,20 @@
 //! holds 10 costs what it costs with 10 (issue #27). A slot's index never moves: it is the
 //! connection's epoll token, with the slot's generation.
 
-use crate::http::h1::Conn;
+use super::session::Session;
 use std::sync::atomic::{AtomicU64, AtomicU8};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// Cells per chunk (8 KiB of cells).
 const CHUNK: usize = 256;
 
-/// A connection's slot: the connection (boxed: an empty slot is a few words) and its
-/// registration.
+/// A connection's slot: the connection's session (boxed: an empty slot is a few words) and
+/// its registration.
 #[derive(Default)]
 pub(super) struct Slot {
     /// Bumped each time the slot takes a connection: an event for an earlier one is stale.
     pub generation: u32,
-    pub conn: Option<Box<Conn>>,
+    pub session: Option<Box<Session>>,
     /// The registration includes EPOLLOUT (added once a response first waited for room).
     pub watch_output: bool,
 }

@@ -3,11 +3,13 @@
 //! the connection's buffered input, then the socket; response bytes the machine frames are
 //! written to the socket when it says so.
 
-use super::{wait_ready, with_date, Backlog, Context, Io, MAX_DRAIN, READ_CHUNK};
+use super::{with_date, MAX_DRAIN};
 use crate::http::h1::proto::response::ResponseError;
 use crate::http::h1::proto::{Event, Outcome, ServerConn, Unread};
 use crate::logging;
 use crate::logging::LogLevel;
+use crate::transport::{wait_ready, Backlog, Io, READ_CHUNK};
+use crate::worker::context::Context;
 use ferricorn_sdk::abi::{self, FcField, FcResponder, FcStr};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -255,7 +257,7 @@ impl<'a> Exchange<'a> {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if !wait_ready(
-                        self.io.fd,
+                        self.io.fd(),
                         nix::poll::PollFlags::POLLIN,
                         self.ctx.stall_timeout,
                     ) {
@@ -408,7 +410,7 @@ impl<'a> Exchange<'a> {
                 Ok(true) => break,
                 Ok(false) => {
                     if !wait_ready(
-                        self.io.fd,
+                        self.io.fd(),
                         nix::poll::PollFlags::POLLOUT,
                         self.ctx.stall_timeout,
                     ) {
@@ -427,7 +429,7 @@ impl<'a> Exchange<'a> {
         if !self.streaming {
             self.streaming = true;
             let _ = nix::sys::socket::setsockopt(
-                &self.io.fd,
+                &self.io.fd(),
                 nix::sys::socket::sockopt::TcpNoDelay,
                 &true,
             );
@@ -546,7 +548,7 @@ impl<'a> Exchange<'a> {
                 Ok(true) => {}
                 Ok(false) => {
                     let writable = nix::poll::PollFlags::POLLOUT;
-                    if !wait_ready(self.io.fd, writable, self.ctx.stall_timeout) {
+                    if !wait_ready(self.io.fd(), writable, self.ctx.stall_timeout) {
                         return Err(abi::FC_ERR_TIMEOUT);
                     }
                 }
@@ -570,7 +572,7 @@ impl<'a> Exchange<'a> {
             let piece = usize::try_from(len - done)
                 .unwrap_or(usize::MAX)
                 .min(1 << 30);
-            match nix::sys::sendfile::sendfile64(self.io.fd, file, Some(&mut at), piece) {
+            match nix::sys::sendfile::sendfile64(self.io.fd(), file, Some(&mut at), piece) {
                 Ok(0) => break,
                 Ok(n) => {
                     done += n as u64;
@@ -578,7 +580,7 @@ impl<'a> Exchange<'a> {
                 }
                 Err(nix::errno::Errno::EAGAIN) => {
                     let writable = nix::poll::PollFlags::POLLOUT;
-                    if !wait_ready(self.io.fd, writable, self.ctx.stall_timeout) {
+                    if !wait_ready(self.io.fd(), writable, self.ctx.stall_timeout) {
                         return Err(abi::FC_ERR_TIMEOUT);
                     }
                 }

@@ -12,28 +12,25 @@
 mod exchange;
 pub mod proto;
 
-use crate::access_log::{AccessEntry, AccessFormat};
-use crate::forwarded::{Forwarded, Forwarding, IpSet};
-use crate::gateway::App;
+use crate::access_log::AccessEntry;
+use crate::forwarded::Forwarded;
 use crate::http::h1::proto::response::ResponseBuffers;
 use crate::http::h1::proto::{Buffered, Event, Outcome, ServerConn};
 use crate::http::{self, Framing, Head, Limits, Reject};
 use crate::logging;
 use crate::logging::LogLevel;
-use crate::scoreboard::Place;
 use crate::transport::proxy::{self, Mode as ProxyMode};
 use crate::transport::tls::Session;
-use crate::transport::AddrText;
-use crate::transport::Socket;
+use crate::transport::{AddrText, Backlog, Io, Readiness, Transport, FIRST_BUFFER, READ_CHUNK};
 use crate::worker::call::{app_call, count_request};
-use crate::worker::pool::Pool;
+use crate::worker::context::Context;
 use exchange::Exchange;
 use ferricorn_sdk::abi::{FcField, FcRequest, FcStr};
 use std::cell::RefCell;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Most request-body bytes read and discarded after the app returns without reading them all;
@@ -43,130 +40,17 @@ const MAX_DRAIN: u64 = 1024 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes read and discarded while lingering.
 const MAX_LINGER_BYTES: usize = 1024 * 1024;
-/// Most bytes read from the socket per recv(2).
-const READ_CHUNK: usize = 16 * 1024;
-/// A request state's first read buffer (allocated at its first read, then reused by the
-/// thread's later requests, see [`Scratch::recycle`]): a typical request head fits; it
-/// doubles as needed, up to what the head limits allow.
-const FIRST_BUFFER: usize = 2048;
-/// An app call at least this long marks a blocking app, whose worker may shed a kept-alive
-/// connection when it is overloaded (see [`Context::shed_load`]).
-const SHED_AFTER: Duration = Duration::from_millis(1);
 /// How long a stopping worker lets a connection between requests stay silent before it
 /// closes it: the next request of a client that just read its response, or the first bytes
 /// of a connection accepted just before the stop, may still be on their way (closing then
 /// would reset a request the client has sent).
 const STOP_GRACE: Duration = Duration::from_millis(250);
-/// A backlog's buffer larger than this is freed once sent.
-const KEEP_BACKLOG: usize = 64 * 1024;
 /// Request states a serving thread keeps for the next connections ([`Scratch::recycle`]):
 /// one is enough when each connection's request is read in one go; a few more cover those
 /// that another thread began.
 const SPARES: usize = 4;
 /// A spare request state's input buffers larger than this are freed rather than kept.
 const KEEP_SPARE: usize = 4 * FIRST_BUFFER;
-
-/// The listener a connection arrived on, as the request's SERVER_NAME and SERVER_PORT.
-#[derive(Clone, Debug)]
-pub struct LocalName {
-    /// SERVER_NAME.
-    pub name: String,
-    /// SERVER_PORT.
-    pub port: String,
-}
-
-/// Everything a worker's threads share to serve connections.
-pub struct Context {
-    /// The initialised app.
-    pub app: App,
-    /// Request limits.
-    pub limits: Limits,
-    /// Which peers' forwarding headers are believed, and what they may set.
-    pub forwarding: Forwarding,
-    /// `proxy_protocol`.
-    pub proxy_mode: ProxyMode,
-    /// `proxy_allow_ips`.
-    pub proxy_allow: IpSet,
-    /// Idle time allowed between requests; `None` = no keep-alive.
-    pub keepalive: Option<Duration>,
-    /// Time allowed to receive a complete head.
-    pub header_timeout: Duration,
-    /// Longest a client may stall while its request is being served (reading the body,
-    /// accepting the response).
-    pub stall_timeout: Duration,
-    /// One entry per listener, in listener order.
-    pub listeners: Vec<LocalName>,
-    /// Set when the worker is stopping: responses say `Connection: close`.
-    pub stopping: AtomicBool,
-    /// Requests served by this worker.
-    pub requests: AtomicU64,
-    /// Stop after this many requests (0 = never).
-    pub max_requests: u64,
-    /// FC_REQ_* flags for every request.
-    pub request_flags: u32,
-    /// `access_log_format`, parsed.
-    pub access_format: AccessFormat,
-    /// Set when this worker asked the master for a replacement (max_requests reached).
-    pub retiring: AtomicBool,
-    /// The worker's serving threads: which are in the app, since when.
-    pub pool: Pool,
-    /// `body_buffer` in bytes: a body up to it is read before the app runs.
-    pub body_buffer: usize,
-    /// `response_buffer` in bytes: unsent response bytes a connection may hold.
-    pub response_buffer: usize,
-    /// This worker's slot on the scoreboard (`None`: no scoreboard, no balancing).
-    pub place: Option<Place>,
-    /// The origin of the worker's millisecond clocks.
-    pub epoch: Instant,
-}
-
-impl Context {
-    /// Counts bytes received (`read`) and sent (`written`), on the scoreboard.
-    pub fn count_bytes(&self, read: usize, written: usize) {
-        if let Some(place) = &self.place {
-            let counters = &place.mine().counters;
-            if read > 0 {
-                counters.bytes_in.fetch_add(read as u64, Ordering::Relaxed);
-            }
-            if written > 0 {
-                counters
-                    .bytes_out
-                    .fetch_add(written as u64, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Counts a request the server refused itself with `status`, on the scoreboard.
-    pub fn count_rejected(&self, status: u16) {
-        if let Some(place) = &self.place {
-            place.mine().counters.reject(status);
-        }
-    }
-
-    /// Whether to close a kept-alive connection after the response being finished, so that
-    /// its client reconnects to a less loaded worker: the app call just made took `call`
-    /// (at least [`SHED_AFTER`]: a blocking app), every other thread of this worker is in
-    /// the app, this worker holds more connections than threads, and another worker has a
-    /// thread outside the app and at least two connections fewer.
-    pub fn shed_load(&self, call: Duration) -> bool {
-        if call < SHED_AFTER {
-            return false;
-        }
-        let Some(place) = &self.place else {
-            return false;
-        };
-        let threads = self.pool.threads();
-        if self.pool.in_app() + 1 < threads {
-            return false;
-        }
-        let mine = place.mine().connections.load(Ordering::Relaxed);
-        if mine as usize <= threads {
-            return false;
-        }
-        let others = place.others();
-        others.spare_thread && others.fewest_connections.saturating_add(2) <= mine
-    }
-}
 
 /// Where a connection is between requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,176 +69,17 @@ pub enum Phase {
     Linger,
 }
 
-/// Response bytes the client has not taken yet: the app's writes land here when the socket
-/// is full, and the event loop sends them (`response_buffer`).
-#[derive(Debug, Default)]
-pub struct Backlog {
-    bytes: Vec<u8>,
-    sent: usize,
-}
-
-impl Backlog {
-    /// Bytes waiting.
-    pub fn len(&self) -> usize {
-        self.bytes.len() - self.sent
-    }
-
-    /// Nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.sent == self.bytes.len()
-    }
-
-    /// Appends `data` after what waits.
-    fn push(&mut self, data: &[u8]) {
-        if self.sent > 0 && self.sent * 2 >= self.bytes.len() {
-            self.bytes.drain(..self.sent);
-            self.sent = 0;
-        }
-        self.bytes.extend_from_slice(data);
-    }
-
-    /// Writes what the socket takes without waiting. Ok(true) once nothing waits (TLS
-    /// records included); Ok(false) when the socket is full (epoll reports when it is not).
-    /// Errors: write(2)'s.
-    fn send(&mut self, io: &mut Io<'_>) -> nix::Result<bool> {
-        self.sent += io.write_some(&self.bytes[self.sent..])?;
-        if !self.is_empty() || io.pending() {
-            return Ok(false);
-        }
-        self.sent = 0;
-        self.bytes.clear();
-        if self.bytes.capacity() > KEEP_BACKLOG {
-            self.bytes = Vec::new();
-        }
-        Ok(true)
-    }
-}
-
-/// A connection's byte stream: its socket, or the TLS session over it. Every
-/// read and write of request and response bytes goes through it, never waiting unless asked.
-pub(crate) struct Io<'a> {
-    fd: BorrowedFd<'a>,
-    tls: Option<&'a mut Session>,
-}
-
-impl<'a> Io<'a> {
-    /// The stream of a connection's socket `fd` and TLS session `tls`.
-    fn new(fd: &'a Socket, tls: &'a mut Option<Box<Session>>) -> Io<'a> {
-        Io {
-            fd: fd.as_fd(),
-            tls: tls.as_deref_mut(),
-        }
-    }
-
-    /// Whether the stream is TLS (bytes pass through the session, not straight to the
-    /// socket).
-    fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
-    /// Reads up to READ_CHUNK bytes (decrypted, with TLS), appending to `buf` (allocated at
-    /// FIRST_BUFFER bytes, doubled when less than a quarter of it is free). Returns the byte
-    /// count (0: the client closed) and whether the socket's receive queue is now empty.
-    /// Errors: recv(2)'s (WouldBlock: nothing yet; a TLS handshake in progress reads this
-    /// way too), InvalidData for a TLS failure.
-    fn recv(&mut self, buf: &mut Vec<u8>) -> std::io::Result<(usize, bool)> {
-        if buf.capacity() - buf.len() < FIRST_BUFFER / 4 {
-            buf.reserve(buf.len().max(FIRST_BUFFER));
-        }
-        let want = (buf.capacity() - buf.len()).min(READ_CHUNK);
-        match &mut self.tls {
-            Some(session) => session.recv(self.fd, buf, want),
-            None => recv_plain(self.fd, buf, want),
-        }
-    }
-
-    /// Writes as much of `data` as the socket takes now: the byte count (less than asked
-    /// once it is full; epoll reports room again). With TLS, `data` is encrypted; records
-    /// the socket did not take wait in the session ([`Io::pending`]) and go first next time.
-    /// Errors: writev(2)'s other than EAGAIN.
-    fn write_some(&mut self, data: &[u8]) -> nix::Result<usize> {
-        if let Some(session) = &mut self.tls {
-            return session
-                .send(self.fd, data)
-                .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)));
-        }
-        let mut done = 0;
-        while done < data.len() {
-            match crate::transport::sys::writev(self.fd.as_raw_fd(), &[IoSlice::new(&data[done..])])
-            {
-                Ok(n) => done += n,
-                Err(nix::errno::Errno::EAGAIN) => break,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
-    }
-
-    /// TLS records wait for room in the socket.
-    fn pending(&self) -> bool {
-        self.tls.as_ref().is_some_and(|s| s.pending())
-    }
-
-    /// Writes all of `data`, waiting (at most `timeout` per stall) when the socket is full.
-    /// False when the client is gone or stalled.
-    fn write_all(&mut self, data: &[u8], timeout: Duration) -> bool {
-        let mut done = 0;
-        loop {
-            match self.write_some(&data[done..]) {
-                Ok(n) => done += n,
-                Err(_) => return false,
-            }
-            if done == data.len() && !self.pending() {
-                return true;
-            }
-            if !wait_ready(self.fd, nix::poll::PollFlags::POLLOUT, timeout) {
-                return false;
-            }
-        }
-    }
-
-    /// Ends TLS with close_notify, best effort and without waiting (nothing for plain TCP).
-    fn close_notify(&mut self) {
-        if let Some(session) = &mut self.tls {
-            session.close_notify(self.fd);
-        }
-    }
-}
-
-/// What epoll reported for a connection (several reports may be merged).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Readiness {
-    /// EPOLLIN: input (or its end) is there. (EPOLLOUT needs no flag: a connection waiting
-    /// to send tries whenever it is driven.)
-    pub readable: bool,
-    /// EPOLLRDHUP, EPOLLHUP or EPOLLERR: the socket is read until it says so, even after a
-    /// short read.
-    pub hangup: bool,
-}
-
 /// A client connection owned by a worker: between requests only its descriptor, its
 /// peer's name, its phase and deadline, and its TLS session; the state of a request in
 /// progress is in [`Active`], taken when its first bytes arrive and given back after it.
 pub struct Conn {
-    /// The socket (non-blocking).
-    pub fd: Socket,
-    /// Index of the listener it was accepted on.
-    pub listener: usize,
-    /// REMOTE_ADDR and REMOTE_PORT: the TCP peer's, or the client's once a PROXY header gave
-    /// them.
-    remote: AddrText,
-    /// The TCP peer, once a PROXY header replaced REMOTE_ADDR/REMOTE_PORT.
-    peer: Option<Box<AddrText>>,
-    /// SERVER_NAME and SERVER_PORT from a PROXY header (the address the client connected to).
-    local: Option<Box<AddrText>>,
+    /// The socket, its TLS session and the names of its two ends.
+    pub transport: Transport,
     /// A PROXY header may still come before the first request (`proxy_protocol`, from a peer
     /// in `proxy_allow_ips`).
     proxy_pending: bool,
     /// The peer is in `forwarded_allow_ips`: its forwarding headers are believed.
     trusted: bool,
-    /// A TCP connection whose TCP_NODELAY is not set yet (set once it is kept alive).
-    nodelay_pending: bool,
     /// Within one [`drive`]: the last recv(2) returned less than it asked for, so the socket
     /// had nothing more, and epoll will report whatever arrives next. Reading again would
     /// only return EAGAIN (one system call per request saved, as nginx does).
@@ -365,8 +90,6 @@ pub struct Conn {
     pub deadline: Instant,
     /// Bytes read and dropped in phase [`Phase::Linger`].
     lingered: usize,
-    /// The TLS session, on a TLS listener.
-    tls: Option<Box<Session>>,
     /// The request in progress; `None` while the connection waits for a request's first
     /// bytes (kept alive or just accepted) or lingers.
     active: Option<Box<Active>>,
@@ -426,20 +149,14 @@ impl Conn {
     ) -> Conn {
         let ip = remote.map(|r| r.ip());
         Conn {
-            fd: Socket::new(fd),
-            listener,
-            remote: AddrText::new(remote),
-            peer: None,
-            local: None,
+            transport: Transport::new(fd, listener, remote, is_tcp, tls),
             trusted: ip.is_some_and(|ip| ctx.forwarding.allow.contains(ip)),
             proxy_pending: ctx.proxy_mode != ProxyMode::Off
                 && ip.is_some_and(|ip| ctx.proxy_allow.contains(ip)),
-            nodelay_pending: is_tcp,
             drained: false,
             phase: Phase::Head,
             deadline: now + ctx.header_timeout,
             lingered: 0,
-            tls,
             active: None,
         }
     }
@@ -454,12 +171,12 @@ impl Conn {
 
     /// TLS records wait for room in the socket.
     fn tls_pending(&self) -> bool {
-        self.tls.as_ref().is_some_and(|s| s.pending())
+        self.transport.tls.as_ref().is_some_and(|s| s.pending())
     }
 
     /// A TLS handshake is under way: no HTTP can be said yet.
     fn handshaking(&self) -> bool {
-        self.tls.as_ref().is_some_and(|s| s.handshaking())
+        self.transport.tls.as_ref().is_some_and(|s| s.handshaking())
     }
 }
 
@@ -547,7 +264,11 @@ impl Scratch {
 }
 
 fn debug_reject(conn: &Conn, reject: Reject) {
-    debug_rejected(conn.remote.addr(), conn.remote.port(), reject);
+    debug_rejected(
+        conn.transport.remote.addr(),
+        conn.transport.remote.port(),
+        reject,
+    );
 }
 
 /// Logs a refused request at debug level with the peer and the reason (issue #6).
@@ -592,40 +313,6 @@ fn with_date<R>(now: Instant, f: impl FnOnce(&str) -> R) -> R {
     })
 }
 
-/// Reads up to `want` bytes (at most the spare capacity) from `fd`, appending to `buf`.
-/// Returns the byte count and whether it was less than asked for (the socket's receive queue
-/// is now empty).
-fn recv_plain(
-    fd: BorrowedFd<'_>,
-    buf: &mut Vec<u8>,
-    want: usize,
-) -> std::io::Result<(usize, bool)> {
-    let spare = buf.spare_capacity_mut();
-    let want = spare.len().min(want);
-    // recv(2) rather than read(2): the socket call path, without the VFS read path's file
-    // position handling.
-    let n = crate::transport::sys::recv(fd.as_raw_fd(), &mut spare[..want])?;
-    // SAFETY: the kernel initialised exactly `n` bytes past the old length.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok((n, n < want))
-}
-
-/// Waits until `fd` is ready for `events`, at most `timeout`. False on timeout or error.
-fn wait_ready(fd: BorrowedFd<'_>, events: nix::poll::PollFlags, timeout: Duration) -> bool {
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    let mut fds = [nix::poll::PollFd::new(fd, events)];
-    loop {
-        match nix::poll::poll(
-            &mut fds,
-            nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
-        ) {
-            Ok(n) => return n > 0,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return false,
-        }
-    }
-}
-
 /// Sends an error response the server generates itself (`Connection: close`), best effort.
 fn send_error(io: &mut Io<'_>, status: u16, extra: &str, timeout: Duration) {
     let bytes = with_date(Instant::now(), |date| {
@@ -648,7 +335,7 @@ pub fn refuse(ctx: &Context, conn: &mut Conn) -> Next {
         },
     );
     send_error(
-        &mut Io::new(&conn.fd, &mut conn.tls),
+        &mut conn.transport.io(),
         503,
         "Retry-After: 1\r\n",
         ctx.stall_timeout,
@@ -675,7 +362,7 @@ fn fail(ctx: &Context, conn: &mut Conn, reject: Reject) -> Next {
         return Next::Close;
     }
     send_error(
-        &mut Io::new(&conn.fd, &mut conn.tls),
+        &mut conn.transport.io(),
         reject.status,
         "",
         ctx.stall_timeout,
@@ -689,7 +376,7 @@ fn fail(ctx: &Context, conn: &mut Conn, reject: Reject) -> Next {
 fn close_asked(conn: &mut Conn, promised: bool) -> Next {
     if promised && conn.drained {
         // The last recv emptied the socket and the client may not send more.
-        Io::new(&conn.fd, &mut conn.tls).close_notify();
+        conn.transport.io().close_notify();
         return Next::Close;
     }
     // Bytes that arrived since the last recv (an HTTP/1.0 client pipelining, which nothing
@@ -697,12 +384,12 @@ fn close_asked(conn: &mut Conn, promised: bool) -> Next {
     // conformance corpus sent byte by byte caught this): peek first.
     let mut probe = [0u8; 1];
     match nix::sys::socket::recv(
-        conn.fd.as_raw_fd(),
+        conn.transport.socket.as_raw_fd(),
         &mut probe,
         nix::sys::socket::MsgFlags::MSG_PEEK,
     ) {
         Ok(0) | Err(nix::errno::Errno::EAGAIN) => {
-            Io::new(&conn.fd, &mut conn.tls).close_notify();
+            conn.transport.io().close_notify();
             Next::Close
         }
         _ => start_linger(conn),
@@ -710,8 +397,11 @@ fn close_asked(conn: &mut Conn, promised: bool) -> Next {
 }
 
 fn start_linger(conn: &mut Conn) -> Next {
-    Io::new(&conn.fd, &mut conn.tls).close_notify();
-    let _ = nix::sys::socket::shutdown(conn.fd.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+    conn.transport.io().close_notify();
+    let _ = nix::sys::socket::shutdown(
+        conn.transport.socket.as_raw_fd(),
+        nix::sys::socket::Shutdown::Write,
+    );
     conn.phase = Phase::Linger;
     conn.deadline = Instant::now() + LINGER;
     linger(conn)
@@ -720,7 +410,7 @@ fn start_linger(conn: &mut Conn) -> Next {
 fn linger(conn: &mut Conn) -> Next {
     let mut sink = [0u8; 4096];
     loop {
-        match nix::unistd::read(conn.fd.as_fd(), &mut sink) {
+        match nix::unistd::read(conn.transport.socket.as_fd(), &mut sink) {
             Ok(0) => return Next::Close,
             Ok(n) => {
                 conn.lingered += n;
@@ -741,9 +431,9 @@ fn linger(conn: &mut Conn) -> Next {
 /// request state ([`Active`]) is the thread's spare while the connection is between requests.
 pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readiness) -> Next {
     if conn.phase != Phase::Send {
-        if let Some(session) = conn.tls.as_mut().filter(|s| s.pending()) {
+        if let Some(session) = conn.transport.tls.as_mut().filter(|s| s.pending()) {
             // Handshake records the socket did not take.
-            match session.flush(conn.fd.as_fd()) {
+            match session.flush(conn.transport.socket.as_fd()) {
                 Ok(true) => {}
                 Ok(false) => return Next::Wait,
                 Err(_) => return Next::Close,
@@ -757,7 +447,7 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
         _ if !ready.readable && !ready.hangup => return Next::Wait,
         _ => {}
     }
-    if conn.proxy_pending && conn.tls.is_some() {
+    if conn.proxy_pending && conn.transport.tls.is_some() {
         match proxy_header_in_clear(ctx, conn) {
             Ok(true) => {}
             Ok(false) => return Next::Wait,
@@ -847,7 +537,7 @@ fn read_more(
     now: Instant,
     ready: Readiness,
 ) -> Option<Next> {
-    match Io::new(&conn.fd, &mut conn.tls).recv(&mut a.buf) {
+    match conn.transport.io().recv(&mut a.buf) {
         Ok((0, _)) => Some(Next::Close),
         Ok((n, short)) => {
             ctx.count_bytes(n, 0);
@@ -866,7 +556,10 @@ fn read_more(
         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => None,
         Err(e) => {
             if e.kind() == std::io::ErrorKind::InvalidData && logging::enabled(LogLevel::Debug) {
-                logging::debug(format_args!("TLS with {:?} failed: {e}", conn.remote));
+                logging::debug(format_args!(
+                    "TLS with {:?} failed: {e}",
+                    conn.transport.remote
+                ));
             }
             Some(Next::Close)
         }
@@ -877,7 +570,7 @@ fn read_more(
 /// still full, or the connection ends); `None` when all was sent and the connection goes on.
 fn send_backlog(ctx: &Context, conn: &mut Conn, a: &mut Active, now: Instant) -> Option<Next> {
     let before = a.out.len();
-    let sent = a.out.send(&mut Io::new(&conn.fd, &mut conn.tls));
+    let sent = a.out.send(&mut conn.transport.io());
     ctx.count_bytes(0, before - a.out.len());
     match sent {
         Ok(true) => {}
@@ -901,12 +594,12 @@ fn send_backlog(ctx: &Context, conn: &mut Conn, a: &mut Active, now: Instant) ->
 fn after_response(conn: &mut Conn, served: Served) -> Option<Next> {
     match served {
         Served::KeepAlive => {
-            if conn.nodelay_pending {
+            if conn.transport.nodelay_pending {
                 // Keep-alive responses must not wait for the client's ACK of the previous one
                 // (Nagle's algorithm): disable it, as nginx does.
-                conn.nodelay_pending = false;
+                conn.transport.nodelay_pending = false;
                 let _ = nix::sys::socket::setsockopt(
-                    &conn.fd,
+                    &conn.transport.socket,
                     nix::sys::socket::sockopt::TcpNoDelay,
                     &true,
                 );
@@ -987,7 +680,7 @@ fn proxy_header(ctx: &Context, conn: &mut Conn, a: &mut Active) -> Result<(), Re
 fn proxy_header_in_clear(ctx: &Context, conn: &mut Conn) -> Result<bool, Reject> {
     let mut window = [0u8; proxy::MAX_HEADER];
     let flags = nix::sys::socket::MsgFlags::MSG_PEEK;
-    let seen = match nix::sys::socket::recv(conn.fd.as_raw_fd(), &mut window, flags) {
+    let seen = match nix::sys::socket::recv(conn.transport.socket.as_raw_fd(), &mut window, flags) {
         Ok(n) => n,
         Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => return Ok(false),
         // The TLS session's read reports the error or the end.
@@ -1003,7 +696,7 @@ fn proxy_header_in_clear(ctx: &Context, conn: &mut Conn) -> Result<bool, Reject>
         proxy::Parsed::Invalid(reject) => return Err(reject),
         proxy::Parsed::Header { len, header } => {
             // Takes exactly the header's bytes (they are in the socket: just peeked).
-            let taken = nix::unistd::read(conn.fd.as_fd(), &mut window[..len]);
+            let taken = nix::unistd::read(conn.transport.socket.as_fd(), &mut window[..len]);
             if taken != Ok(len) {
                 return Err(Reject {
                     status: 400,
@@ -1024,11 +717,11 @@ fn apply_proxy_header(ctx: &Context, conn: &mut Conn, header: &proxy::Header) {
         // Forwarding headers are believed only from a client that is itself a trusted
         // proxy: a TCP-mode proxy passes the client's own ones through.
         conn.trusted = ctx.forwarding.allow.contains(source.ip());
-        let peer = std::mem::replace(&mut conn.remote, AddrText::new(Some(source)));
-        conn.peer = Some(Box::new(peer));
+        let peer = std::mem::replace(&mut conn.transport.remote, AddrText::new(Some(source)));
+        conn.transport.peer = Some(Box::new(peer));
     }
     if let Some(destination) = header.destination {
-        conn.local = Some(Box::new(AddrText::new(Some(destination))));
+        conn.transport.local = Some(Box::new(AddrText::new(Some(destination))));
     }
 }
 
@@ -1042,7 +735,7 @@ pub fn expired(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
     if now < conn.deadline {
         return false;
     }
-    if conn.phase == Phase::Idle && has_input(conn.fd.as_fd()) {
+    if conn.phase == Phase::Idle && has_input(conn.transport.socket.as_fd()) {
         conn.phase = Phase::Head;
         conn.deadline = now + ctx.header_timeout;
         return false;
@@ -1063,7 +756,7 @@ pub fn expired(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
         }
         // Best effort and non-blocking: the timer thread must not wait on a slow client.
         let bytes = with_date(now, |date| http::error_response(408, date, ""));
-        let _ = Io::new(&conn.fd, &mut conn.tls).write_some(&bytes);
+        let _ = conn.transport.io().write_some(&bytes);
     }
     true
 }
@@ -1086,7 +779,7 @@ pub fn idle_at_stop(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
     if !silent {
         return false;
     }
-    if has_input(conn.fd.as_fd()) {
+    if has_input(conn.transport.socket.as_fd()) {
         conn.phase = Phase::Head;
         conn.deadline = now + ctx.header_timeout;
         return false;
@@ -1130,7 +823,7 @@ fn request_of<'b>(
     client: Option<&AddrText>,
     https: bool,
 ) -> (FcRequest, &'b [u8], &'static [u8]) {
-    let (remote_addr, remote_port) = (conn.remote.addr(), conn.remote.port());
+    let (remote_addr, remote_port) = (conn.transport.remote.addr(), conn.transport.remote.port());
     let (path, query) = http::split_target(&buf[head.target.clone()]);
     http::percent_decode(path, &mut scratch.path);
     scratch.fields.clear();
@@ -1142,8 +835,8 @@ fn request_of<'b>(
         Some(client) => (client.addr(), ""),
         None => (remote_addr, remote_port),
     };
-    let facts = conn.tls.as_ref().and_then(|s| s.facts());
-    let url_scheme: &[u8] = if https || conn.tls.is_some() {
+    let facts = conn.transport.tls.as_ref().and_then(|s| s.facts());
+    let url_scheme: &[u8] = if https || conn.transport.tls.is_some() {
         b"https"
     } else {
         b"http"
@@ -1152,8 +845,8 @@ fn request_of<'b>(
         text.filter(|t| !t.is_empty())
             .map_or(FcStr::NULL, |t| FcStr::new(t.as_bytes()))
     };
-    let listener = &ctx.listeners[conn.listener];
-    let (server_name, server_port) = match &conn.local {
+    let listener = &ctx.listeners[conn.transport.listener];
+    let (server_name, server_port) = match &conn.transport.local {
         Some(local) => (local.addr(), local.port()),
         None => (listener.name.as_str(), listener.port.as_str()),
     };
@@ -1162,7 +855,7 @@ fn request_of<'b>(
     } else {
         b"HTTP/1.0"
     };
-    let peer = conn.peer.as_ref();
+    let peer = conn.transport.peer.as_ref();
     let request = FcRequest {
         size: std::mem::size_of::<FcRequest>() as u32,
         flags: ctx.request_flags,
@@ -1231,9 +924,12 @@ fn serve(
         client.as_ref(),
         forwarded.https,
     );
-    let Conn {
-        fd, remote, tls, ..
-    } = conn;
+    let Transport {
+        socket,
+        remote,
+        tls,
+        ..
+    } = &mut conn.transport;
     let (remote_addr, remote_port) = (remote.addr(), remote.port());
     let client_addr = client.as_ref().map_or(remote_addr, |c| c.addr());
     stage.clear();
@@ -1241,7 +937,7 @@ fn serve(
     with_date(scratch.now, |date| proto.response().set_date(date));
     proto.response().allow_keep_alive =
         ctx.keepalive.is_some() && !ctx.stopping.load(Ordering::Acquire);
-    let io = Io::new(fd, tls);
+    let io = Io::new(socket, tls);
     let mut exchange = Exchange::new(ctx, io, proto, &buf_all[head.len..], stage, out);
     let responder = exchange.responder();
     // The clock is read once per wakeup (scratch.now) and once after the app returns; access
