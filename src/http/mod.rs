@@ -4,6 +4,7 @@
 //! phrases and the server's own error responses. Everything here is pure.
 
 pub mod h1;
+pub mod ws;
 
 use std::ops::Range;
 
