@@ -18,6 +18,7 @@ fn rust_layout() -> Vec<String> {
     size("FcRequest", size_of::<FcRequest>());
     size("FcResponder", size_of::<FcResponder>());
     size("FcAppDescriptor", size_of::<FcAppDescriptor>());
+    size("FcServer", size_of::<abi::FcServer>());
     let offsets = [
         ("FcStr.ptr", offset_of!(FcStr, ptr)),
         ("FcStr.len", offset_of!(FcStr, len)),
@@ -66,6 +67,7 @@ fn rust_layout() -> Vec<String> {
             "FcRequest.tls_client_subject",
             offset_of!(FcRequest, tls_client_subject),
         ),
+        ("FcRequest.websocket", offset_of!(FcRequest, websocket)),
         ("FcResponder.size", offset_of!(FcResponder, size)),
         ("FcResponder.ctx", offset_of!(FcResponder, ctx)),
         (
@@ -94,12 +96,32 @@ fn rust_layout() -> Vec<String> {
             "FcAppDescriptor.shutdown",
             offset_of!(FcAppDescriptor, shutdown),
         ),
+        (
+            "FcAppDescriptor.attach",
+            offset_of!(FcAppDescriptor, attach),
+        ),
+        (
+            "FcAppDescriptor.ws_message",
+            offset_of!(FcAppDescriptor, ws_message),
+        ),
+        (
+            "FcAppDescriptor.ws_close",
+            offset_of!(FcAppDescriptor, ws_close),
+        ),
+        ("FcServer.size", offset_of!(abi::FcServer, size)),
+        ("FcServer.ws_send", offset_of!(abi::FcServer, ws_send)),
+        ("FcServer.ws_close", offset_of!(abi::FcServer, ws_close)),
     ];
     for (name, offset) in offsets {
         lines.push(format!("{name} offset {offset}"));
     }
-    let constants: [(&str, i64); 18] = [
+    let constants: [(&str, i64); 23] = [
         ("FC_ABI_VERSION", abi::ABI_VERSION.into()),
+        ("FC_ERR_UNSUPPORTED", abi::FC_ERR_UNSUPPORTED.into()),
+        ("FC_ERR_CLOSED", abi::FC_ERR_CLOSED.into()),
+        ("FC_ERR_WOULD_BLOCK", abi::FC_ERR_WOULD_BLOCK.into()),
+        ("FC_WS_TEXT", abi::FC_WS_TEXT.into()),
+        ("FC_WS_BINARY", abi::FC_WS_BINARY.into()),
         ("FC_OK", abi::FC_OK.into()),
         ("FC_ERR_APP", abi::FC_ERR_APP.into()),
         ("FC_ERR_STATE", abi::FC_ERR_STATE.into()),
@@ -184,7 +206,7 @@ fn descriptor_and_symbol_checks_name_plugin_expected_and_found() {
             "-DDESCRIPTOR_SIZE=8",
             format!(
                 "descriptor too small: expected at least {} bytes, found 8",
-                size_of::<FcAppDescriptor>()
+                FcAppDescriptor::SIZE_BEFORE_ATTACH
             ),
         ),
         (

@@ -17,7 +17,8 @@ use std::sync::Mutex;
 pub struct Plugin {
     /// Keeps the shared object mapped while the descriptor is used.
     _library: Library,
-    descriptor: &'static FcAppDescriptor,
+    /// A copy of the plugin's descriptor (its function pointers point into the library).
+    descriptor: FcAppDescriptor,
     /// The path it was loaded from.
     pub path: PathBuf,
     /// The app's name from its descriptor.
@@ -67,7 +68,8 @@ pub fn load(path: &Path) -> Result<Plugin, String> {
             abi::ABI_VERSION
         ));
     }
-    let expected = std::mem::size_of::<FcAppDescriptor>();
+    // A plugin built before ABI 1.4 has a smaller descriptor: its 1.0 fields are required.
+    let expected = FcAppDescriptor::SIZE_BEFORE_ATTACH as usize;
     if (found_size as usize) < expected {
         return Err(format!(
             "plugin {shown}: descriptor too small: expected at least {expected} bytes, found {found_size}"
@@ -87,10 +89,7 @@ pub fn load(path: &Path) -> Result<Plugin, String> {
             ));
         }
     }
-    // SAFETY: the plugin declares at least `expected` bytes of descriptor (checked above); it
-    // lives as long as the library, which `Plugin` owns, and the 'static reference never
-    // outlives the `Plugin` (it is private and only used through it).
-    let descriptor: &'static FcAppDescriptor = unsafe { &*raw };
+    let descriptor = copy_descriptor(raw, found_size as usize);
     let name = if descriptor.name.is_null() {
         String::from("?")
     } else {
@@ -105,6 +104,22 @@ pub fn load(path: &Path) -> Result<Plugin, String> {
         path: path.to_path_buf(),
         name,
     })
+}
+
+/// The plugin's descriptor as the server's own (current) layout: the `size` bytes the plugin
+/// declared (at least the ABI 1.0 fields, whose functions were checked non-NULL), and the
+/// fields appended since as NULL (`None`).
+fn copy_descriptor(raw: *const FcAppDescriptor, size: usize) -> FcAppDescriptor {
+    let mut copy = std::mem::MaybeUninit::<FcAppDescriptor>::zeroed();
+    let size = size.min(std::mem::size_of::<FcAppDescriptor>());
+    // SAFETY: the plugin's descriptor has at least `size` readable bytes (its own size, from
+    // static data in the mapped library); `copy` has room for them and does not overlap it.
+    // The bytes not copied stay zero: the later fields are Option<fn>, for which zero is None;
+    // the 1.0 function fields are within `size` and non-NULL (checked by the caller).
+    unsafe {
+        std::ptr::copy_nonoverlapping(raw.cast::<u8>(), copy.as_mut_ptr().cast::<u8>(), size);
+        copy.assume_init()
+    }
 }
 
 /// An initialised app: the plugin plus the state its init returned.
@@ -135,6 +150,11 @@ pub fn init(plugin: Plugin, config: &[(String, String)]) -> Result<App, String> 
             value: FcStr::new(v.as_bytes()),
         })
         .collect();
+    if let Some(attach) = plugin.descriptor.attach {
+        // SAFETY: attach (ABI 1.4) takes the server's functions, a static that lives as long
+        // as the process.
+        unsafe { attach(&crate::http::ws::hub::SERVER) };
+    }
     let mut state: *mut c_void = std::ptr::null_mut();
     let mut err = vec![0u8; INIT_ERROR_CAPACITY];
     // SAFETY: init is called once with valid config fields (alive for the call), a valid
@@ -186,6 +206,40 @@ impl App {
         // SAFETY: state came from this plugin's init; request and responder are valid for the
         // call; concurrency follows the plugin's declared flags.
         unsafe { (self.plugin.descriptor.handle)(self.state, request, responder) }
+    }
+
+    /// Whether the app takes WebSocket connections (its descriptor has `ws_message`).
+    pub fn takes_websocket(&self) -> bool {
+        self.plugin.descriptor.ws_message.is_some()
+    }
+
+    /// Calls the plugin's `ws_message` with one whole message of WebSocket `conn`
+    /// (`opcode`: FC_WS_TEXT or FC_WS_BINARY); returns its status (FC_OK when the app has no
+    /// such callback).
+    pub fn ws_message(&self, conn: u64, opcode: i32, data: &[u8]) -> i32 {
+        let Some(callback) = self.plugin.descriptor.ws_message else {
+            return abi::FC_OK;
+        };
+        let _guard = self
+            .serial
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
+        // SAFETY: state came from this plugin's init; `data` is valid for the call; the
+        // server calls it one message at a time per connection, as ABI 1.4 says.
+        unsafe { callback(self.state, conn, opcode, data.as_ptr(), data.len()) }
+    }
+
+    /// Calls the plugin's `ws_close` for WebSocket `conn`, ended with `code` and `reason`.
+    pub fn ws_close(&self, conn: u64, code: u16, reason: &[u8]) {
+        let Some(callback) = self.plugin.descriptor.ws_close else {
+            return;
+        };
+        let _guard = self
+            .serial
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
+        // SAFETY: as for ws_message; `reason` is valid for the call.
+        unsafe { callback(self.state, conn, i32::from(code), FcStr::new(reason)) }
     }
 
     /// Calls the plugin's shutdown; later calls do nothing. Call it only when no request is

@@ -18,6 +18,18 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use tls::Session;
 
+/// What the worker does with a connection after driving its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Leave it registered in epoll and wait for more input (or room for output).
+    Wait,
+    /// Close it.
+    Close,
+    /// Its session switched protocols (an HTTP/1.1 request upgraded to a WebSocket): the
+    /// worker replaces the session and drives the new one.
+    Upgrade,
+}
+
 /// A client connection's transport, whatever protocol it speaks: the socket, its TLS
 /// session, and the names of its two ends.
 pub struct Transport {

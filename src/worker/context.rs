@@ -67,6 +67,21 @@ pub struct Context {
     pub place: Option<Place>,
     /// The origin of the worker's millisecond clocks.
     pub epoch: Instant,
+    /// The WebSocket settings.
+    pub websocket: WebSocketSettings,
+}
+
+/// The settings of WebSocket sessions.
+#[derive(Clone, Copy, Debug)]
+pub struct WebSocketSettings {
+    /// `websocket_max_message`: the longest message taken from a client, in bytes (longer:
+    /// closed with 1009).
+    pub max_message: usize,
+    /// `websocket_ping_interval`: a client quiet this long is pinged (and closed when its
+    /// pong does not come within `timeout`).
+    pub ping_interval: Duration,
+    /// `websocket_send_buffer`: bytes queued per connection before sends would block.
+    pub send_buffer: usize,
 }
 
 impl Context {

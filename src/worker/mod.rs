@@ -24,7 +24,8 @@ mod slots;
 
 use crate::config::Config;
 use crate::gateway;
-use crate::http::h1::{self, Conn, Next, Scratch};
+use crate::http::h1::{self, Conn, Scratch};
+use crate::http::ws::hub::Hub;
 use crate::http::Limits;
 use crate::listeners::{self, Listener};
 use crate::logging;
@@ -33,9 +34,10 @@ use crate::report::Report;
 use crate::scoreboard::Place;
 use crate::transport;
 use crate::transport::tls;
+use crate::transport::Next;
 use crate::transport::Readiness;
 use crate::worker::pool::{Pool, Ready, Work};
-use context::{Context, LocalName};
+use context::{Context, LocalName, WebSocketSettings};
 use ferricorn_sdk::abi;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use session::Session;
@@ -50,6 +52,8 @@ pub const BOOT_ERROR: i32 = 3;
 
 /// Token bit marking a listener in epoll data.
 const LISTENER: u64 = 1 << 63;
+/// The epoll token of the WebSocket hub's notifier (other threads queued messages).
+const NOTIFIER: u64 = u64::MAX;
 
 /// A worker that accepted moves itself to the back of the listener's queue of waiting workers
 /// (see [`yield_listener`]) when it holds more connections than the least loaded other
@@ -342,7 +346,21 @@ fn build(
         response_buffer: config.response_buffer,
         place,
         epoch,
+        websocket: WebSocketSettings {
+            max_message: config.websocket_max_message,
+            ping_interval: config.websocket_ping_interval,
+            send_buffer: config.websocket_send_buffer,
+        },
     };
+    if ctx.app.takes_websocket() {
+        // Sends from any thread wake the event loop through the hub's notifier.
+        let hub = Hub::install(config.websocket_send_buffer)
+            .map_err(|e| format!("eventfd for WebSocket sends: {e}"))?;
+        let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, NOTIFIER);
+        epoll
+            .add(hub.notifier(), event)
+            .map_err(|e| format!("epoll_ctl (WebSocket notifier): {e}"))?;
+    }
     Ok(Shared {
         ctx,
         epoll,
@@ -400,6 +418,14 @@ fn idle_poll(shared: &Shared, scratch: &mut Scratch) {
 
 /// Serves one event: a listener's (accept) or a connection's.
 fn dispatch(shared: &Shared, ready: Ready, scratch: &mut Scratch) {
+    if ready.token == NOTIFIER {
+        // Messages queued from other threads: each connection's owner sends them.
+        for token in Hub::get().map(Hub::take_ready).unwrap_or_default() {
+            let (index, generation) = ((token & 0xffff_ffff) as usize, (token >> 32) as u32);
+            connection_ready(shared, index, generation, PENDING_WRITE, scratch);
+        }
+        return;
+    }
     if ready.token & LISTENER != 0 {
         let listener = (ready.token & !LISTENER) as usize;
         // With a blocking app, the leader waits in epoll (where the listener is reported)
@@ -642,7 +668,11 @@ fn serve_accepted(shared: &Shared, index: usize, conn: Conn, scratch: &mut Scrat
     };
     match session.drive(&shared.ctx, scratch, ready) {
         Next::Wait => occupy(shared, index, session),
+        // The generation (and so the token) comes with the slot: attached in `occupy`, and
+        // driven again there for the frames that came with the request.
+        Next::Upgrade => occupy(shared, index, session.upgraded(&shared.ctx, 0)),
         Next::Close => {
+            session.end(&shared.ctx, scratch.thread());
             drop(session);
             count_open(shared, -1);
             shared.slots.release(index);
@@ -658,8 +688,12 @@ fn occupy(shared: &Shared, index: usize, session: Session) {
     slot.generation = slot.generation.wrapping_add(1);
     // A response the socket did not take in full (served at accept) waits for room.
     slot.watch_output = session.sending();
+    session.attach(token(index, slot.generation));
+    // A session that just switched protocols may have input already read: drive it.
+    let switched = matches!(session, Session::WebSocket(_));
     slot.session = Some(Box::new(session));
-    cell.pending.store(0, Ordering::Release);
+    cell.pending
+        .store(if switched { PENDING_READ } else { 0 }, Ordering::Release);
     register(shared, index, &mut slot);
     publish_deadline(shared, index, &slot);
     // The connection's first bytes may have been reported, to a thread that found the slot
@@ -714,8 +748,8 @@ fn refuse(
         Instant::now(),
     );
     match h1::refuse(&shared.ctx, &mut conn) {
-        Next::Close => shared.slots.release(index),
         Next::Wait => occupy(shared, index, Session::Http1(conn)),
+        Next::Close | Next::Upgrade => shared.slots.release(index),
     }
 }
 
@@ -786,7 +820,26 @@ fn serve_slot(
     let Some(session) = slot.session.as_mut() else {
         return;
     };
-    match session.drive(&shared.ctx, scratch, ready) {
+    let mut next = session.drive(&shared.ctx, scratch, ready);
+    if next == Next::Upgrade {
+        if let Some(old) = slot.session.take() {
+            let new = old.upgraded(&shared.ctx, token(index, slot.generation));
+            slot.session = Some(Box::new(new));
+        }
+        let Some(session) = slot.session.as_mut() else {
+            return;
+        };
+        // The frames that came with the request are read already.
+        let ready = Readiness {
+            readable: true,
+            hangup: ready.hangup,
+        };
+        next = session.drive(&shared.ctx, scratch, ready);
+    }
+    let Some(session) = slot.session.as_mut() else {
+        return;
+    };
+    match next {
         Next::Wait if session.sending() && !slot.watch_output => {
             // The first response that waits for room: from now on epoll reports room too.
             // Modifying the registration looks at readiness again, so room that came since
@@ -801,11 +854,11 @@ fn serve_slot(
             )
             .is_err()
             {
-                close(shared, index, slot);
+                close(shared, index, slot, scratch.thread());
             }
         }
         Next::Wait => {}
-        Next::Close => close(shared, index, slot),
+        Next::Close | Next::Upgrade => close(shared, index, slot, scratch.thread()),
     }
     publish_deadline(shared, index, slot);
 }
@@ -868,12 +921,15 @@ fn register(shared: &Shared, index: usize, slot: &mut Slot) {
     };
     let fd = session.transport().socket.as_fd();
     if watch(shared, fd, index, slot.generation, what).is_err() {
-        close(shared, index, slot);
+        close(shared, index, slot, usize::MAX);
     }
 }
 
-fn close(shared: &Shared, index: usize, slot: &mut Slot) {
-    if slot.session.take().is_some() {
+/// Closes the slot's connection (its session ends first: a WebSocket tells the app);
+/// `thread`: the calling serving thread's index (`usize::MAX` for another thread).
+fn close(shared: &Shared, index: usize, slot: &mut Slot, thread: usize) {
+    if let Some(mut session) = slot.session.take() {
+        session.end(&shared.ctx, thread);
         if !shared.slots.is_refusal(index) {
             count_open(shared, -1);
         }
@@ -904,7 +960,7 @@ fn sweep(shared: &Shared) {
             None => false,
         };
         if expired {
-            close(shared, index, &mut slot);
+            close(shared, index, &mut slot, usize::MAX);
         }
         publish_deadline(shared, index, &slot);
         unlock(shared, index, slot);

@@ -3,14 +3,17 @@
 //! whatever protocol they speak.
 
 use super::context::Context;
-use crate::http::h1::{self, Next, Scratch};
-use crate::transport::{Readiness, Transport};
+use crate::http::h1::{self, Scratch};
+use crate::http::ws;
+use crate::transport::{Next, Readiness, Transport};
 use std::time::Instant;
 
 /// One connection's session.
 pub enum Session {
     /// HTTP/1.1 (RFC 9112): requests and responses.
     Http1(h1::Conn),
+    /// WebSocket (RFC 6455): messages both ways, after an HTTP/1.1 upgrade.
+    WebSocket(ws::Conn),
 }
 
 impl Session {
@@ -18,14 +21,16 @@ impl Session {
     pub fn transport(&self) -> &Transport {
         match self {
             Session::Http1(conn) => &conn.transport,
+            Session::WebSocket(conn) => &conn.transport,
         }
     }
 
-    /// When the session's current phase times out (the timer closes it then, see
+    /// When the session's current phase times out (the timer looks at it then, see
     /// [`Session::expired`]).
     pub fn deadline(&self) -> Instant {
         match self {
             Session::Http1(conn) => conn.deadline,
+            Session::WebSocket(conn) => conn.deadline,
         }
     }
 
@@ -33,14 +38,36 @@ impl Session {
     pub fn sending(&self) -> bool {
         match self {
             Session::Http1(conn) => conn.sending(),
+            Session::WebSocket(conn) => conn.sending(),
         }
     }
 
     /// Serves what `ready` reports, on the calling thread (the connection's owner), until the
-    /// session would block ([`Next::Wait`]) or must close ([`Next::Close`]).
+    /// session would block ([`Next::Wait`]), must close ([`Next::Close`]) or switched
+    /// protocols ([`Next::Upgrade`]: replace it with [`Session::upgraded`]).
     pub fn drive(&mut self, ctx: &Context, scratch: &mut Scratch, ready: Readiness) -> Next {
         match self {
             Session::Http1(conn) => h1::drive(ctx, conn, scratch, ready),
+            Session::WebSocket(conn) => ws::conn::drive(ctx, conn, scratch, ready),
+        }
+    }
+
+    /// The session that follows this one after [`Next::Upgrade`], served under epoll
+    /// `token` (a session that did not switch is returned as it is).
+    pub fn upgraded(self, ctx: &Context, token: u64) -> Session {
+        match self {
+            Session::Http1(conn) => {
+                let (transport, id, leftover) = conn.into_websocket();
+                Session::WebSocket(ws::Conn::new(ctx, transport, id, leftover, token))
+            }
+            other => other,
+        }
+    }
+
+    /// The session is now served under epoll `token` (its slot and generation).
+    pub fn attach(&self, token: u64) {
+        if let Session::WebSocket(conn) = self {
+            conn.attach(token);
         }
     }
 
@@ -49,6 +76,7 @@ impl Session {
     pub fn expired(&mut self, ctx: &Context, now: Instant) -> bool {
         match self {
             Session::Http1(conn) => h1::expired(ctx, conn, now),
+            Session::WebSocket(conn) => ws::conn::expired(ctx, conn, now),
         }
     }
 
@@ -56,6 +84,15 @@ impl Session {
     pub fn idle_at_stop(&mut self, ctx: &Context, now: Instant) -> bool {
         match self {
             Session::Http1(conn) => h1::idle_at_stop(ctx, conn, now),
+            Session::WebSocket(conn) => ws::conn::idle_at_stop(ctx, conn, now),
+        }
+    }
+
+    /// The session is about to be closed: a WebSocket tells the app (`ws_close`); `thread`
+    /// is the calling serving thread's index (any other value for another thread).
+    pub fn end(&mut self, ctx: &Context, thread: usize) {
+        if let Session::WebSocket(conn) = self {
+            ws::conn::end(ctx, conn, thread);
         }
     }
 }

@@ -34,8 +34,13 @@ static void bent_shutdown(void *state) {
 }
 
 static const FcAppDescriptor DESCRIPTOR = {
-    DESCRIPTOR_VERSION, DESCRIPTOR_SIZE, "bent", FC_APP_THREAD_SAFE,
-    bent_init,          bent_handle,     bent_shutdown,
+    .abi_version = DESCRIPTOR_VERSION,
+    .size = DESCRIPTOR_SIZE,
+    .name = "bent",
+    .flags = FC_APP_THREAD_SAFE,
+    .init = bent_init,
+    .handle = bent_handle,
+    .shutdown = bent_shutdown,
 };
 
 #ifdef NO_ENTRY

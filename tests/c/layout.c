@@ -42,6 +42,7 @@ int main(void) {
     OFFSET(FcRequest, tls_version);
     OFFSET(FcRequest, tls_cipher);
     OFFSET(FcRequest, tls_client_subject);
+    OFFSET(FcRequest, websocket);
 
     SIZE(FcResponder);
     OFFSET(FcResponder, size);
@@ -62,8 +63,21 @@ int main(void) {
     OFFSET(FcAppDescriptor, init);
     OFFSET(FcAppDescriptor, handle);
     OFFSET(FcAppDescriptor, shutdown);
+    OFFSET(FcAppDescriptor, attach);
+    OFFSET(FcAppDescriptor, ws_message);
+    OFFSET(FcAppDescriptor, ws_close);
+
+    SIZE(FcServer);
+    OFFSET(FcServer, size);
+    OFFSET(FcServer, ws_send);
+    OFFSET(FcServer, ws_close);
 
     CONSTANT(FC_ABI_VERSION);
+    CONSTANT(FC_ERR_UNSUPPORTED);
+    CONSTANT(FC_ERR_CLOSED);
+    CONSTANT(FC_ERR_WOULD_BLOCK);
+    CONSTANT(FC_WS_TEXT);
+    CONSTANT(FC_WS_BINARY);
     CONSTANT(FC_OK);
     CONSTANT(FC_ERR_APP);
     CONSTANT(FC_ERR_STATE);

@@ -1,7 +1,8 @@
 /*
- * A plugin built against FcRequest and FcResponder as ABI 1.0 had them (before `peer_addr`,
- * `peer_port` and `flush` were appended): it sees both through its own copies of the older
- * structs, checks `size` the way the header tells plugins to, and streams a 20000-byte
+ * A plugin built against FcRequest, FcResponder and FcAppDescriptor as ABI 1.0 had them
+ * (before `peer_addr`, `peer_port`, `flush`, ..., and the descriptor's WebSocket fields were
+ * appended): it sees them through its own copies of the older structs, exports the
+ * smaller descriptor, checks `size` the way the header tells plugins to, and streams a 20000-byte
  * response in 100-byte writes. The server's structs are larger; the plugin must keep
  * working unchanged.
  * `/has-flush` instead answers whether the responder has `flush` and the request has the
@@ -74,11 +75,22 @@ static void old_shutdown(void *state) {
     (void)state;
 }
 
-static const FcAppDescriptor DESCRIPTOR = {
-    FC_ABI_VERSION, sizeof(FcAppDescriptor), "responder-1.0", FC_APP_THREAD_SAFE,
-    old_init,       old_handle,              old_shutdown,
+/* FcAppDescriptor of ABI 1.0: through `shutdown`, and its size says so. */
+typedef struct OldDescriptor {
+    uint32_t abi_version;
+    uint32_t size;
+    const char *name;
+    uint32_t flags;
+    FcInitFn init;
+    FcHandleFn handle;
+    FcShutdownFn shutdown;
+} OldDescriptor;
+
+static const OldDescriptor DESCRIPTOR = {
+    FC_ABI_VERSION, sizeof(OldDescriptor), "responder-1.0", FC_APP_THREAD_SAFE,
+    old_init,       old_handle,            old_shutdown,
 };
 
 const FcAppDescriptor *ferricorn_app(void) {
-    return &DESCRIPTOR;
+    return (const FcAppDescriptor *)&DESCRIPTOR;
 }

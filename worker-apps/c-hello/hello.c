@@ -58,14 +58,15 @@ static void hello_shutdown(void *state) {
     (void)state;
 }
 
+/* Designated initializers: fields a later ABI appends (NULL when unused) need no change. */
 static const FcAppDescriptor DESCRIPTOR = {
-    FC_ABI_VERSION,
-    sizeof(FcAppDescriptor),
-    "c-hello",
-    FC_APP_THREAD_SAFE,
-    hello_init,
-    hello_handle,
-    hello_shutdown,
+    .abi_version = FC_ABI_VERSION,
+    .size = sizeof(FcAppDescriptor),
+    .name = "c-hello",
+    .flags = FC_APP_THREAD_SAFE,
+    .init = hello_init,
+    .handle = hello_handle,
+    .shutdown = hello_shutdown,
 };
 
 const FcAppDescriptor *ferricorn_app(void) {

@@ -144,8 +144,13 @@ static void wc_shutdown(void *state) {
 }
 
 static const FcAppDescriptor DESCRIPTOR = {
-    FC_ABI_VERSION, sizeof(FcAppDescriptor), "c-wordcount", FC_APP_THREAD_SAFE,
-    wc_init,        wc_handle,               wc_shutdown,
+    .abi_version = FC_ABI_VERSION,
+    .size = sizeof(FcAppDescriptor),
+    .name = "c-wordcount",
+    .flags = FC_APP_THREAD_SAFE,
+    .init = wc_init,
+    .handle = wc_handle,
+    .shutdown = wc_shutdown,
 };
 
 const FcAppDescriptor *ferricorn_app(void) {

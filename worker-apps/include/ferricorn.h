@@ -81,6 +81,15 @@ extern "C" {
 /* The server cannot do this here (sendfile on a TLS connection, or a file that is not a
  * regular file); nothing was done: do it another way (write the bytes). */
 #define FC_ERR_UNSUPPORTED (-8)
+/* ABI 1.4: the WebSocket connection is closed (or closing, or never was); nothing was sent. */
+#define FC_ERR_CLOSED (-9)
+/* ABI 1.4: the WebSocket connection's send queue is full (websocket_send_buffer bytes wait
+ * for a client that reads slowly); nothing was queued: try again later, or drop it. */
+#define FC_ERR_WOULD_BLOCK (-10)
+
+/* WebSocket opcodes (RFC 6455 section 5.2) of messages: text (UTF-8) and binary. */
+#define FC_WS_TEXT 1
+#define FC_WS_BINARY 2
 
 /* ----- flags ----- */
 
@@ -153,6 +162,13 @@ typedef struct FcRequest {
     FcStr tls_version;
     FcStr tls_cipher;
     FcStr tls_client_subject;
+    /* Appended in ABI 1.4 (FC_REQUEST_HAS_WEBSOCKET checks): non-zero when the request is a
+     * valid WebSocket upgrade (RFC 6455 section 4.1) and the descriptor has ws_message. The
+     * app accepts it by answering status 101 (the server adds Upgrade, Connection and
+     * Sec-WebSocket-Accept; the app may add Sec-WebSocket-Protocol) and refuses it with any
+     * other response. Once accepted, this id names the connection in FcServer's ws_send and
+     * ws_close and in the callbacks; ids are never reused within a worker process. */
+    uint64_t websocket;
 } FcRequest;
 
 /* Whether request `r` (a const FcRequest *) has peer_addr and peer_port. */
@@ -160,6 +176,9 @@ typedef struct FcRequest {
 /* Whether request `r` has the tls_* fields (absent on plain HTTP even then). */
 #define FC_REQUEST_HAS_TLS(r) \
     ((r)->size >= offsetof(FcRequest, tls_client_subject) + sizeof(FcStr))
+/* Whether request `r` has the websocket field. */
+#define FC_REQUEST_HAS_WEBSOCKET(r) \
+    ((r)->size >= offsetof(FcRequest, websocket) + sizeof(uint64_t))
 
 /* What handle gets to read the request body and send the response (WSGI's start_response,
  * write and wsgi.input). Owned by the server; valid only until handle returns, and only on
@@ -256,9 +275,45 @@ typedef int32_t (*FcHandleFn)(void *state, const FcRequest *request,
  * the state. Not called when the worker is killed or crashes. */
 typedef void (*FcShutdownFn)(void *state);
 
-/* The static descriptor the entry symbol returns. Every field is required (none may be NULL
- * except name). The server checks abi_version == FC_ABI_VERSION and
- * size >= sizeof(FcAppDescriptor) of its own version, and refuses the plugin otherwise. */
+/* ABI 1.4: the server's functions a plugin may call from any thread at any time (inside or
+ * outside a callback, from threads of its own), given once to the descriptor's attach before
+ * init; the pointer stays valid for the life of the process. Functions are only appended. */
+typedef struct FcServer {
+    uint32_t size; /* sizeof(FcServer) as the server was compiled */
+    /* Sends one message on WebSocket `conn`: opcode FC_WS_TEXT (UTF-8) or FC_WS_BINARY,
+     * `len` bytes at `data` (copied before it returns). Returns FC_OK (queued: the worker's
+     * event loop sends it), FC_ERR_CLOSED (the connection is gone: safe with any id),
+     * FC_ERR_WOULD_BLOCK (websocket_send_buffer bytes wait already), FC_ERR_TOO_LARGE (larger
+     * than websocket_send_buffer) or FC_ERR_INVALID (unknown opcode, text not UTF-8). */
+    int32_t (*ws_send)(uint64_t conn, int32_t opcode, const uint8_t *data, size_t len);
+    /* Starts the closing handshake of `conn` with `code` (1000, 1001, 1008, 1011 or
+     * 3000..4999) and `reason` (UTF-8, cut beyond 123 bytes), after the messages queued
+     * before it. Returns FC_OK, FC_ERR_CLOSED or FC_ERR_INVALID. */
+    int32_t (*ws_close)(uint64_t conn, int32_t code, FcStr reason);
+} FcServer;
+
+/* attach (ABI 1.4, optional): called once per worker process before init. */
+typedef void (*FcAttachFn)(const FcServer *server);
+
+/* ws_message (ABI 1.4, optional): one whole message from the client of WebSocket `conn`
+ * (FC_WS_TEXT: valid UTF-8; FC_WS_BINARY), valid during the call. Calls for one connection
+ * come one at a time and in order, on the worker's serving threads (concurrently for
+ * different connections when FC_APP_THREAD_SAFE is set). Returns FC_OK, or an error status:
+ * the server then closes the connection with 1011. */
+typedef int32_t (*FcWsMessageFn)(void *state, uint64_t conn, int32_t opcode,
+                                 const uint8_t *data, size_t len);
+
+/* ws_close (ABI 1.4, optional): WebSocket `conn` has ended, once per accepted connection,
+ * after its last ws_message: `code` is the client's close code (1005 when its close frame
+ * had none), the server's (1001 at a stop; 1002, 1007 or 1009 for a client that broke the
+ * protocol), or 1006 when the connection was lost without a close frame; `reason` is the
+ * close frame's reason. Sends to `conn` fail with FC_ERR_CLOSED from now on. */
+typedef void (*FcWsCloseFn)(void *state, uint64_t conn, int32_t code, FcStr reason);
+
+/* The static descriptor the entry symbol returns. init, handle and shutdown are required;
+ * name and the ABI 1.4 fields may be NULL. The server checks abi_version == FC_ABI_VERSION and
+ * that size covers at least the ABI 1.0 fields (through shutdown), and reads the later fields
+ * only when size covers them: a plugin built against an older header keeps working. */
 typedef struct FcAppDescriptor {
     uint32_t abi_version;  /* FC_ABI_VERSION */
     uint32_t size;         /* sizeof(FcAppDescriptor) */
@@ -267,6 +322,11 @@ typedef struct FcAppDescriptor {
     FcInitFn init;
     FcHandleFn handle;
     FcShutdownFn shutdown;
+    /* Appended in ABI 1.4; NULL when unused. With ws_message NULL the app takes no
+     * WebSocket: an upgrade request is an ordinary request to it. */
+    FcAttachFn attach;
+    FcWsMessageFn ws_message;
+    FcWsCloseFn ws_close;
 } FcAppDescriptor;
 
 /* Type of the entry symbol FC_ENTRY_SYMBOL. The returned pointer must stay valid as long as

@@ -16,12 +16,16 @@ use crate::access_log::AccessEntry;
 use crate::forwarded::Forwarded;
 use crate::http::h1::proto::response::ResponseBuffers;
 use crate::http::h1::proto::{Buffered, Event, Outcome, ServerConn};
+use crate::http::ws::handshake::{self, Upgrade};
+use crate::http::ws::hub::Hub;
 use crate::http::{self, Framing, Head, Limits, Reject};
 use crate::logging;
 use crate::logging::LogLevel;
 use crate::transport::proxy::{self, Mode as ProxyMode};
 use crate::transport::tls::Session;
-use crate::transport::{AddrText, Backlog, Io, Readiness, Transport, FIRST_BUFFER, READ_CHUNK};
+use crate::transport::{
+    AddrText, Backlog, Io, Next, Readiness, Transport, FIRST_BUFFER, READ_CHUNK,
+};
 use crate::worker::call::{app_call, count_request};
 use crate::worker::context::Context;
 use exchange::Exchange;
@@ -93,6 +97,8 @@ pub struct Conn {
     /// The request in progress; `None` while the connection waits for a request's first
     /// bytes (kept alive or just accepted) or lingers.
     active: Option<Box<Active>>,
+    /// The WebSocket id of the connection once the app accepted an upgrade (0: none).
+    websocket: u64,
 }
 
 /// What a connection holds only while a request is in progress (nginx's request as against
@@ -122,15 +128,6 @@ impl Active {
     }
 }
 
-/// What the worker does with a connection after [`drive`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Next {
-    /// Re-arm it in epoll and wait for more input.
-    Wait,
-    /// Close it.
-    Close,
-}
-
 impl Conn {
     /// A connection accepted on listener `listener` from `remote` (REMOTE_ADDR, REMOTE_PORT),
     /// waiting for its first request (deadline: header_timeout); `is_tcp` for TCP
@@ -158,11 +155,19 @@ impl Conn {
             deadline: now + ctx.header_timeout,
             lingered: 0,
             active: None,
+            websocket: 0,
         }
     }
 }
 
 impl Conn {
+    /// After [`Next::Upgrade`]: the transport, the WebSocket id the app accepted, and the
+    /// bytes the client sent after its request (the first frames).
+    pub fn into_websocket(self) -> (Transport, u64, Vec<u8>) {
+        let leftover = self.active.map(|a| a.buf).unwrap_or_default();
+        (self.transport, self.websocket, leftover)
+    }
+
     /// Output waits for the client to make room: a response (phase [`Phase::Send`]) or TLS
     /// records (the handshake's).
     pub fn sending(&self) -> bool {
@@ -260,6 +265,16 @@ impl Scratch {
     /// The clock as [`Scratch::tick`] last read it.
     pub fn now(&self) -> Instant {
         self.now
+    }
+
+    /// A later reading of the clock (after an app call).
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// This serving thread's index in the pool.
+    pub fn thread(&self) -> usize {
+        self.thread
     }
 }
 
@@ -364,7 +379,7 @@ fn fail(ctx: &Context, conn: &mut Conn, reject: Reject) -> Next {
     send_error(
         &mut conn.transport.io(),
         reject.status,
-        "",
+        handshake::error_fields(reject.status),
         ctx.stall_timeout,
     );
     start_linger(conn)
@@ -460,7 +475,10 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
     };
     let next = drive_active(ctx, conn, &mut active, scratch, ready);
     let between = matches!(conn.phase, Phase::Idle | Phase::Head) && active.is_empty();
-    if next == Next::Close || conn.phase == Phase::Linger || between {
+    if next == Next::Upgrade {
+        // The bytes after the request are the new protocol's: handed over with the state.
+        conn.active = Some(active);
+    } else if next == Next::Close || conn.phase == Phase::Linger || between {
         scratch.recycle(active);
     } else {
         conn.active = Some(active);
@@ -504,7 +522,11 @@ fn drive_active(
                     Ok(forwarded) => forwarded,
                     Err(reject) => return fail(ctx, conn, reject),
                 };
-                let served = serve(ctx, conn, a, scratch, forwarded);
+                let upgrade = match websocket_upgrade(ctx, a) {
+                    Ok(upgrade) => upgrade,
+                    Err(reject) => return fail(ctx, conn, reject),
+                };
+                let served = serve(ctx, conn, a, scratch, forwarded, upgrade);
                 if !a.out.is_empty() || conn.tls_pending() {
                     // The socket is full: the event loop sends the rest when the client reads
                     // (the writer's EAGAIN means an EPOLLOUT edge follows).
@@ -610,6 +632,7 @@ fn after_response(conn: &mut Conn, served: Served) -> Option<Next> {
         // which can destroy the response before the client reads it.
         Served::Close => Some(start_linger(conn)),
         Served::CloseAsked { promised } => Some(close_asked(conn, promised)),
+        Served::Upgrade => Some(Next::Upgrade),
     }
 }
 
@@ -805,6 +828,8 @@ enum Served {
     CloseAsked {
         promised: bool,
     },
+    /// The app accepted a WebSocket upgrade: the connection speaks it from now on.
+    Upgrade,
 }
 
 /// The CGI/WSGI view of the request whose head is `head` in `buf` on `conn` (PATH_INFO
@@ -822,6 +847,7 @@ fn request_of<'b>(
     scratch: &mut Scratch,
     client: Option<&AddrText>,
     https: bool,
+    websocket: u64,
 ) -> (FcRequest, &'b [u8], &'static [u8]) {
     let (remote_addr, remote_port) = (conn.transport.remote.addr(), conn.transport.remote.port());
     let (path, query) = http::split_target(&buf[head.target.clone()]);
@@ -885,6 +911,7 @@ fn request_of<'b>(
         tls_version: tls_text(facts.map(|f| f.version)),
         tls_cipher: tls_text(facts.map(|f| f.cipher.as_str())),
         tls_client_subject: tls_text(facts.map(|f| f.client_subject.as_str())),
+        websocket,
     };
     (request, query, protocol)
 }
@@ -897,6 +924,7 @@ fn serve(
     a: &mut Active,
     scratch: &mut Scratch,
     forwarded: Forwarded,
+    upgrade: Option<(u64, [u8; 28])>,
 ) -> Served {
     count_request(ctx);
     // The forwarded client's address, as REMOTE_ADDR (the header gives no port).
@@ -923,6 +951,7 @@ fn serve(
         scratch,
         client.as_ref(),
         forwarded.https,
+        upgrade.map_or(0, |(id, _)| id),
     );
     let Transport {
         socket,
@@ -934,6 +963,9 @@ fn serve(
     let client_addr = client.as_ref().map_or(remote_addr, |c| c.addr());
     stage.clear();
     proto.lend(std::mem::take(&mut scratch.buffers));
+    if let Some((_, accept)) = &upgrade {
+        proto.response().offer_upgrade(&switch_fields(accept));
+    }
     with_date(scratch.now, |date| proto.response().set_date(date));
     proto.response().allow_keep_alive =
         ctx.keepalive.is_some() && !ctx.stopping.load(Ordering::Acquire);
@@ -986,7 +1018,38 @@ fn serve(
             promised,
         } if buf.is_empty() => Served::CloseAsked { promised },
         Outcome::Close { .. } => Served::Close,
+        Outcome::Upgrade => {
+            conn.websocket = upgrade.map_or(0, |(id, _)| id);
+            Served::Upgrade
+        }
     }
+}
+
+/// Whether the request at the start of `a.buf` asks for a WebSocket the app could accept:
+/// its id and `Sec-WebSocket-Accept` (RFC 6455 §4.2), `None` for an ordinary request (or an
+/// app that takes no WebSocket: the upgrade is then an ordinary request to it). Errors: a
+/// malformed upgrade (400, 426).
+fn websocket_upgrade(ctx: &Context, a: &Active) -> Result<Option<(u64, [u8; 28])>, Reject> {
+    let Some(hub) = Hub::get().filter(|_| ctx.app.takes_websocket()) else {
+        return Ok(None);
+    };
+    let head = a.proto.head();
+    let fields = fields_of(&a.buf, head);
+    match handshake::check(&a.buf[head.method.clone()], head.minor, fields) {
+        Upgrade::No => Ok(None),
+        Upgrade::Invalid(reject) => Err(reject),
+        Upgrade::Valid { accept } => Ok(Some((hub.next_id(), accept))),
+    }
+}
+
+/// The server's fields of the 101 that accepts a WebSocket (RFC 6455 §4.2.2).
+fn switch_fields(accept: &[u8; 28]) -> Vec<u8> {
+    let mut fields = Vec::with_capacity(100);
+    fields
+        .extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    fields.extend_from_slice(accept);
+    fields.extend_from_slice(b"\r\n");
+    fields
 }
 
 fn field<'b>(buf: &'b [u8], head: &Head, name: &[u8]) -> Option<&'b [u8]> {

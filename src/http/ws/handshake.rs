@@ -66,7 +66,7 @@ pub fn check<'f>(
         return Upgrade::Invalid(reject(400, "no single Sec-WebSocket-Key"));
     };
     let decoded = base64::engine::general_purpose::STANDARD.decode(key);
-    if decoded.map_or(true, |k| k.len() != 16) {
+    if !decoded.is_ok_and(|k| k.len() == 16) {
         return Upgrade::Invalid(reject(400, "Sec-WebSocket-Key is not 16 bytes in base64"));
     }
     Upgrade::Valid {

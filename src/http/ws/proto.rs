@@ -87,6 +87,8 @@ pub struct Machine {
     /// Frames to send: control replies and whatever the server queues.
     pub out: Vec<u8>,
     closing: Closing,
+    /// The reason in the peer's close frame.
+    peer_reason: Vec<u8>,
 }
 
 impl Machine {
@@ -99,12 +101,18 @@ impl Machine {
             checked: 0,
             out: Vec::new(),
             closing: Closing::Open,
+            peer_reason: Vec::new(),
         }
     }
 
     /// Where the closing handshake stands.
     pub fn closing(&self) -> Closing {
         self.closing
+    }
+
+    /// The reason the peer's close frame gave (empty before it, or without one).
+    pub fn peer_reason(&self) -> &[u8] {
+        &self.peer_reason
     }
 
     /// The message assembled from fragments ([`Payload::Assembled`]).
@@ -206,6 +214,7 @@ impl Machine {
                 if std::str::from_utf8(reason).is_err() {
                     return self.fail(code::INVALID_DATA);
                 }
+                self.peer_reason = reason.to_vec();
                 Some(code)
             }
         };

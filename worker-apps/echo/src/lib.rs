@@ -1,9 +1,11 @@
 //! `echo`: `/raw` streams the request body back verbatim; every other path answers
-//! 200 with the request as the app saw it, as JSON. Byte strings are given as their latin-1
+//! 200 with the request as the app saw it, as JSON. A WebSocket upgrade on any path is
+//! accepted (with the first subprotocol the client offers, if any), and every message is
+//! sent back as it came (the Autobahn conformance runs use it). Byte strings are given as their latin-1
 //! decoding (one char per byte), so any byte survives the round trip; the body is base64.
 
 use base64::Engine;
-use ferricorn_sdk::{App, AppConfig, HandlerResult, Request, Response};
+use ferricorn_sdk::{App, AppConfig, HandlerResult, Message, Request, Response, WebSocket};
 use serde_json::{json, Value};
 
 /// The echo app (stateless).
@@ -86,12 +88,29 @@ impl App for Echo {
         Ok(Echo)
     }
 
+    const WEBSOCKET: bool = true;
+
     fn handle(&self, req: &mut Request<'_>, res: &mut Response<'_>) -> HandlerResult {
+        if req.websocket().is_some() {
+            let offered = req.header("Sec-WebSocket-Protocol").map(latin1);
+            let first = offered
+                .as_deref()
+                .and_then(|p| p.split(',').map(str::trim).find(|p| !p.is_empty()));
+            return Ok(res.accept_websocket(first)?);
+        }
         if req.path_info() == b"/raw" {
             echo_raw(req, res)
         } else {
             echo_json(req, res)
         }
+    }
+
+    fn ws_message(&self, ws: WebSocket, message: Message<'_>) -> HandlerResult {
+        match message {
+            Message::Text(text) => ws.send_text(text)?,
+            Message::Binary(data) => ws.send_binary(data)?,
+        }
+        Ok(())
     }
 }
 

@@ -37,6 +37,19 @@ pub const FC_ERR_BAD_REQUEST: i32 = -7;
 /// nothing was done: do it another way (write the bytes).
 pub const FC_ERR_UNSUPPORTED: i32 = -8;
 
+/// Status (ABI 1.4): the WebSocket connection is closed (or closing, or never was); nothing
+/// was sent.
+pub const FC_ERR_CLOSED: i32 = -9;
+/// Status (ABI 1.4): the WebSocket connection's send queue is full (`websocket_send_buffer`
+/// bytes wait for a client that reads slowly); nothing was queued: try again later, or drop
+/// the message.
+pub const FC_ERR_WOULD_BLOCK: i32 = -10;
+
+/// WebSocket opcode (RFC 6455 §5.2) of a text message (UTF-8).
+pub const FC_WS_TEXT: i32 = 1;
+/// WebSocket opcode of a binary message.
+pub const FC_WS_BINARY: i32 = 2;
+
 /// `FcAppDescriptor::flags`: `handle` may run on several threads at once.
 pub const FC_APP_THREAD_SAFE: u32 = 1;
 
@@ -163,6 +176,15 @@ pub struct FcRequest {
     /// Appended in ABI 1.2: the client certificate's subject (RFC 4514, e.g. `CN=client,
     /// O=Example`), when the client sent one (`cert_reqs`); absent otherwise.
     pub tls_client_subject: FcStr,
+    /// Appended in ABI 1.4 (present when `size` covers it, see
+    /// [`FcRequest::has_websocket`]): non-zero when the request is a valid WebSocket
+    /// upgrade (RFC 6455 §4.1) and the app has [`FcAppDescriptor::ws_message`]. The app
+    /// accepts it by answering status 101 (the server adds `Upgrade`, `Connection` and
+    /// `Sec-WebSocket-Accept`; the app may add `Sec-WebSocket-Protocol`) and refuses it with
+    /// any other response. Once accepted, this id names the connection in
+    /// [`FcServer::ws_send`], [`FcServer::ws_close`] and the callbacks; ids are never reused
+    /// within a worker process.
+    pub websocket: u64,
 }
 
 impl FcRequest {
@@ -170,6 +192,18 @@ impl FcRequest {
     pub const SIZE_BEFORE_PEER: u32 = std::mem::offset_of!(FcRequest, peer_addr) as u32;
     /// `size` of a request from a server that predates [`FcRequest::tls_version`] (ABI 1.1).
     pub const SIZE_BEFORE_TLS: u32 = std::mem::offset_of!(FcRequest, tls_version) as u32;
+    /// `size` of a request from a server that predates [`FcRequest::websocket`] (ABI 1.3).
+    pub const SIZE_BEFORE_WEBSOCKET: u32 = std::mem::offset_of!(FcRequest, websocket) as u32;
+
+    /// The WebSocket id of an upgrade request the app may accept (0: none, or a server that
+    /// predates ABI 1.4).
+    pub fn websocket_id(&self) -> u64 {
+        if self.size as usize >= std::mem::offset_of!(FcRequest, websocket) + 8 {
+            self.websocket
+        } else {
+            0
+        }
+    }
 
     /// Whether the server that made this request filled `peer_addr` and `peer_port` (its
     /// `size` covers them).
@@ -277,6 +311,52 @@ pub type FcHandleFn = unsafe extern "C" fn(
 /// `shutdown(state)`: called once at graceful worker exit; frees the state.
 pub type FcShutdownFn = unsafe extern "C" fn(state: *mut c_void);
 
+/// The server's functions a plugin may call from any thread at any time (ABI 1.4), given
+/// once to [`FcAppDescriptor::attach`] before `init`. Functions are only ever appended.
+#[repr(C)]
+pub struct FcServer {
+    /// `sizeof(FcServer)` as the server was compiled.
+    pub size: u32,
+    /// Sends one message (`opcode` [`FC_WS_TEXT`], which must be UTF-8, or
+    /// [`FC_WS_BINARY`]; `len` bytes at `data`, copied before it returns) on WebSocket
+    /// `conn`. Returns FC_OK (queued; the worker's event loop sends it), FC_ERR_CLOSED,
+    /// FC_ERR_WOULD_BLOCK (the connection's queue holds `websocket_send_buffer` bytes),
+    /// FC_ERR_TOO_LARGE (larger than `websocket_send_buffer` itself) or FC_ERR_INVALID (an
+    /// unknown opcode, text that is not UTF-8). Safe on any thread, inside or outside a
+    /// callback, and with an id whose connection is gone.
+    pub ws_send: unsafe extern "C" fn(conn: u64, opcode: i32, data: *const u8, len: usize) -> i32,
+    /// Starts the closing handshake of WebSocket `conn` with `code` (1000, 1001, 1008,
+    /// 1011, or 3000..=4999; RFC 6455 §7.4) and `reason` (UTF-8, at most 123 bytes, cut
+    /// beyond). Returns FC_OK, FC_ERR_CLOSED or FC_ERR_INVALID. Messages queued before it
+    /// are sent first; `ws_close` of the descriptor follows when the connection ends.
+    pub ws_close: unsafe extern "C" fn(conn: u64, code: i32, reason: FcStr) -> i32,
+}
+
+/// `attach(server)` (ABI 1.4): called once per worker process before `init` with the
+/// server's functions; `server` stays valid for the life of the process.
+pub type FcAttachFn = unsafe extern "C" fn(server: *const FcServer);
+
+/// `ws_message(state, conn, opcode, data, len)` (ABI 1.4): one whole message from the client
+/// of WebSocket `conn` ([`FC_WS_TEXT`]: valid UTF-8, or [`FC_WS_BINARY`]), valid for the
+/// call. Calls for one connection come one at a time and in order, on the worker's serving
+/// threads. Returns FC_OK, or an error status: the server closes the connection with 1011.
+pub type FcWsMessageFn = unsafe extern "C" fn(
+    state: *mut c_void,
+    conn: u64,
+    opcode: i32,
+    data: *const u8,
+    len: usize,
+) -> i32;
+
+/// `ws_close(state, conn, code, reason)` (ABI 1.4): WebSocket `conn` has ended, once per
+/// accepted connection and after its last `ws_message`: `code` is the client's close code
+/// (1005 when its close frame had none), or the server's (1001 at a stop, 1002/1007/1009 for
+/// a client that broke the protocol), or 1006 when the connection was lost without a close
+/// frame; `reason` the close frame's reason. Sends to `conn` fail with FC_ERR_CLOSED from
+/// now on.
+pub type FcWsCloseFn =
+    unsafe extern "C" fn(state: *mut c_void, conn: u64, code: i32, reason: FcStr);
+
 /// The static descriptor a plugin's entry symbol returns. Fields may only ever be appended;
 /// `size` tells the server how many the plugin knows.
 #[repr(C)]
@@ -295,6 +375,18 @@ pub struct FcAppDescriptor {
     pub handle: FcHandleFn,
     /// See [`FcShutdownFn`].
     pub shutdown: FcShutdownFn,
+    /// Appended in ABI 1.4, may be NULL: see [`FcAttachFn`].
+    pub attach: Option<FcAttachFn>,
+    /// Appended in ABI 1.4, may be NULL (the app takes no WebSocket: an upgrade request is an
+    /// ordinary request to it): see [`FcWsMessageFn`].
+    pub ws_message: Option<FcWsMessageFn>,
+    /// Appended in ABI 1.4, may be NULL: see [`FcWsCloseFn`].
+    pub ws_close: Option<FcWsCloseFn>,
+}
+
+impl FcAppDescriptor {
+    /// `size` of a descriptor built before ABI 1.4 (the smallest the server takes).
+    pub const SIZE_BEFORE_ATTACH: u32 = std::mem::offset_of!(FcAppDescriptor, attach) as u32;
 }
 
 // SAFETY: the descriptor is immutable static data: a pointer to a static string and function

@@ -59,6 +59,17 @@ pub const fn descriptor<A: App>(name: &'static str) -> FcAppDescriptor {
         init: ffi_init::<A>,
         handle: ffi_handle::<A>,
         shutdown: ffi_shutdown::<A>,
+        attach: Some(crate::websocket::ffi_attach),
+        ws_message: if A::WEBSOCKET {
+            Some(ffi_ws_message::<A>)
+        } else {
+            None
+        },
+        ws_close: if A::WEBSOCKET {
+            Some(ffi_ws_close::<A>)
+        } else {
+            None
+        },
     }
 }
 
@@ -162,6 +173,54 @@ pub unsafe extern "C" fn ffi_handle<A: App>(
             abi::FC_ERR_APP
         }
     }
+}
+
+/// `ws_message` for `A`: calls [`App::ws_message`], catching panics (an error closes the
+/// connection with 1011, as the ABI says).
+///
+/// # Safety
+/// Called by the server with the state from `ffi_init::<A>` and `len` bytes at `data`.
+pub unsafe extern "C" fn ffi_ws_message<A: App>(
+    state: *mut c_void,
+    conn: u64,
+    opcode: i32,
+    data: *const u8,
+    len: usize,
+) -> i32 {
+    // SAFETY: the server passes the state ffi_init created and `len` bytes valid for the call.
+    let (app, data) = unsafe {
+        let data = if len == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(data, len)
+        };
+        (&*(state as *const A), data)
+    };
+    let message = match (opcode, std::str::from_utf8(data)) {
+        (abi::FC_WS_TEXT, Ok(text)) => crate::Message::Text(text),
+        _ => crate::Message::Binary(data),
+    };
+    match call(|| app.ws_message(crate::WebSocket::from_id(conn), message)) {
+        Ok(Ok(())) => abi::FC_OK,
+        _ => abi::FC_ERR_APP,
+    }
+}
+
+/// `ws_close` for `A`: calls [`App::ws_close`], catching panics.
+///
+/// # Safety
+/// Called by the server with the state from `ffi_init::<A>` and a valid `reason`.
+pub unsafe extern "C" fn ffi_ws_close<A: App>(
+    state: *mut c_void,
+    conn: u64,
+    code: i32,
+    reason: abi::FcStr,
+) {
+    // SAFETY: as for ffi_ws_message; `reason` is valid for the call.
+    let (app, reason) = unsafe { (&*(state as *const A), reason.as_bytes().unwrap_or(&[])) };
+    let reason = String::from_utf8_lossy(reason);
+    let code = u16::try_from(code).unwrap_or(1006);
+    let _ = call(|| app.ws_close(crate::WebSocket::from_id(conn), code, &reason));
 }
 
 /// `shutdown` for `A`: calls [`App::shutdown`] and frees the state.

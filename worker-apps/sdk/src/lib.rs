@@ -27,12 +27,14 @@ mod convert;
 mod ffi;
 pub mod per_thread;
 pub mod router;
+pub mod websocket;
 
 #[cfg(feature = "serde")]
 pub use convert::JsonError;
 pub use ffi::{descriptor, ffi_handle, ffi_init, ffi_shutdown};
 pub use per_thread::PerThread;
 pub use router::{Params, Router};
+pub use websocket::{Message, SendError, WebSocket};
 
 use abi::{FcField, FcRequest, FcResponder, FcStr};
 use std::borrow::Cow;
@@ -89,6 +91,24 @@ pub trait App: Send + Sync + Sized + 'static {
 
     /// Called once when the worker exits gracefully.
     fn shutdown(&self) {}
+
+    /// Whether the app takes WebSocket connections (ABI 1.4): then a request that asks for
+    /// one carries [`Request::websocket`], and [`App::ws_message`] and [`App::ws_close`]
+    /// are called for the connections it accepts.
+    const WEBSOCKET: bool = false;
+
+    /// One whole message from WebSocket `ws`; calls for one connection come one at a time
+    /// and in order. An `Err` or a panic closes the connection with 1011.
+    fn ws_message(&self, ws: WebSocket, message: Message<'_>) -> HandlerResult {
+        let _ = (ws, message);
+        Ok(())
+    }
+
+    /// WebSocket `ws` ended with `code` (see [`abi::FcWsCloseFn`]) and `reason`; sends to it
+    /// fail from now on.
+    fn ws_close(&self, ws: WebSocket, code: u16, reason: &str) {
+        let _ = (ws, code, reason);
+    }
 }
 
 /// The `app.config` map of the server configuration, as string pairs in file order.
@@ -254,6 +274,13 @@ impl<'a> Request<'a> {
     pub fn content_length(&self) -> Option<u64> {
         u64::try_from(self.raw.content_length).ok()
     }
+    /// The WebSocket this request asks for (RFC 6455 §4.1, checked by the server), when the
+    /// app takes WebSockets ([`App::WEBSOCKET`]): accept it with
+    /// [`Response::accept_websocket`], or answer anything else to refuse it.
+    pub fn websocket(&self) -> Option<WebSocket> {
+        let id = self.raw.websocket_id();
+        (id != 0).then(|| WebSocket::from_id(id))
+    }
     /// `FC_REQ_*` flags (multithread, multiprocess, run_once).
     pub fn flags(&self) -> u32 {
         self.raw.flags
@@ -392,6 +419,16 @@ pub struct Response<'a> {
 }
 
 impl<'a> Response<'a> {
+    /// Accepts the WebSocket the request asks for ([`Request::websocket`]): a 101 (Switching
+    /// Protocols), with `Sec-WebSocket-Protocol: protocol` when the app picks one of those
+    /// the client offered. Once `handle` returns, messages go to [`App::ws_message`].
+    pub fn accept_websocket(&mut self, protocol: Option<&str>) -> io::Result<()> {
+        match protocol {
+            Some(p) => self.start(101, &[("Sec-WebSocket-Protocol", p)]),
+            None => self.start(101, &[]),
+        }
+    }
+
     /// Wraps the raw responder; used by the export glue.
     ///
     /// # Safety

@@ -89,6 +89,9 @@ pub enum Buffered {
 pub enum Outcome {
     /// Serve the next request on this connection.
     KeepAlive,
+    /// The response was a 101 (Switching Protocols): the connection speaks the protocol the
+    /// request asked for from the byte after the request (h11's `SWITCHED_PROTOCOL`).
+    Upgrade,
     /// Close. `client_asked`: the client asked for it (`Connection: close` or HTTP/1.0) and
     /// its whole request was read, so a plain close is safe; `promised`: an HTTP/1.1 client
     /// that sent `Connection: close` must not send more (RFC 9112 §9.6).
@@ -411,6 +414,10 @@ impl ServerConn {
     /// read from this connection.
     pub fn finish(&mut self) -> Outcome {
         let read_all = self.read == Read::Done;
+        if read_all && self.response.switched() {
+            self.read = Read::Closed;
+            return Outcome::Upgrade;
+        }
         if read_all && self.response.keeps_alive() {
             self.read = Read::Head;
             self.scan = HeadScan::new(Section::Head);

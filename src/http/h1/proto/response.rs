@@ -48,6 +48,8 @@ pub struct ResponseBuffers {
     pending: Vec<u8>,
     /// Wire bytes ready to send (the driver sends and clears them).
     pub out: Vec<u8>,
+    /// The server's fields of a 101 that accepts a protocol switch ([`Response::offer_upgrade`]).
+    upgrade: Vec<u8>,
 }
 
 impl ResponseBuffers {
@@ -57,6 +59,7 @@ impl ResponseBuffers {
         self.reason.clear();
         self.pending.clear();
         self.out.clear();
+        self.upgrade.clear();
     }
 }
 
@@ -94,6 +97,9 @@ pub struct Response {
     failed: bool,
     /// The status line sent (0 before).
     sent_status: u16,
+    /// The app may answer 101 (Switching Protocols): the request asked for a protocol the
+    /// server speaks ([`Response::offer_upgrade`]).
+    upgradable: bool,
     /// The Date field value for the head (IMF-fixdate, RFC 9110 §5.6.7), set by the driver.
     date: [u8; 29],
     /// The buffers (lent by the driver).
@@ -120,6 +126,21 @@ impl Response {
         if let Ok(bytes) = date.as_bytes().try_into() {
             self.date = bytes;
         }
+    }
+
+    /// Lets the app answer 101 (Switching Protocols, RFC 9110 §15.2.2) to a request that asked
+    /// for a protocol the server speaks; `fields` (`Name: value\r\n` lines: Upgrade,
+    /// Connection, the protocol's own) go in that 101's head. The app's fields of the same
+    /// names are dropped from it.
+    pub fn offer_upgrade(&mut self, fields: &[u8]) {
+        self.upgradable = true;
+        self.buffers.upgrade.clear();
+        self.buffers.upgrade.extend_from_slice(fields);
+    }
+
+    /// Whether the response was a 101: the connection now speaks the other protocol.
+    pub fn switched(&self) -> bool {
+        self.sent_status == 101 && !self.failed
     }
 
     /// Whether an error replaced the response or the app spoiled its framing (bytes past
@@ -168,7 +189,7 @@ impl Response {
         }
         let mut headers = std::mem::take(&mut self.buffers.staging);
         headers.clear();
-        let result = validate(status, reason, fields, &mut headers);
+        let result = validate(status, reason, fields, &mut headers, self.upgradable);
         match result {
             Ok(app_length) => {
                 self.status = status;
@@ -399,10 +420,12 @@ impl Response {
         self.out = Some(framing);
         // Known before the head goes out: say that the connection closes.
         self.overflow |= matches!(framing, BodyOut::Length(n) if self.written > n);
+        let switching = status == 101;
         self.keep_alive = !self.overflow
             && request.keep_alive
             && self.allow_keep_alive
-            && announced != BodyOut::UntilClose;
+            && announced != BodyOut::UntilClose
+            && !switching;
         let out = &mut self.buffers.out;
         out.extend_from_slice(b"HTTP/1.1 ");
         push_decimal(out, u64::from(status));
@@ -421,7 +444,9 @@ impl Response {
             BodyOut::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             _ => {}
         }
-        if !self.keep_alive {
+        if switching {
+            out.extend_from_slice(&self.buffers.upgrade);
+        } else if !self.keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
         } else if request.minor == 0 {
             out.extend_from_slice(b"Connection: keep-alive\r\n");
@@ -436,15 +461,17 @@ fn date_text(date: &[u8; 29]) -> String {
 }
 
 /// Validates the app's status, reason and fields, serializing the fields the server passes
-/// on into `headers`; returns the declared Content-Length.
+/// on into `headers`; returns the declared Content-Length. `upgradable`: 101 is allowed.
 fn validate<'f>(
     status: u16,
     reason: &[u8],
     fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>,
     headers: &mut Vec<u8>,
+    upgradable: bool,
 ) -> Result<Option<u64>, ResponseError> {
     let invalid = |what: String| Err(ResponseError::Invalid(what));
-    if !(200..=999).contains(&status) {
+    let allowed = (200..=999).contains(&status) || (status == 101 && upgradable);
+    if !allowed {
         return invalid(format!("invalid status {status}"));
     }
     if !http::is_field_value(reason) {
@@ -475,6 +502,15 @@ fn validate<'f>(
             b"server",
         ];
         if SERVERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            continue;
+        }
+        // A 101's switch is described by the server's fields (Response::offer_upgrade).
+        const SWITCH: [&[u8]; 3] = [
+            b"upgrade",
+            b"sec-websocket-accept",
+            b"sec-websocket-extensions",
+        ];
+        if status == 101 && SWITCH.iter().any(|h| name.eq_ignore_ascii_case(h)) {
             continue;
         }
         headers.extend_from_slice(name);
