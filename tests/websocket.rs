@@ -337,3 +337,171 @@ fn a_client_that_never_answers_a_ping_is_closed() {
     }
     assert_eq!(frame_in.payload, b"still here");
 }
+
+/// The pids of `master`'s children (its workers).
+fn children(master: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Joins chat room `room` on `server`.
+fn join(server: &Server, room: &str) -> Client {
+    let mut tcp = server.connect();
+    tcp.write_all(upgrade_request(&format!("/rooms/{room}/socket"), "").as_bytes())
+        .unwrap();
+    let head = read_head(&mut tcp);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    Client { tcp }
+}
+
+/// POSTs `body` to room `room`'s messages; returns the answer's JSON.
+fn post(server: &Server, room: &str, body: &[u8]) -> serde_json::Value {
+    let mut raw = format!(
+        "POST /rooms/{room}/messages HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    let r = server.send(&raw);
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_slice(&r.body).expect("json")
+}
+
+fn members(server: &Server, room: &str) -> u64 {
+    let r = server.get(&format!("/rooms/{room}"));
+    serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["members"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn chat_messages_reach_every_member_and_http_posts_reach_the_sockets() {
+    let server = Server::start("chat", "workers: 1\n", &[]);
+    let (mut a, mut b) = (join(&server, "lobby"), join(&server, "lobby"));
+    let mut other = join(&server, "kitchen");
+    a.send(&frame(true, 1, b"hi from a"));
+    assert_eq!(a.read().payload, b"hi from a");
+    assert_eq!(b.read().payload, b"hi from a");
+    let answer = post(&server, "lobby", b"from the web");
+    assert_eq!(answer["delivered"], 2);
+    assert_eq!(a.read().payload, b"from the web");
+    assert_eq!(b.read().payload, b"from the web");
+    // The other room heard nothing: its next message is its own.
+    other.send(&frame(true, 1, b"kitchen only"));
+    assert_eq!(other.read().payload, b"kitchen only");
+    // A member that leaves is forgotten (ws_close), and sends to it stop.
+    b.send(&frame(true, 8, &1000u16.to_be_bytes()));
+    assert_eq!(b.read_close(), 1000);
+    common::wait_for("b to leave", Duration::from_secs(5), || {
+        (members(&server, "lobby") == 1).then_some(())
+    });
+    assert_eq!(post(&server, "lobby", b"again")["delivered"], 1);
+    // A plain GET to the socket's path is told to upgrade.
+    let r = server.get("/rooms/lobby/socket");
+    assert_eq!(r.status, 426);
+    assert_eq!(r.header("Upgrade"), Some("websocket"));
+}
+
+#[test]
+fn a_plugin_thread_pushes_through_a_hup_and_old_sockets_get_1001_at_graceful_timeout() {
+    let server = Server::start(
+        "chat",
+        "workers: 1\ngraceful_timeout: 3\n",
+        &["--app-config", "tick_ms=50"],
+    );
+    let master = server.pid();
+    let old = children(master);
+    let mut c = join(&server, "r");
+    let tick = c.read();
+    assert!(tick.payload.starts_with(b"tick "), "{tick:?}");
+    let hup = Instant::now();
+    server.signal(libc::SIGHUP);
+    // The new worker takes new connections while the old one keeps pushing to its socket.
+    common::wait_for("a new worker", Duration::from_secs(10), || {
+        children(master)
+            .iter()
+            .any(|p| !old.contains(p))
+            .then_some(())
+    });
+    let mut ticks_after_hup = 0;
+    let code = loop {
+        let frame = c.read();
+        match frame.opcode {
+            1 => ticks_after_hup += 1,
+            8 => break u16::from_be_bytes([frame.payload[0], frame.payload[1]]),
+            other => panic!("opcode {other}"),
+        }
+    };
+    let waited = hup.elapsed();
+    assert_eq!(code, 1001, "Going Away");
+    assert!(
+        ticks_after_hup >= 20,
+        "the old worker kept pushing: {ticks_after_hup}"
+    );
+    assert!(
+        waited > Duration::from_millis(1500) && waited < Duration::from_secs(4),
+        "1001 one second before graceful_timeout: {waited:?}"
+    );
+    // The client answers the close; the old worker then exits without waiting longer.
+    c.send(&frame(true, 8, &1001u16.to_be_bytes()));
+    assert!(c.closed());
+    common::wait_for("the old worker to exit", Duration::from_secs(5), || {
+        children(master)
+            .iter()
+            .all(|p| !old.contains(p))
+            .then_some(())
+    });
+    // Reconnecting reaches the new generation, which pushes too.
+    let mut again = join(&server, "r");
+    assert!(again.read().payload.starts_with(b"tick "));
+}
+
+#[test]
+fn a_client_that_stops_reading_is_bounded_by_the_send_buffer_and_closed_after_timeout() {
+    let server = Server::start(
+        "chat",
+        "workers: 1\nwebsocket_send_buffer: 262144\ntimeout: 3\n",
+        &[],
+    );
+    let worker = children(server.pid())[0];
+    let mut reader = join(&server, "r");
+    let _stalled = join(&server, "r");
+    let before = common::status_bytes(worker, "VmRSS");
+    let chunk = vec![b'x'; 32 * 1024];
+    let mut full = 0;
+    for _ in 0..200 {
+        // 6.4 MB pushed in all: the stalled client's queue fills and stays full.
+        let answer = post(&server, "r", &chunk);
+        full += answer["full"].as_u64().unwrap();
+        let got = reader.read();
+        assert_eq!(got.payload.len(), chunk.len());
+    }
+    // The kernel's socket buffers take a few MB first; then the queue fills.
+    assert!(full > 10, "sends to the stalled client would block: {full}");
+    let grown = common::status_bytes(worker, "VmRSS").saturating_sub(before);
+    assert!(grown < 4 << 20, "worker RSS grew {grown} bytes");
+    // Nothing taken for `timeout`: the stalled client is closed and leaves the room.
+    common::wait_for(
+        "the stalled client to be closed",
+        Duration::from_secs(10),
+        || (members(&server, "r") == 1).then_some(()),
+    );
+}
+
+#[test]
+fn term_sends_1001_and_the_worker_exits_once_clients_answer() {
+    let mut server = echo_server("graceful_timeout: 3\n");
+    let (mut c, _) = Client::open(&server, "");
+    c.send(&frame(true, 1, b"before"));
+    assert_eq!(c.read().payload, b"before");
+    let term = Instant::now();
+    server.signal(libc::SIGTERM);
+    assert_eq!(c.read_close(), 1001);
+    c.send(&frame(true, 8, &1001u16.to_be_bytes()));
+    assert!(c.closed());
+    server.wait_exit(Duration::from_secs(10));
+    assert!(term.elapsed() < Duration::from_secs(5));
+}

@@ -967,6 +967,31 @@ fn sweep(shared: &Shared) {
     }
 }
 
+/// In a worker whose `graceful_timeout` is about to run out: every WebSocket starts its
+/// closing handshake with 1001 (Going Away), so that its client reconnects to a new worker
+/// rather than see the connection cut; those that can close at once are closed.
+fn sweep_going_away(shared: &Shared) {
+    let now = Instant::now();
+    for (index, cell) in shared.slots.iter() {
+        let Ok(mut slot) = cell.slot.try_lock() else {
+            continue;
+        };
+        let gone = slot
+            .session
+            .as_mut()
+            .is_some_and(|session| session.going_away(&shared.ctx, now));
+        if gone {
+            close(shared, index, &mut slot, usize::MAX);
+        }
+        publish_deadline(shared, index, &slot);
+        unlock(shared, index, slot);
+    }
+}
+
+/// How long before a stopping worker's `graceful_timeout` runs out its WebSockets get their
+/// 1001 (at most half of `graceful_timeout`): time for the closing handshake.
+const GOING_AWAY_LEAD: Duration = Duration::from_secs(1);
+
 /// Threads that have been in the app longer than `request_timeout`.
 fn stuck_threads(shared: &Shared, config: &Config) -> usize {
     let Some(limit) = config.request_timeout else {
@@ -1013,6 +1038,7 @@ fn supervise(
 ) {
     let mut last_beat = Instant::now();
     let mut stop_deadline: Option<Instant> = None;
+    let mut going_away_at: Option<Instant> = None;
     let mut asked_replacement = false;
     loop {
         std::thread::sleep(TICK);
@@ -1040,11 +1066,17 @@ fn supervise(
             asked_replacement = true;
         }
         if shared.ctx.stopping.load(Ordering::Acquire) && stop_deadline.is_none() {
-            stop_deadline = Some(Instant::now() + config.graceful_timeout);
+            let now = Instant::now();
+            stop_deadline = Some(now + config.graceful_timeout);
+            let lead = GOING_AWAY_LEAD.min(config.graceful_timeout / 2);
+            going_away_at = Some(now + config.graceful_timeout - lead);
             stop_accepting(shared);
         }
         resume_accepting(shared);
         sweep(shared);
+        if going_away_at.is_some_and(|at| Instant::now() >= at) && Hub::get().is_some() {
+            sweep_going_away(shared);
+        }
         if let Some(deadline) = stop_deadline {
             // Connections held by stuck threads never finish: do not wait for them.
             // The listeners are closed by now: a thread still accepting either gets an error

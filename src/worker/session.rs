@@ -88,6 +88,16 @@ impl Session {
         }
     }
 
+    /// The stopping worker's `graceful_timeout` is about to run out: a WebSocket starts its
+    /// closing handshake with 1001 (Going Away) so its client reconnects to a new worker.
+    /// True when the connection can close at once.
+    pub fn going_away(&mut self, ctx: &Context, now: Instant) -> bool {
+        match self {
+            Session::Http1(_) => false,
+            Session::WebSocket(conn) => ws::conn::going_away(ctx, conn, now),
+        }
+    }
+
     /// The session is about to be closed: a WebSocket tells the app (`ws_close`); `thread`
     /// is the calling serving thread's index (any other value for another thread).
     pub fn end(&mut self, ctx: &Context, thread: usize) {

@@ -57,6 +57,8 @@ pub fn plugin(name: &str) -> PathBuf {
             "-p",
             "echo",
             "-p",
+            "chat",
+            "-p",
             "tasks",
             "-p",
             "chaos",

@@ -205,6 +205,7 @@ fn flush(ctx: &Context, conn: &mut Conn, now: Instant) -> Next {
     let had = conn.out.len();
     let sent = conn.out.send(&mut conn.transport.io());
     ctx.count_bytes(0, had - conn.out.len());
+    conn.outbox.set_unsent(conn.out.len());
     match sent {
         Err(_) => {
             conn.ended.get_or_insert((ABNORMAL, Vec::new()));

@@ -8,7 +8,7 @@ use ferricorn_sdk::abi::{self, FcServer, FcStr};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
@@ -43,6 +43,9 @@ struct Queue {
 /// One WebSocket connection's send queue.
 pub struct Outbox {
     queue: Mutex<Queue>,
+    /// Bytes the connection took from the queue and has not sent yet (its owner updates
+    /// it): they count against `websocket_send_buffer` too.
+    unsent: AtomicUsize,
     /// The epoll token the connection is served under (its slot and generation).
     token: AtomicU64,
 }
@@ -64,6 +67,11 @@ impl Outbox {
         let mut queue = lock(&self.queue);
         queue.closed = true;
         queue.bytes = Vec::new();
+    }
+
+    /// The connection holds `bytes` taken from the queue and not sent yet.
+    pub fn set_unsent(&self, bytes: usize) {
+        self.unsent.store(bytes, Ordering::Release);
     }
 
     /// The connection is now served under epoll `token`.
@@ -128,6 +136,7 @@ impl Hub {
     pub fn open(&self, id: u64, token: u64) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox {
             queue: Mutex::new(Queue::default()),
+            unsent: AtomicUsize::new(0),
             token: AtomicU64::new(token),
         });
         lock(&self.conns).insert(id, Arc::clone(&outbox));
@@ -184,7 +193,8 @@ impl Hub {
             if queue.closed || queue.close.is_some() {
                 return abi::FC_ERR_CLOSED;
             }
-            if queue.bytes.len() + data.len() + 14 > self.send_buffer {
+            let unsent = outbox.unsent.load(Ordering::Acquire);
+            if unsent + queue.bytes.len() + data.len() + 14 > self.send_buffer {
                 return abi::FC_ERR_WOULD_BLOCK;
             }
             let was_empty = queue.bytes.is_empty();

@@ -1,11 +1,18 @@
 //! A small router: method + path pattern → handler, with `{name}` path parameters, 404 for an
 //! unknown path and 405 with `Allow` for a known path with another method (RFC 9110 §15.5.6).
-//! `HEAD` is served by the `GET` handler.
+//! `HEAD` is served by the `GET` handler. WebSocket routes ([`Router::websocket`]) take the
+//! requests that ask for a WebSocket; a plain request to one gets 426 (Upgrade Required).
 
-use crate::{HandlerResult, Request, Response};
+use crate::{HandlerResult, Request, Response, WebSocket};
 
 /// A route handler: the app state, the request, the response and the path parameters.
 pub type Handler<S> = fn(&S, &mut Request<'_>, &mut Response<'_>, &Params) -> HandlerResult;
+
+/// A WebSocket route's handler: as [`Handler`], plus the connection the request asks for;
+/// it accepts with [`Response::accept_websocket`] (messages then go to
+/// [`crate::App::ws_message`]) or refuses with any other response.
+pub type WsHandler<S> =
+    fn(&S, &mut Request<'_>, &mut Response<'_>, &Params, WebSocket) -> HandlerResult;
 
 /// Path parameters captured by `{name}` segments, in pattern order.
 #[derive(Debug, Default)]
@@ -28,10 +35,15 @@ enum Segment {
     Param(&'static str),
 }
 
+enum Target<S> {
+    Http(Handler<S>),
+    WebSocket(WsHandler<S>),
+}
+
 struct Route<S> {
     method: &'static str,
     segments: Vec<Segment>,
-    handler: Handler<S>,
+    target: Target<S>,
 }
 
 /// Routes requests for an app whose state is `S`.
@@ -68,7 +80,19 @@ impl<S> Router<S> {
         self.routes.push(Route {
             method,
             segments,
-            handler,
+            target: Target::Http(handler),
+        });
+        self
+    }
+
+    /// Adds a WebSocket route: a `GET` to `pattern` that asks for a WebSocket (the app sets
+    /// [`crate::App::WEBSOCKET`]) goes to `handler`. Panics as [`Router::route`] does.
+    pub fn websocket(mut self, pattern: &'static str, handler: WsHandler<S>) -> Self {
+        let segments = split(pattern).map(|s| segment(pattern, s)).collect();
+        self.routes.push(Route {
+            method: "GET",
+            segments,
+            target: Target::WebSocket(handler),
         });
         self
     }
@@ -83,14 +107,40 @@ impl<S> Router<S> {
         let path = req.path().into_owned();
         let method = req.method();
         let mut allowed: Vec<&str> = Vec::new();
+        let mut upgrade_only = false;
         for route in &self.routes {
             let Some(params) = matches(&route.segments, &path) else {
                 continue;
             };
-            if route.method == method || (method == "HEAD" && route.method == "GET") {
-                return (route.handler)(state, req, res, &params);
+            let method_matches =
+                route.method == method || (method == "HEAD" && route.method == "GET");
+            match (&route.target, req.websocket()) {
+                (Target::WebSocket(handler), Some(ws)) if method == "GET" => {
+                    return handler(state, req, res, &params, ws);
+                }
+                (Target::WebSocket(_), _) => upgrade_only |= method_matches,
+                (Target::Http(handler), _) if method_matches => {
+                    return handler(state, req, res, &params);
+                }
+                (Target::Http(_), _) => {}
             }
             allowed.push(route.method);
+        }
+        if upgrade_only {
+            // RFC 9110 §15.5.22: 426 names the protocol to upgrade to.
+            let body = b"{\"error\":\"this resource is a WebSocket\"}\n";
+            let len = body.len().to_string();
+            res.start(
+                426,
+                &[
+                    ("Upgrade", "websocket"),
+                    ("Connection", "Upgrade"),
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", &len),
+                ],
+            )?;
+            res.write(body)?;
+            return Ok(());
         }
         if allowed.is_empty() {
             return res.send(404, "application/json", b"{\"error\":\"not found\"}\n");
