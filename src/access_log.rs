@@ -46,6 +46,52 @@ pub struct AccessFormat {
     atoms: Vec<Atom>,
 }
 
+/// The request that opened a WebSocket, kept (only while access logging is on) for the line
+/// written when the connection closes: the request head's bytes and what was derived from
+/// them.
+#[derive(Debug)]
+pub struct UpgradeRequest {
+    /// The request head as received (request-line and fields).
+    pub head_bytes: Vec<u8>,
+    /// The head's ranges into `head_bytes`.
+    pub head: crate::http::Head,
+    /// `h`: the client's address.
+    pub remote_addr: String,
+    /// `U`: PATH_INFO.
+    pub path: Vec<u8>,
+    /// `q`: QUERY_STRING.
+    pub query: Vec<u8>,
+}
+
+impl UpgradeRequest {
+    /// The line for the WebSocket's close: status 101, `body_bytes` the bytes sent to the
+    /// client over the session, `elapsed` the session's duration.
+    pub fn render(&self, format: &AccessFormat, body_bytes: u64, elapsed: Duration) -> Vec<u8> {
+        let bytes = &self.head_bytes;
+        let request_header = |name: &str| {
+            self.head
+                .fields
+                .iter()
+                .find(|f| bytes[f.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+                .map(|f| &bytes[f.value.clone()])
+        };
+        let entry = AccessEntry {
+            remote_addr: &self.remote_addr,
+            request_line: &bytes[self.head.request_line.clone()],
+            method: &bytes[self.head.method.clone()],
+            path: &self.path,
+            query: &self.query,
+            protocol: "HTTP/1.1",
+            status: 101,
+            body_bytes,
+            elapsed,
+            request_header: &request_header,
+            response_header: &|_| None,
+        };
+        format.render(&entry)
+    }
+}
+
 /// What one request contributes to its access log line.
 pub struct AccessEntry<'a> {
     /// `h`: the peer's address (empty for unix sockets: `-`).

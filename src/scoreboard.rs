@@ -76,6 +76,10 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
     /// Bytes sent to clients.
     pub bytes_out: AtomicU64,
+    /// WebSocket messages received from clients (whole messages, handed to the app).
+    pub ws_messages_in: AtomicU64,
+    /// WebSocket messages the app queued for clients.
+    pub ws_messages_out: AtomicU64,
 }
 
 impl Counters {
@@ -112,7 +116,12 @@ impl Counters {
             .chain(self.duration_buckets.iter())
             .chain(std::iter::once(&self.duration_us))
             .chain(self.rejected.iter())
-            .chain([&self.bytes_in, &self.bytes_out])
+            .chain([
+                &self.bytes_in,
+                &self.bytes_out,
+                &self.ws_messages_in,
+                &self.ws_messages_out,
+            ])
     }
 
     /// Zeroes every counter.
@@ -146,6 +155,8 @@ pub struct WorkerSlot {
     pub connections: AtomicU32,
     /// Threads inside the app's `handle` now (gauge).
     pub busy: AtomicU32,
+    /// WebSocket connections open now (gauge; counted in `connections` too).
+    pub websockets: AtomicU32,
     /// Requests by method, status and duration, and refusals.
     pub counters: Counters,
 }
@@ -156,6 +167,7 @@ impl WorkerSlot {
         self.threads.store(threads, Ordering::Relaxed);
         self.connections.store(0, Ordering::Relaxed);
         self.busy.store(0, Ordering::Relaxed);
+        self.websockets.store(0, Ordering::Relaxed);
         self.counters.clear();
         self.pid.store(pid, Ordering::Release);
     }
@@ -165,6 +177,7 @@ impl WorkerSlot {
         self.pid.store(0, Ordering::Release);
         self.connections.store(0, Ordering::Relaxed);
         self.busy.store(0, Ordering::Relaxed);
+        self.websockets.store(0, Ordering::Relaxed);
     }
 
     /// The slot is a live worker's.

@@ -505,3 +505,97 @@ fn term_sends_1001_and_the_worker_exits_once_clients_answer() {
     server.wait_exit(Duration::from_secs(10));
     assert!(term.elapsed() < Duration::from_secs(5));
 }
+
+/// GETs `path` from the metrics listener at `port`.
+fn scrape(port: u16) -> String {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = tcp.read_to_string(&mut text);
+    text
+}
+
+/// The value of the sample `series` in a scrape, if there.
+fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+#[test]
+fn metrics_control_and_access_log_count_websockets() {
+    let dir = common::scratch_dir();
+    let access = dir.join("access.log");
+    let socket = dir.join("control.sock");
+    let server = echo_server(&format!(
+        "metrics_bind: 127.0.0.1:0\naccesslog: {}\ncontrol_socket: {}\n",
+        access.display(),
+        socket.display()
+    ));
+    let port = common::metrics_port(&server);
+    let (mut a, _) = Client::open(&server, "");
+    let (mut b, _) = Client::open(&server, "");
+    for c in [&mut a, &mut b] {
+        c.send(&frame(true, 1, b"one"));
+        assert_eq!(c.read().payload, b"one");
+    }
+    a.send(&frame(true, 2, &[9; 1000]));
+    assert_eq!(a.read().payload.len(), 1000);
+    let text = scrape(port);
+    assert_eq!(sample(&text, "ferricorn_websockets "), Some(2), "{text}");
+    assert_eq!(
+        sample(&text, "ferricorn_websocket_messages_received_total "),
+        Some(3)
+    );
+    assert_eq!(
+        sample(&text, "ferricorn_websocket_messages_sent_total "),
+        Some(3)
+    );
+    let (status, out, _) = common::ctl(&socket, &["show", "workers"]);
+    assert_eq!(status, 0, "{out}");
+    let mut rows = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>());
+    let header = rows.next().unwrap_or_default();
+    let column = header.iter().position(|h| *h == "WEBSOCKETS").expect(&out);
+    assert_eq!(
+        rows.next().unwrap_or_default().get(column),
+        Some(&"2"),
+        "{out}"
+    );
+    // The upgrade is logged as a 101 at once; the close adds a line with the session's
+    // bytes sent (3 frames: 5 + 5 + 1004 bytes to `a`... counted per connection).
+    a.send(&frame(true, 8, &1000u16.to_be_bytes()));
+    assert_eq!(a.read_close(), 1000);
+    assert!(a.closed());
+    let lines = common::wait_for(
+        "the close's access log line",
+        Duration::from_secs(5),
+        || {
+            let log = std::fs::read_to_string(&access).ok()?;
+            let lines: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains("101"))
+                .map(String::from)
+                .collect();
+            (lines.len() >= 3).then_some(lines)
+        },
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("\"GET /ws HTTP/1.1\" 101")),
+        "{lines:?}"
+    );
+    // The close line's bytes: the echo of "one" (5), of 1000 bytes (1004) and the close (4).
+    assert!(
+        lines.iter().any(|l| l.contains("\" 101 1013 ")),
+        "{lines:?}"
+    );
+    common::wait_for("the gauge to drop", Duration::from_secs(5), || {
+        (sample(&scrape(port), "ferricorn_websockets ") == Some(1)).then_some(())
+    });
+}

@@ -60,6 +60,8 @@ pub struct Snapshot {
     pub connections: u64,
     /// Threads inside the app (all workers).
     pub threads_busy: u64,
+    /// Open WebSocket connections (all workers).
+    pub websockets: u64,
     /// Live workers.
     pub workers: u64,
     /// Restarts by [`Restart::ALL`] order.
@@ -186,6 +188,27 @@ impl Collector for Snapshot {
             "ferricorn_connections",
             "Open client connections.",
             &[(none(), self.connections)],
+        )?;
+        family(
+            &mut encoder,
+            MetricType::Gauge,
+            "ferricorn_websockets",
+            "Open WebSocket connections (counted in ferricorn_connections too).",
+            &[(none(), self.websockets)],
+        )?;
+        family(
+            &mut encoder,
+            MetricType::Counter,
+            "ferricorn_websocket_messages_received",
+            "WebSocket messages received from clients and handed to the app.",
+            &bytes(&self.counters.ws_messages_in),
+        )?;
+        family(
+            &mut encoder,
+            MetricType::Counter,
+            "ferricorn_websocket_messages_sent",
+            "WebSocket messages the app queued for clients.",
+            &bytes(&self.counters.ws_messages_out),
         )?;
         family(
             &mut encoder,

@@ -709,13 +709,14 @@ impl Master {
     fn snapshot(&self) -> metrics::Snapshot {
         let counters = Counters::zeroed();
         counters.add(&self.retired);
-        let (mut connections, mut threads_busy) = (0, 0);
+        let (mut connections, mut threads_busy, mut websockets) = (0, 0, 0);
         if let Some(board) = &self.scoreboard {
             for slot in self.workers.values().filter_map(|w| board.slot(w.slot?)) {
                 if slot.in_use() {
                     counters.add(&slot.counters);
                     connections += u64::from(slot.connections.load(Ordering::Relaxed));
                     threads_busy += u64::from(slot.busy.load(Ordering::Relaxed));
+                    websockets += u64::from(slot.websockets.load(Ordering::Relaxed));
                 }
             }
         }
@@ -723,6 +724,7 @@ impl Master {
             counters,
             connections,
             threads_busy,
+            websockets,
             workers: self.workers.len() as u64,
             restarts: self.restarts,
             reloads: self.reloads,

@@ -100,6 +100,25 @@ impl Context {
         }
     }
 
+    /// Counts a WebSocket connection opened (`1`) or closed (`-1`), on the scoreboard.
+    pub fn count_websocket(&self, delta: i32) {
+        if let Some(place) = &self.place {
+            let gauge = &place.mine().websockets;
+            match delta {
+                1 => gauge.fetch_add(1, Ordering::Relaxed),
+                _ => gauge.fetch_sub(1, Ordering::Relaxed),
+            };
+        }
+    }
+
+    /// Counts a WebSocket message received and handed to the app, on the scoreboard.
+    pub fn count_ws_message_in(&self) {
+        if let Some(place) = &self.place {
+            let counters = &place.mine().counters;
+            counters.ws_messages_in.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a request the server refused itself with `status`, on the scoreboard.
     pub fn count_rejected(&self, status: u16) {
         if let Some(place) = &self.place {

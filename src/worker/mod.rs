@@ -354,7 +354,7 @@ fn build(
     };
     if ctx.app.takes_websocket() {
         // Sends from any thread wake the event loop through the hub's notifier.
-        let hub = Hub::install(config.websocket_send_buffer)
+        let hub = Hub::install(config.websocket_send_buffer, ctx.place)
             .map_err(|e| format!("eventfd for WebSocket sends: {e}"))?;
         let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, NOTIFIER);
         epoll

@@ -57,8 +57,7 @@ impl Session {
     pub fn upgraded(self, ctx: &Context, token: u64) -> Session {
         match self {
             Session::Http1(conn) => {
-                let (transport, id, leftover) = conn.into_websocket();
-                Session::WebSocket(ws::Conn::new(ctx, transport, id, leftover, token))
+                Session::WebSocket(ws::Conn::new(ctx, conn.into_websocket(), token))
             }
             other => other,
         }

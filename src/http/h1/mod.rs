@@ -12,7 +12,7 @@
 mod exchange;
 pub mod proto;
 
-use crate::access_log::AccessEntry;
+use crate::access_log::{AccessEntry, UpgradeRequest};
 use crate::forwarded::Forwarded;
 use crate::http::h1::proto::response::ResponseBuffers;
 use crate::http::h1::proto::{Buffered, Event, Outcome, ServerConn};
@@ -99,6 +99,8 @@ pub struct Conn {
     active: Option<Box<Active>>,
     /// The WebSocket id of the connection once the app accepted an upgrade (0: none).
     websocket: u64,
+    /// The request that opened the WebSocket, for the access log line at its close.
+    upgrade_request: Option<Box<UpgradeRequest>>,
 }
 
 /// What a connection holds only while a request is in progress (nginx's request as against
@@ -156,6 +158,7 @@ impl Conn {
             lingered: 0,
             active: None,
             websocket: 0,
+            upgrade_request: None,
         }
     }
 }
@@ -163,9 +166,13 @@ impl Conn {
 impl Conn {
     /// After [`Next::Upgrade`]: the transport, the WebSocket id the app accepted, and the
     /// bytes the client sent after its request (the first frames).
-    pub fn into_websocket(self) -> (Transport, u64, Vec<u8>) {
-        let leftover = self.active.map(|a| a.buf).unwrap_or_default();
-        (self.transport, self.websocket, leftover)
+    pub fn into_websocket(self) -> Switched {
+        Switched {
+            leftover: self.active.map(|a| a.buf).unwrap_or_default(),
+            transport: self.transport,
+            id: self.websocket,
+            request: self.upgrade_request,
+        }
     }
 
     /// Output waits for the client to make room: a response (phase [`Phase::Send`]) or TLS
@@ -183,6 +190,18 @@ impl Conn {
     fn handshaking(&self) -> bool {
         self.transport.tls.as_ref().is_some_and(|s| s.handshaking())
     }
+}
+
+/// A connection that switched to WebSocket ([`Conn::into_websocket`]).
+pub struct Switched {
+    /// The socket and its TLS session.
+    pub transport: Transport,
+    /// The WebSocket id the app accepted.
+    pub id: u64,
+    /// What the client sent after its request (the first frames).
+    pub leftover: Vec<u8>,
+    /// The request, for the access log line at the close (when access logging is on).
+    pub request: Option<Box<UpgradeRequest>>,
 }
 
 /// Per-thread scratch space, reused for every request a thread serves.
@@ -997,6 +1016,15 @@ fn serve(
         started,
     };
     account(ctx, &mut exchange, &facts, (remote_addr, remote_port), took);
+    if outcome == Outcome::Upgrade && logging::access_enabled() {
+        conn.upgrade_request = Some(Box::new(UpgradeRequest {
+            head_bytes: buf_all[..head.len].to_vec(),
+            head: head.clone(),
+            remote_addr: client_addr.to_string(),
+            path: scratch.path.clone(),
+            query: query.to_vec(),
+        }));
+    }
     let consumed = head.len + exchange.pre_pos;
     let stage_pos = exchange.stage_pos;
     // Body reads leave the socket in an unknown state: read it again before waiting.

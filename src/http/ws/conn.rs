@@ -7,7 +7,8 @@
 
 use super::hub::{Hub, Outbox};
 use super::proto::{code, Closing, Event, Machine, Payload};
-use crate::http::h1::Scratch;
+use crate::access_log::UpgradeRequest;
+use crate::http::h1::{Scratch, Switched};
 use crate::logging;
 use crate::transport::{Backlog, Next, Readiness, Transport};
 use crate::worker::call::app_call;
@@ -41,14 +42,24 @@ pub struct Conn {
     awaiting_pong: bool,
     /// How the connection ended, for the app's `ws_close`: code and reason.
     ended: Option<(u16, Vec<u8>)>,
+    /// The request that opened it and when, for the access log line at the close (access
+    /// logging on), and the bytes sent since.
+    logged: Option<Box<(UpgradeRequest, Instant, u64)>>,
 }
 
 impl Conn {
-    /// The session of an upgraded connection: `transport`, the app's id for it, the bytes
-    /// the client sent after its request, served under epoll `token`.
-    pub fn new(ctx: &Context, transport: Transport, id: u64, input: Vec<u8>, token: u64) -> Conn {
+    /// The session of an upgraded connection (`switched`: its transport, the app's id for
+    /// it, the bytes the client sent after its request), served under epoll `token`.
+    pub fn new(ctx: &Context, switched: Switched, token: u64) -> Conn {
+        let Switched {
+            transport,
+            id,
+            leftover: input,
+            request,
+        } = switched;
         let hub = Hub::get().expect("a WebSocket is accepted only once the hub is installed");
         let outbox = hub.open(id, token);
+        ctx.count_websocket(1);
         Conn {
             transport,
             id,
@@ -59,6 +70,7 @@ impl Conn {
             deadline: Instant::now() + ctx.websocket.ping_interval,
             awaiting_pong: false,
             ended: None,
+            logged: request.map(|r| Box::new((*r, Instant::now(), 0))),
         }
     }
 
@@ -173,6 +185,7 @@ fn deliver(
         Some(range) => &conn.input[range.clone()],
         None => conn.machine.message(),
     };
+    ctx.count_ws_message_in();
     let (status, timing) = app_call(ctx, scratch.thread(), Instant::now(), || {
         ctx.app.ws_message(conn.id, opcode, data)
     });
@@ -205,6 +218,9 @@ fn flush(ctx: &Context, conn: &mut Conn, now: Instant) -> Next {
     let had = conn.out.len();
     let sent = conn.out.send(&mut conn.transport.io());
     ctx.count_bytes(0, had - conn.out.len());
+    if let Some(logged) = &mut conn.logged {
+        logged.2 += (had - conn.out.len()) as u64;
+    }
     conn.outbox.set_unsent(conn.out.len());
     match sent {
         Err(_) => {
@@ -274,6 +290,11 @@ pub fn going_away(ctx: &Context, conn: &mut Conn, now: Instant) -> bool {
 pub fn end(ctx: &Context, conn: &mut Conn, thread: usize) {
     if let Some(hub) = Hub::get() {
         hub.close(conn.id);
+    }
+    ctx.count_websocket(-1);
+    if let Some(logged) = conn.logged.take() {
+        let (request, opened, sent) = *logged;
+        logging::access(&request.render(&ctx.access_format, sent, opened.elapsed()));
     }
     let (code, reason) = conn.ended.take().unwrap_or((ABNORMAL, Vec::new()));
     if logging::enabled(logging::LogLevel::Debug) {

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::proto::{self, MAX_CONTROL};
+use crate::scoreboard::Place;
 
 /// The worker process's hub, made once at the worker's start ([`Hub::install`]).
 static HUB: OnceLock<Hub> = OnceLock::new();
@@ -97,11 +98,14 @@ pub struct Hub {
     notifier: EventFd,
     /// `websocket_send_buffer`: bytes a connection's queue may hold.
     send_buffer: usize,
+    /// This worker's scoreboard slot, for the message counters.
+    place: Option<Place>,
 }
 
 impl Hub {
     /// Makes this process's hub (once; later calls return the first). Errors: eventfd(2)'s.
-    pub fn install(send_buffer: usize) -> nix::Result<&'static Hub> {
+    /// `place`: the worker's scoreboard slot (messages sent are counted there).
+    pub fn install(send_buffer: usize, place: Option<Place>) -> nix::Result<&'static Hub> {
         if let Some(hub) = HUB.get() {
             return Ok(hub);
         }
@@ -113,6 +117,7 @@ impl Hub {
             ready: Mutex::new(Vec::new()),
             notifier,
             send_buffer,
+            place,
         }))
     }
 
@@ -201,6 +206,10 @@ impl Hub {
             proto::frame(&mut queue.bytes, OpCode::Data(kind), data);
             was_empty
         };
+        if let Some(place) = &self.place {
+            let counters = &place.mine().counters;
+            counters.ws_messages_out.fetch_add(1, Ordering::Relaxed);
+        }
         if was_empty {
             self.notify(&outbox);
         }
