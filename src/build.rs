@@ -4,7 +4,9 @@
 //! - `have_nginx`, `have_haproxy`, `have_strace`: the programs are installed (on PATH or in
 //!   /usr/sbin);
 //! - `have_prometheus_client`: `python3` imports the Prometheus Python client (its strict
-//!   OpenMetrics parser reads `/metrics` in a test).
+//!   OpenMetrics parser reads `/metrics` in a test);
+//! - `have_wstest`: Autobahn|Testsuite's `wstest` is in `target/wstest-venv` (`.ci/run`
+//!   makes it with pyenv's Python 2.7) or on PATH (tests/autobahn.rs).
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +19,7 @@ fn installed(program: &str) -> bool {
 
 fn main() {
     println!(
-        "cargo::rustc-check-cfg=cfg(have_nginx, have_haproxy, have_strace, have_prometheus_client)"
+        "cargo::rustc-check-cfg=cfg(have_nginx, have_haproxy, have_strace, have_prometheus_client, have_wstest)"
     );
     println!("cargo::rerun-if-env-changed=PATH");
     // Watch only paths that exist: a missing one would rerun this script at every build.
@@ -41,5 +43,12 @@ fn main() {
         .status();
     if imports.is_ok_and(|s| s.success()) {
         println!("cargo::rustc-cfg=have_prometheus_client");
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/wstest-venv/bin/wstest");
+    if venv.is_file() {
+        println!("cargo::rerun-if-changed={}", venv.display());
+    }
+    if venv.is_file() || installed("wstest") {
+        println!("cargo::rustc-cfg=have_wstest");
     }
 }
