@@ -1,7 +1,8 @@
 //! Autobahn|Testsuite's fuzzing client (`wstest -m fuzzingclient`, the reference WebSocket
 //! conformance suite) against the `echo` plugin: every case of sections 1 to 10 (framing,
 //! pings, reserved bits, opcodes, fragmentation, UTF-8, the closing handshake, limits and
-//! performance, misc) must end OK, NON-STRICT or INFORMATIONAL. `.ci/run` installs wstest
+//! performance, misc) must end OK, NON-STRICT or INFORMATIONAL, and every case of sections 12
+//! and 13 (permessage-deflate with its parameters) OK. `.ci/run` installs wstest
 //! (Python 2.7) into target/wstest-venv; without it the test is reported as skipped.
 
 mod common;
@@ -62,33 +63,49 @@ fn fuzz(server: &Server, cases: &[&str]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Runs `cases` against a fresh echo server; every case must end in one of `passing`, and
+/// at least `expected` cases must have run.
+fn run_sections(cases: &[&str], passing: &[&str], expected: usize) {
+    let server = Server::start(
+        "echo",
+        "workers: 1\nwebsocket_max_message: 16777216\nwebsocket_send_buffer: 33554432\n",
+        &[],
+    );
+    let results = fuzz(&server, cases);
+    let mut summary: BTreeMap<&str, usize> = BTreeMap::new();
+    for behavior in results.values() {
+        *summary.entry(behavior.as_str()).or_default() += 1;
+    }
+    eprintln!("Autobahn {cases:?}: {} cases: {summary:?}", results.len());
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|(_, b)| !passing.contains(&b.as_str()))
+        .collect();
+    assert!(
+        results.len() >= expected,
+        "every case ran: {}",
+        results.len()
+    );
+    assert!(failed.is_empty(), "failing cases: {failed:?}");
+}
+
 #[test]
 #[cfg_attr(
     not(have_wstest),
     ignore = "Autobahn's wstest is not installed (.ci/run installs it)"
 )]
 fn autobahn_sections_1_to_10_pass() {
-    let server = Server::start(
-        "echo",
-        "workers: 1\nwebsocket_max_message: 16777216\nwebsocket_send_buffer: 33554432\n",
-        &[],
-    );
     let cases = [
         "1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*",
     ];
-    let results = fuzz(&server, &cases);
-    let mut summary: BTreeMap<&str, usize> = BTreeMap::new();
-    for behavior in results.values() {
-        *summary.entry(behavior.as_str()).or_default() += 1;
-    }
-    eprintln!(
-        "Autobahn sections 1-10: {} cases: {summary:?}",
-        results.len()
-    );
-    let failed: Vec<_> = results
-        .iter()
-        .filter(|(_, b)| !PASSING.contains(&b.as_str()))
-        .collect();
-    assert!(results.len() > 290, "every case ran: {}", results.len());
-    assert!(failed.is_empty(), "failing cases: {failed:?}");
+    run_sections(&cases, &PASSING, 301);
+}
+
+#[test]
+#[cfg_attr(
+    not(have_wstest),
+    ignore = "Autobahn's wstest is not installed (.ci/run installs it)"
+)]
+fn autobahn_compression_sections_12_and_13_pass() {
+    run_sections(&["12.*", "13.*"], &["OK"], 216);
 }

@@ -16,6 +16,7 @@ use crate::access_log::{AccessEntry, UpgradeRequest};
 use crate::forwarded::Forwarded;
 use crate::http::h1::proto::response::ResponseBuffers;
 use crate::http::h1::proto::{Buffered, Event, Outcome, ServerConn};
+use crate::http::ws::deflate::Params;
 use crate::http::ws::handshake::{self, Upgrade};
 use crate::http::ws::hub::Hub;
 use crate::http::{self, Framing, Head, Limits, Reject};
@@ -101,6 +102,8 @@ pub struct Conn {
     websocket: u64,
     /// The request that opened the WebSocket, for the access log line at its close.
     upgrade_request: Option<Box<UpgradeRequest>>,
+    /// The permessage-deflate parameters of the accepted WebSocket.
+    deflate: Option<Params>,
 }
 
 /// What a connection holds only while a request is in progress (nginx's request as against
@@ -159,6 +162,7 @@ impl Conn {
             active: None,
             websocket: 0,
             upgrade_request: None,
+            deflate: None,
         }
     }
 }
@@ -172,6 +176,7 @@ impl Conn {
             transport: self.transport,
             id: self.websocket,
             request: self.upgrade_request,
+            deflate: self.deflate,
         }
     }
 
@@ -202,6 +207,8 @@ pub struct Switched {
     pub leftover: Vec<u8>,
     /// The request, for the access log line at the close (when access logging is on).
     pub request: Option<Box<UpgradeRequest>>,
+    /// permessage-deflate's parameters, when negotiated.
+    pub deflate: Option<Params>,
 }
 
 /// Per-thread scratch space, reused for every request a thread serves.
@@ -943,7 +950,7 @@ fn serve(
     a: &mut Active,
     scratch: &mut Scratch,
     forwarded: Forwarded,
-    upgrade: Option<(u64, [u8; 28])>,
+    upgrade: Option<Offer>,
 ) -> Served {
     count_request(ctx);
     // The forwarded client's address, as REMOTE_ADDR (the header gives no port).
@@ -970,7 +977,7 @@ fn serve(
         scratch,
         client.as_ref(),
         forwarded.https,
-        upgrade.map_or(0, |(id, _)| id),
+        upgrade.map_or(0, |o| o.id),
     );
     let Transport {
         socket,
@@ -982,8 +989,8 @@ fn serve(
     let client_addr = client.as_ref().map_or(remote_addr, |c| c.addr());
     stage.clear();
     proto.lend(std::mem::take(&mut scratch.buffers));
-    if let Some((_, accept)) = &upgrade {
-        proto.response().offer_upgrade(&switch_fields(accept));
+    if let Some(offer) = &upgrade {
+        proto.response().offer_upgrade(&switch_fields(offer));
     }
     with_date(scratch.now, |date| proto.response().set_date(date));
     proto.response().allow_keep_alive =
@@ -1047,7 +1054,8 @@ fn serve(
         } if buf.is_empty() => Served::CloseAsked { promised },
         Outcome::Close { .. } => Served::Close,
         Outcome::Upgrade => {
-            conn.websocket = upgrade.map_or(0, |(id, _)| id);
+            conn.websocket = upgrade.map_or(0, |o| o.id);
+            conn.deflate = upgrade.and_then(|o| o.deflate);
             Served::Upgrade
         }
     }
@@ -1057,7 +1065,7 @@ fn serve(
 /// its id and `Sec-WebSocket-Accept` (RFC 6455 §4.2), `None` for an ordinary request (or an
 /// app that takes no WebSocket: the upgrade is then an ordinary request to it). Errors: a
 /// malformed upgrade (400, 426).
-fn websocket_upgrade(ctx: &Context, a: &Active) -> Result<Option<(u64, [u8; 28])>, Reject> {
+fn websocket_upgrade(ctx: &Context, a: &Active) -> Result<Option<Offer>, Reject> {
     let Some(hub) = Hub::get().filter(|_| ctx.app.takes_websocket()) else {
         return Ok(None);
     };
@@ -1066,18 +1074,36 @@ fn websocket_upgrade(ctx: &Context, a: &Active) -> Result<Option<(u64, [u8; 28])
     match handshake::check(&a.buf[head.method.clone()], head.minor, fields) {
         Upgrade::No => Ok(None),
         Upgrade::Invalid(reject) => Err(reject),
-        Upgrade::Valid { accept } => Ok(Some((hub.next_id(), accept))),
+        Upgrade::Valid { accept, deflate } => Ok(Some(Offer {
+            id: hub.next_id(),
+            accept,
+            deflate,
+        })),
     }
 }
 
-/// The server's fields of the 101 that accepts a WebSocket (RFC 6455 §4.2.2).
-fn switch_fields(accept: &[u8; 28]) -> Vec<u8> {
-    let mut fields = Vec::with_capacity(100);
+/// The server's fields of the 101 that accepts `offer` (RFC 6455 §4.2.2, RFC 7692 §5).
+fn switch_fields(offer: &Offer) -> Vec<u8> {
+    let mut fields = Vec::with_capacity(200);
     fields
         .extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
-    fields.extend_from_slice(accept);
+    fields.extend_from_slice(&offer.accept);
     fields.extend_from_slice(b"\r\n");
+    if let Some(deflate) = &offer.deflate {
+        fields.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+        fields.extend_from_slice(deflate.response().as_bytes());
+        fields.extend_from_slice(b"\r\n");
+    }
     fields
+}
+
+/// A WebSocket upgrade the app may accept: the connection's id, `Sec-WebSocket-Accept`, and
+/// the permessage-deflate parameters the server would answer.
+#[derive(Clone, Copy, Debug)]
+struct Offer {
+    id: u64,
+    accept: [u8; 28],
+    deflate: Option<Params>,
 }
 
 fn field<'b>(buf: &'b [u8], head: &Head, name: &[u8]) -> Option<&'b [u8]> {

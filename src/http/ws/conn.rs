@@ -56,14 +56,19 @@ impl Conn {
             id,
             leftover: input,
             request,
+            deflate,
         } = switched;
         let hub = Hub::get().expect("a WebSocket is accepted only once the hub is installed");
-        let outbox = hub.open(id, token);
+        let outbox = hub.open(id, token, deflate);
+        let machine = Machine::new(ctx.websocket.max_message);
         ctx.count_websocket(1);
         Conn {
             transport,
             id,
-            machine: Machine::new(ctx.websocket.max_message),
+            machine: match deflate {
+                Some(_) => machine.with_deflate(),
+                None => machine,
+            },
             input,
             outbox,
             out: Backlog::default(),

@@ -1,6 +1,7 @@
 //! The opening handshake of a WebSocket (RFC 6455 §4.2): whether a request asks for one,
 //! whether it asks correctly, and the `Sec-WebSocket-Accept` value of the 101 that accepts it.
 
+use super::deflate::Params;
 use crate::http::{reject, Reject};
 use base64::Engine;
 use sha1::{Digest, Sha1};
@@ -24,6 +25,8 @@ pub enum Upgrade {
     Valid {
         /// base64(SHA-1(key + GUID)).
         accept: [u8; 28],
+        /// permessage-deflate, when the client offered it acceptably (RFC 7692).
+        deflate: Option<Params>,
     },
 }
 
@@ -69,8 +72,13 @@ pub fn check<'f>(
     if !decoded.is_ok_and(|k| k.len() == 16) {
         return Upgrade::Invalid(reject(400, "Sec-WebSocket-Key is not 16 bytes in base64"));
     }
+    let extensions = fields
+        .clone()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"sec-websocket-extensions"))
+        .map(|(_, v)| v);
     Upgrade::Valid {
         accept: accept_key(key),
+        deflate: super::deflate::negotiate(extensions),
     }
 }
 
@@ -120,7 +128,8 @@ mod tests {
         assert_eq!(
             ask(b"GET", 1, &fields),
             Upgrade::Valid {
-                accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+                accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+                deflate: None,
             }
         );
     }

@@ -12,7 +12,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
+use super::deflate::{self, Params};
 use super::proto::{self, MAX_CONTROL};
+
+/// Messages shorter than this (bytes) are sent uncompressed even with permessage-deflate.
+const COMPRESS_FROM: usize = 64;
 use crate::scoreboard::Place;
 
 /// The worker process's hub, made once at the worker's start ([`Hub::install`]).
@@ -49,6 +53,8 @@ pub struct Outbox {
     unsent: AtomicUsize,
     /// The epoll token the connection is served under (its slot and generation).
     token: AtomicU64,
+    /// permessage-deflate's parameters, when negotiated: messages are compressed.
+    deflate: Option<Params>,
 }
 
 impl Outbox {
@@ -137,9 +143,11 @@ impl Hub {
         self.last_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Opens the queue of accepted connection `id`, served under epoll `token`.
-    pub fn open(&self, id: u64, token: u64) -> Arc<Outbox> {
+    /// Opens the queue of accepted connection `id`, served under epoll `token`, sending
+    /// compressed messages when `deflate` was negotiated.
+    pub fn open(&self, id: u64, token: u64, deflate: Option<Params>) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox {
+            deflate,
             queue: Mutex::new(Queue::default()),
             unsent: AtomicUsize::new(0),
             token: AtomicU64::new(token),
@@ -203,7 +211,15 @@ impl Hub {
                 return abi::FC_ERR_WOULD_BLOCK;
             }
             let was_empty = queue.bytes.is_empty();
-            proto::frame(&mut queue.bytes, OpCode::Data(kind), data);
+            match &outbox.deflate {
+                // Small messages gain little; RFC 7692 lets a message go uncompressed.
+                Some(params) if data.len() >= COMPRESS_FROM => {
+                    let mut compressed = Vec::with_capacity(data.len() / 2 + 16);
+                    deflate::deflate_message(params, data, &mut compressed);
+                    proto::frame_with(&mut queue.bytes, OpCode::Data(kind), &compressed, true);
+                }
+                _ => proto::frame(&mut queue.bytes, OpCode::Data(kind), data),
+            }
             was_empty
         };
         if let Some(place) = &self.place {

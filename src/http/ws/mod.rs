@@ -4,6 +4,7 @@
 //! from any thread ([`hub`]).
 
 pub mod conn;
+pub mod deflate;
 pub mod handshake;
 pub mod hub;
 pub mod proto;

@@ -89,6 +89,10 @@ pub struct Machine {
     closing: Closing,
     /// The reason in the peer's close frame.
     peer_reason: Vec<u8>,
+    /// permessage-deflate was negotiated: a message's first frame may set RSV1.
+    deflate: bool,
+    /// The message in progress is compressed (its first frame set RSV1).
+    compressed: bool,
 }
 
 impl Machine {
@@ -102,7 +106,15 @@ impl Machine {
             out: Vec::new(),
             closing: Closing::Open,
             peer_reason: Vec::new(),
+            deflate: false,
+            compressed: false,
         }
+    }
+
+    /// permessage-deflate was negotiated (RFC 7692): compressed messages are taken.
+    pub fn with_deflate(mut self) -> Machine {
+        self.deflate = true;
+        self
     }
 
     /// Where the closing handshake stands.
@@ -166,14 +178,22 @@ impl Machine {
         }
         let event = match header.opcode {
             OpCode::Control(control) => self.control(control, &input[start..end]),
-            OpCode::Data(kind) => self.data(kind, header.is_final, input, start..end),
+            OpCode::Data(kind) => {
+                if kind != Kind::Continue {
+                    self.compressed = header.rsv1;
+                }
+                self.data(kind, header.is_final, input, start..end)
+            }
         };
         (end, event)
     }
 
     /// A protocol failure in `header` alone (its close code), before its payload is read.
     fn check_header(&self, header: &FrameHeader) -> Option<u16> {
-        if header.mask.is_none() || header.rsv1 || header.rsv2 || header.rsv3 {
+        // RSV1 marks a compressed message's first frame (RFC 7692 §6), nothing else.
+        let rsv1_allowed =
+            self.deflate && matches!(header.opcode, OpCode::Data(Kind::Text | Kind::Binary));
+        if header.mask.is_none() || (header.rsv1 && !rsv1_allowed) || header.rsv2 || header.rsv3 {
             return Some(code::PROTOCOL);
         }
         match header.opcode {
@@ -237,6 +257,9 @@ impl Machine {
             Kind::Continue => self.fragmented.unwrap_or(false),
             Kind::Reserved(_) => return self.fail(code::PROTOCOL),
         };
+        if self.compressed {
+            return self.compressed_data(text, fin, &input[payload]);
+        }
         if fin && self.fragmented.is_none() {
             // A message of one frame: handed over where it lies.
             if text && std::str::from_utf8(&input[payload.clone()]).is_err() {
@@ -256,6 +279,33 @@ impl Machine {
             return Event::Handled;
         }
         self.fragmented = None;
+        Event::Message {
+            text,
+            payload: Payload::Assembled,
+        }
+    }
+
+    /// A frame of a compressed message: its bytes are kept until the last frame, then the
+    /// message is inflated (at most `websocket_max_message` bytes: 1009 past it; 1007 for
+    /// data that is not deflate) and, for text, checked as UTF-8.
+    fn compressed_data(&mut self, text: bool, fin: bool, payload: &[u8]) -> Event {
+        self.fragmented = Some(text);
+        self.message.extend_from_slice(payload);
+        if !fin {
+            return Event::Handled;
+        }
+        self.fragmented = None;
+        self.compressed = false;
+        let mut inflated = Vec::new();
+        match super::deflate::inflate_message(&self.message, &mut inflated, self.max_message) {
+            Ok(()) => {}
+            Err(super::deflate::InflateError::TooBig) => return self.fail(code::TOO_BIG),
+            Err(super::deflate::InflateError::Corrupt) => return self.fail(code::INVALID_DATA),
+        }
+        if text && std::str::from_utf8(&inflated).is_err() {
+            return self.fail(code::INVALID_DATA);
+        }
+        self.message = inflated;
         Event::Message {
             text,
             payload: Payload::Assembled,
@@ -321,9 +371,14 @@ impl Machine {
 /// Appends one unfragmented, unmasked frame (the server's, RFC 6455 §5.1) of `opcode` with
 /// `payload` to `out`.
 pub fn frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    frame_with(out, opcode, payload, false);
+}
+
+/// [`frame`] with RSV1 set when `compressed` (a permessage-deflate message, RFC 7692 §6).
+pub fn frame_with(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], compressed: bool) {
     let header = FrameHeader {
         is_final: true,
-        rsv1: false,
+        rsv1: compressed,
         rsv2: false,
         rsv3: false,
         opcode,
