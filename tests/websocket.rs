@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// A test client: the handshake, masked frames out, frames in.
 struct Client {
-    tcp: TcpStream,
+    tcp: common::Stream,
 }
 
 /// One frame as the client reads it.
@@ -55,7 +55,7 @@ fn upgrade_request(path: &str, extra: &str) -> String {
 impl Client {
     /// Connects and upgrades; returns the client and the 101's head.
     fn open(server: &Server, extra: &str) -> (Client, String) {
-        let mut tcp = server.connect();
+        let mut tcp = server.stream().expect("connect");
         tcp.write_all(upgrade_request("/ws", extra).as_bytes())
             .expect("send the upgrade");
         let head = read_head(&mut tcp);
@@ -106,6 +106,7 @@ impl Client {
     /// Whether the server closed the TCP connection (EOF within 5 s).
     fn closed(&mut self) -> bool {
         self.tcp
+            .tcp()
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let mut byte = [0u8; 1];
@@ -113,7 +114,7 @@ impl Client {
     }
 }
 
-fn read_head(tcp: &mut TcpStream) -> String {
+fn read_head(tcp: &mut impl Read) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -224,7 +225,9 @@ fn frames_sent_with_the_upgrade_request_are_served() {
     tcp.write_all(&bytes).unwrap();
     let head = read_head(&mut tcp);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut c = Client { tcp };
+    let mut c = Client {
+        tcp: common::Stream::Plain(tcp),
+    };
     assert_eq!(c.read().payload, b"early");
 }
 
@@ -311,6 +314,7 @@ fn a_client_that_never_answers_a_ping_is_closed() {
     assert_eq!(ping.opcode, 9, "a quiet client is pinged: {ping:?}");
     // No pong: the server gives up after `timeout` (plus a sweep).
     c.tcp
+        .tcp()
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut byte = [0u8; 1];
@@ -354,7 +358,9 @@ fn join(server: &Server, room: &str) -> Client {
         .unwrap();
     let head = read_head(&mut tcp);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    Client { tcp }
+    Client {
+        tcp: common::Stream::Plain(tcp),
+    }
 }
 
 /// POSTs `body` to room `room`'s messages; returns the answer's JSON.
@@ -598,4 +604,95 @@ fn metrics_control_and_access_log_count_websockets() {
     common::wait_for("the gauge to drop", Duration::from_secs(5), || {
         (sample(&scrape(port), "ferricorn_websockets ") == Some(1)).then_some(())
     });
+}
+
+#[test]
+fn a_c_plugin_built_from_the_header_alone_echoes() {
+    let server = Server::start("c-ws-echo", "workers: 1\n", &[]);
+    assert_eq!(server.get("/").text(), "connect with a WebSocket\n");
+    let (mut c, _) = Client::open(&server, "");
+    c.send(&frame(true, 1, b"from C"));
+    assert_eq!(
+        c.read(),
+        Frame {
+            fin: true,
+            opcode: 1,
+            payload: b"from C".to_vec()
+        }
+    );
+    c.send(&frame(true, 2, &[1, 2, 3]));
+    assert_eq!(c.read().payload, vec![1, 2, 3]);
+}
+
+#[test]
+fn wss_works_through_rustls_unchanged() {
+    common::Pki::with(|pki| {
+        let server = Server::start_maybe_tls("echo", "workers: 1\n", Some(pki));
+        let (mut c, head) = Client::open(&server, "");
+        assert!(
+            head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "{head}"
+        );
+        c.send(&frame(true, 1, b"over TLS"));
+        assert_eq!(c.read().payload, b"over TLS");
+        let big = vec![b'z'; 100_000];
+        c.send(&frame(true, 2, &big));
+        assert_eq!(c.read().payload.len(), big.len());
+        c.send(&frame(true, 8, &1000u16.to_be_bytes()));
+        assert_eq!(c.read_close(), 1000);
+    });
+}
+
+#[test]
+fn ten_thousand_idle_websockets_on_one_worker() {
+    const N: usize = 10_000;
+    let limit = common::raise_own_nofile();
+    if limit < (N + 500) as u64 {
+        panic!(
+            "RLIMIT_NOFILE's hard limit {limit} is below the {} this test needs",
+            N + 500
+        );
+    }
+    let server =
+        Server::start_with_nofile("echo", "workers: 1\nworker_connections: 12000\n", limit);
+    let worker = children(server.pid())[0];
+    // Warm up: the first connections grow the slot table and the threads' buffers.
+    let (mut first, _) = Client::open(&server, "");
+    first.send(&frame(true, 1, b"warm"));
+    assert_eq!(first.read().payload, b"warm");
+    let before = common::status_bytes(worker, "VmRSS");
+    let request = upgrade_request("/", "");
+    let mut held = Vec::with_capacity(N);
+    for chunk in 0..N / 500 {
+        // 500 at a time: the accept queue (backlog) is never overrun.
+        let mut batch: Vec<TcpStream> = (0..500).map(|_| server.connect()).collect();
+        for tcp in &mut batch {
+            tcp.write_all(request.as_bytes()).unwrap();
+        }
+        for tcp in &mut batch {
+            let head = read_head(tcp);
+            assert!(
+                head.starts_with("HTTP/1.1 101"),
+                "connection {}: {head}",
+                chunk * 500
+            );
+        }
+        held.extend(batch);
+    }
+    let after = common::status_bytes(worker, "VmRSS");
+    let per_connection = after.saturating_sub(before) / N as u64;
+    eprintln!("{N} idle WebSockets: worker RSS {before} -> {after} bytes, {per_connection} per connection");
+    assert!(
+        per_connection < 2048,
+        "{per_connection} bytes per idle WebSocket"
+    );
+    // Every one of them still works.
+    for (i, tcp) in held.iter_mut().enumerate().step_by(997) {
+        tcp.write_all(&frame(true, 1, format!("n{i}").as_bytes()))
+            .unwrap();
+        let mut c = Client {
+            tcp: common::Stream::Plain(tcp.try_clone().unwrap()),
+        };
+        assert_eq!(c.read().payload, format!("n{i}").as_bytes());
+    }
 }

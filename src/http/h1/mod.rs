@@ -54,6 +54,8 @@ const STOP_GRACE: Duration = Duration::from_millis(250);
 /// one is enough when each connection's request is read in one go; a few more cover those
 /// that another thread began.
 const SPARES: usize = 4;
+/// A thread's lent read buffer larger than this is freed when given back.
+const KEEP_READ_BUFFER: usize = 64 * 1024;
 /// A spare request state's input buffers larger than this are freed rather than kept.
 const KEEP_SPARE: usize = 4 * FIRST_BUFFER;
 
@@ -172,7 +174,8 @@ impl Conn {
     /// bytes the client sent after its request (the first frames).
     pub fn into_websocket(self) -> Switched {
         Switched {
-            leftover: self.active.map(|a| a.buf).unwrap_or_default(),
+            // Exactly what is left: the request state's buffer is not kept.
+            leftover: self.active.map(|a| a.buf.to_vec()).unwrap_or_default(),
             transport: self.transport,
             id: self.websocket,
             request: self.upgrade_request,
@@ -217,8 +220,6 @@ pub struct Scratch {
     thread: usize,
     fields: Vec<FcField>,
     path: Vec<u8>,
-    /// REMOTE_ADDR when a trusted proxy's `real_ip_header` gave the client's address.
-
     /// Lent to each exchange's response and taken back (no allocation per request once
     /// grown, and idle connections hold none).
     buffers: ResponseBuffers,
@@ -232,6 +233,8 @@ pub struct Scratch {
         reason = "connections hold their request state boxed: a spare moves as a pointer"
     )]
     spares: Vec<Box<Active>>,
+    /// A read buffer lent to sessions that keep none between reads ([`Scratch::lend_buffer`]).
+    read_buffer: Vec<u8>,
 }
 
 impl Scratch {
@@ -244,6 +247,7 @@ impl Scratch {
             buffers: ResponseBuffers::default(),
             now: Instant::now(),
             spares: Vec::new(),
+            read_buffer: Vec::new(),
         }
     }
 
@@ -291,6 +295,20 @@ impl Scratch {
     /// The clock as [`Scratch::tick`] last read it.
     pub fn now(&self) -> Instant {
         self.now
+    }
+
+    /// The thread's read buffer (empty), for a session that keeps none between reads (a
+    /// WebSocket's); give it back with [`Scratch::give_back_buffer`].
+    pub fn lend_buffer(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.read_buffer)
+    }
+
+    /// Takes the read buffer back, emptied (freed if it grew past [`KEEP_READ_BUFFER`]).
+    pub fn give_back_buffer(&mut self, mut buffer: Vec<u8>) {
+        buffer.clear();
+        if buffer.capacity() <= KEEP_READ_BUFFER {
+            self.read_buffer = buffer;
+        }
     }
 
     /// A later reading of the clock (after an app call).

@@ -94,13 +94,22 @@ impl Conn {
 /// messages, sends replies and queued messages. Returns when it would block or must close.
 pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readiness) -> Next {
     let now = scratch.now();
+    let mut closing = None;
     if ready.readable || ready.hangup || !conn.input.is_empty() {
-        if let Some(next) = read(ctx, conn, now) {
-            return finish(ctx, conn, next);
+        // The thread's buffer takes the input while the connection is driven: between
+        // reads a connection keeps only the start of a frame not complete yet.
+        let mut input = scratch.lend_buffer();
+        input.extend_from_slice(&conn.input);
+        conn.input = input;
+        closing = read(ctx, conn, now);
+        if closing.is_none() {
+            handle_frames(ctx, conn, scratch);
         }
-        handle_frames(ctx, conn, scratch);
+        let input = std::mem::take(&mut conn.input);
+        conn.input = input.as_slice().to_vec();
+        scratch.give_back_buffer(input);
     }
-    let next = flush(ctx, conn, now);
+    let next = closing.unwrap_or_else(|| flush(ctx, conn, now));
     finish(ctx, conn, next)
 }
 
@@ -168,9 +177,6 @@ fn handle_frames(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) {
         }
     }
     conn.input.drain(..pos);
-    if conn.input.capacity() > 64 * 1024 && conn.input.is_empty() {
-        conn.input = Vec::new();
-    }
 }
 
 /// Gives one message to the app (`range` in the input, or the machine's assembled one).
