@@ -39,6 +39,11 @@ impl Backlog {
 
     /// Appends `data` after what waits.
     pub fn push(&mut self, data: &[u8]) {
+        if self.is_empty() && self.bytes.capacity() < data.len() {
+            // Nothing waits: start over at the front without moving old bytes.
+            self.bytes.clear();
+            self.sent = 0;
+        }
         if self.sent > 0 && self.sent * 2 >= self.bytes.len() {
             self.bytes.drain(..self.sent);
             self.sent = 0;
@@ -96,10 +101,19 @@ impl<'a> Io<'a> {
     /// Errors: recv(2)'s (WouldBlock: nothing yet; a TLS handshake in progress reads this
     /// way too), InvalidData for a TLS failure.
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> std::io::Result<(usize, bool)> {
+        self.recv_up_to(buf, READ_CHUNK)
+    }
+
+    /// [`Io::recv`] reading up to `chunk` bytes at once.
+    pub fn recv_up_to(
+        &mut self,
+        buf: &mut Vec<u8>,
+        chunk: usize,
+    ) -> std::io::Result<(usize, bool)> {
         if buf.capacity() - buf.len() < FIRST_BUFFER / 4 {
             buf.reserve(buf.len().max(FIRST_BUFFER));
         }
-        let want = (buf.capacity() - buf.len()).min(READ_CHUNK);
+        let want = (buf.capacity() - buf.len()).min(chunk);
         match &mut self.tls {
             Some(session) => session.recv(self.fd, buf, want),
             None => recv_plain(self.fd, buf, want),

@@ -17,6 +17,8 @@ use ferricorn_sdk::abi;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Most bytes read per recv(2): a 16 KiB message and its header in one read.
+const READ_CHUNK: usize = 64 * 1024;
 /// Close code the app hears when the connection ended without a close frame (RFC 6455
 /// §7.1.5: never sent on the wire).
 const ABNORMAL: u16 = 1006;
@@ -120,7 +122,7 @@ fn read(ctx: &Context, conn: &mut Conn, now: Instant) -> Option<Next> {
         return None;
     }
     loop {
-        match conn.transport.io().recv(&mut conn.input) {
+        match conn.transport.io().recv_up_to(&mut conn.input, READ_CHUNK) {
             Ok((0, _)) => {
                 conn.ended.get_or_insert((ABNORMAL, Vec::new()));
                 return Some(Next::Close);
@@ -197,8 +199,11 @@ fn deliver(
         None => conn.machine.message(),
     };
     ctx.count_ws_message_in();
-    let (status, timing) = app_call(ctx, scratch.thread(), Instant::now(), || {
-        ctx.app.ws_message(conn.id, opcode, data)
+    // Sends to this connection from the callback need no wakeup: it is flushed next.
+    let (status, timing) = super::hub::driving(conn.id, || {
+        app_call(ctx, scratch.thread(), Instant::now(), || {
+            ctx.app.ws_message(conn.id, opcode, data)
+        })
     });
     scratch.set_now(timing.finished);
     if range.is_none() {

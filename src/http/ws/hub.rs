@@ -19,6 +19,20 @@ use super::proto::{self, MAX_CONTROL};
 const COMPRESS_FROM: usize = 64;
 use crate::scoreboard::Place;
 
+thread_local! {
+    /// The connection whose message this thread is handing to the app (0: none).
+    static DRIVING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` (an app callback for connection `id`, on the thread driving it): sends to `id`
+/// meanwhile wake nobody, since the driver flushes the connection after the callback.
+pub fn driving<R>(id: u64, f: impl FnOnce() -> R) -> R {
+    let outer = DRIVING.with(|d| d.replace(id));
+    let result = f();
+    DRIVING.with(|d| d.set(outer));
+    result
+}
+
 /// The worker process's hub, made once at the worker's start ([`Hub::install`]).
 static HUB: OnceLock<Hub> = OnceLock::new();
 
@@ -226,7 +240,7 @@ impl Hub {
             let counters = &place.mine().counters;
             counters.ws_messages_out.fetch_add(1, Ordering::Relaxed);
         }
-        if was_empty {
+        if was_empty && DRIVING.with(|d| d.get()) != id {
             self.notify(&outbox);
         }
         abi::FC_OK
