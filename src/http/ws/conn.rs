@@ -162,6 +162,7 @@ fn handle_frames(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch) {
                     Payload::Assembled => None,
                 };
                 deliver(ctx, conn, scratch, *text, range);
+                take_outbox(conn);
             }
             Event::Closed(peer) => {
                 let reason = conn.machine.peer_reason().to_vec();
@@ -215,19 +216,24 @@ fn deliver(
     }
 }
 
+/// Moves what the app queued (and its close, after it) behind the machine's frames, so
+/// that frames go out in the order they were made: an echo queued by a callback before a
+/// later frame failed the connection still precedes the close.
+fn take_outbox(conn: &mut Conn) {
+    if conn.machine.closing() != Closing::Open {
+        return;
+    }
+    if let Some((code, reason)) = conn.outbox.take(&mut conn.machine.out) {
+        conn.machine.close(code, &reason);
+        conn.ended.get_or_insert((code, reason));
+        conn.outbox.seal();
+    }
+}
+
 /// Moves the machine's replies and the app's queued messages (and close) to the socket.
 fn flush(ctx: &Context, conn: &mut Conn, now: Instant) -> Next {
-    let mut bytes = std::mem::take(&mut conn.machine.out);
-    if conn.machine.closing() == Closing::Open {
-        if let Some((code, reason)) = conn.outbox.take(&mut bytes) {
-            // The app's close goes after what it queued before it.
-            conn.machine.out = bytes;
-            conn.machine.close(code, &reason);
-            conn.ended.get_or_insert((code, reason));
-            conn.outbox.seal();
-            bytes = std::mem::take(&mut conn.machine.out);
-        }
-    }
+    take_outbox(conn);
+    let bytes = std::mem::take(&mut conn.machine.out);
     if !bytes.is_empty() {
         conn.out.push(&bytes);
     }
