@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::children;
+
 use common::{binary, booted_pids, metrics_port, wait_for, Server};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -21,15 +23,6 @@ const GRACE: &str = "graceful_timeout: 30\n";
 fn signal(pid: i32, signal: i32) {
     // SAFETY: kill(2) on a process this test started (the master) or one of its workers.
     unsafe { libc::kill(pid, signal) };
-}
-
-/// The pids of `master`'s children (its workers, and a trial load while one runs).
-fn children(master: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 /// A server whose app takes `init_ms` to initialise (in workers and trial loads alike).

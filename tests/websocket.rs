@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::children;
+
 use common::Server;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -340,15 +342,6 @@ fn a_client_that_never_answers_a_ping_is_closed() {
         frame_in = c.read();
     }
     assert_eq!(frame_in.payload, b"still here");
-}
-
-/// The pids of `master`'s children (its workers).
-fn children(master: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 /// Joins chat room `room` on `server`.

@@ -34,8 +34,8 @@ use crate::report::Report;
 use crate::scoreboard::Place;
 use crate::transport;
 use crate::transport::tls;
-use crate::transport::Next;
 use crate::transport::Readiness;
+use crate::transport::{Next, Transport};
 use crate::worker::pool::{Pool, Ready, Work};
 use context::{Context, LocalName, WebSocketSettings};
 use ferricorn_sdk::abi;
@@ -650,7 +650,8 @@ fn accept_one(shared: &Shared, listener: usize, socket: &Socket, now: Instant) -
             return Accepted::Next;
         }
     };
-    let conn = Conn::new(client, listener, remote, is_tcp, tls, &shared.ctx, now);
+    let transport = Transport::new(client, listener, remote, is_tcp, tls);
+    let conn = Conn::new(transport, remote.map(|r| r.ip()), &shared.ctx, now);
     count_open(shared, 1);
     Accepted::Conn(index, conn)
 }
@@ -738,12 +739,10 @@ fn refuse(
         logging::debug("worker_connections reached: answered 503 and closed");
         return;
     };
+    let transport = Transport::new(client, listener, remote, is_tcp, None);
     let mut conn = Conn::new(
-        client,
-        listener,
-        remote,
-        is_tcp,
-        None,
+        transport,
+        remote.map(|r| r.ip()),
         &shared.ctx,
         Instant::now(),
     );

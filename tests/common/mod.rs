@@ -877,6 +877,15 @@ pub fn metrics_port(server: &Server) -> u16 {
     })
 }
 
+/// The pids of `master`'s children (its workers, and a trial load while one runs).
+pub fn children(master: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 /// A size field of /proc/PID/status (`VmRSS`, `VmHWM`…) in bytes.
 pub fn status_bytes(pid: i32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");

@@ -23,7 +23,6 @@ use crate::http::{self, Framing, Head, Limits, Reject};
 use crate::logging;
 use crate::logging::LogLevel;
 use crate::transport::proxy::{self, Mode as ProxyMode};
-use crate::transport::tls::Session;
 use crate::transport::{
     AddrText, Backlog, Io, Next, Readiness, Transport, FIRST_BUFFER, READ_CHUNK,
 };
@@ -33,8 +32,7 @@ use exchange::Exchange;
 use ferricorn_sdk::abi::{FcField, FcRequest, FcStr};
 use std::cell::RefCell;
 use std::io::IoSlice;
-use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -136,24 +134,18 @@ impl Active {
 }
 
 impl Conn {
-    /// A connection accepted on listener `listener` from `remote` (REMOTE_ADDR, REMOTE_PORT),
-    /// waiting for its first request (deadline: header_timeout); `is_tcp` for TCP
-    /// (TCP_NODELAY is set once the connection is kept alive: a connection that ends after
-    /// one response, written in one writev, does not need it); `tls`: its TLS session, which
-    /// the driver takes through the handshake before the first request; `now`: when it was
-    /// accepted (its header_timeout runs from then).
+    /// The HTTP/1.1 session of a connection just accepted (`transport`, from peer address
+    /// `peer_ip`), waiting for its first request: its header_timeout runs from `now`. Its
+    /// forwarding headers and PROXY header count if `peer_ip` is trusted for them.
     pub fn new(
-        fd: OwnedFd,
-        listener: usize,
-        remote: Option<SocketAddr>,
-        is_tcp: bool,
-        tls: Option<Box<Session>>,
+        transport: Transport,
+        peer_ip: Option<std::net::IpAddr>,
         ctx: &Context,
         now: Instant,
     ) -> Conn {
-        let ip = remote.map(|r| r.ip());
+        let ip = peer_ip;
         Conn {
-            transport: Transport::new(fd, listener, remote, is_tcp, tls),
+            transport,
             trusted: ip.is_some_and(|ip| ctx.forwarding.allow.contains(ip)),
             proxy_pending: ctx.proxy_mode != ProxyMode::Off
                 && ip.is_some_and(|ip| ctx.proxy_allow.contains(ip)),
