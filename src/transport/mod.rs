@@ -71,6 +71,19 @@ impl Transport {
         }
     }
 
+    /// Sets TCP_NODELAY once, if it is pending (a TCP connection that goes on after its
+    /// first response: writes must not wait for the peer's ACK of the previous one).
+    pub fn no_delay(&mut self) {
+        if self.nodelay_pending {
+            self.nodelay_pending = false;
+            let _ = nix::sys::socket::setsockopt(
+                &self.socket,
+                nix::sys::socket::sockopt::TcpNoDelay,
+                &true,
+            );
+        }
+    }
+
     /// The byte stream: the socket, or the TLS session over it.
     pub fn io(&mut self) -> Io<'_> {
         Io::new(&self.socket, &mut self.tls)

@@ -652,16 +652,9 @@ fn send_backlog(ctx: &Context, conn: &mut Conn, a: &mut Active, now: Instant) ->
 fn after_response(conn: &mut Conn, served: Served) -> Option<Next> {
     match served {
         Served::KeepAlive => {
-            if conn.transport.nodelay_pending {
-                // Keep-alive responses must not wait for the client's ACK of the previous one
-                // (Nagle's algorithm): disable it, as nginx does.
-                conn.transport.nodelay_pending = false;
-                let _ = nix::sys::socket::setsockopt(
-                    &conn.transport.socket,
-                    nix::sys::socket::sockopt::TcpNoDelay,
-                    &true,
-                );
-            }
+            // Keep-alive responses must not wait for the client's ACK of the previous one
+            // (Nagle's algorithm): disable it, as nginx does.
+            conn.transport.no_delay();
             None
         }
         // Half-close and drain rather than close(2): closing with unread input sends RST,

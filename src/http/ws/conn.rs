@@ -54,13 +54,15 @@ impl Conn {
     /// it, the bytes the client sent after its request), served under epoll `token`.
     pub fn new(ctx: &Context, switched: Switched, token: u64) -> Conn {
         let Switched {
-            transport,
+            mut transport,
             id,
             leftover: input,
             request,
             deflate,
         } = switched;
         let hub = Hub::get().expect("a WebSocket is accepted only once the hub is installed");
+        // Messages go out as they are made (nginx sets tcp_nodelay on upgraded connections).
+        transport.no_delay();
         let outbox = hub.open(id, token, deflate);
         let machine = Machine::new(ctx.websocket.max_message);
         ctx.count_websocket(1);
