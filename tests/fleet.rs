@@ -84,12 +84,20 @@ impl Drop for Nginx {
     }
 }
 
+/// A free port for nginx or HAProxy to bind, away from those the kernel gives out.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Below the kernel's ephemeral range (32768 and up by default), where the servers these
+    // tests bind to port 0 are given theirs: a port picked here and bound by nginx a moment
+    // later cannot be taken meanwhile by another test's server.
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 4_000) as u16;
+    for _ in 0..8_000 {
+        let port = base + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 8_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 /// One GET through `port` on a new connection; the status, or why it failed.
@@ -415,8 +423,8 @@ fn readme_nginx_snippet_lets_no_spoofed_forwarding_header_through() {
     stream.read_to_end(&mut response).unwrap();
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    let json: serde_json::Value =
-        serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..])
+        .unwrap_or_else(|e| panic!("{e}: {text}"));
     assert_eq!(json["url_scheme"], "http", "{json}");
     assert_eq!(json["REMOTE_ADDR"], client.to_string(), "{json}");
     let names: Vec<String> = json["headers"]
