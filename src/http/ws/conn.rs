@@ -114,7 +114,10 @@ pub fn drive(ctx: &Context, conn: &mut Conn, scratch: &mut Scratch, ready: Readi
         scratch.give_back_buffer(input);
     }
     let next = closing.unwrap_or_else(|| flush(ctx, conn, now));
-    finish(ctx, conn, next)
+    if next == Next::Close {
+        conn.outbox.seal();
+    }
+    next
 }
 
 /// Reads what the socket has into the input. `Some` when the connection must close (the
@@ -204,7 +207,8 @@ fn deliver(
     ctx.count_ws_message_in();
     // Sends to this connection from the callback need no wakeup: it is flushed next.
     let (status, timing) = super::hub::driving(conn.id, || {
-        app_call(ctx, scratch.thread(), Instant::now(), || {
+        // The thread's clock reading (after its wakeup or its last app call), as for requests.
+        app_call(ctx, scratch.thread(), scratch.now(), || {
             ctx.app.ws_message(conn.id, opcode, data)
         })
     });
@@ -267,13 +271,6 @@ fn flush(ctx: &Context, conn: &mut Conn, now: Instant) -> Next {
             Next::Wait
         }
     }
-}
-
-fn finish(_ctx: &Context, conn: &mut Conn, next: Next) -> Next {
-    if next == Next::Close {
-        conn.outbox.seal();
-    }
-    next
 }
 
 /// The timer's look at a connection whose deadline passed: closes (true) one whose pong,

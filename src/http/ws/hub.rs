@@ -99,11 +99,6 @@ impl Outbox {
     pub fn attach(&self, token: u64) {
         self.token.store(token, Ordering::Release);
     }
-
-    /// Whether messages wait.
-    pub fn is_empty(&self) -> bool {
-        lock(&self.queue).bytes.is_empty()
-    }
 }
 
 /// The worker's WebSocket registry.
@@ -175,11 +170,6 @@ impl Hub {
         if let Some(outbox) = lock(&self.conns).remove(&id) {
             outbox.seal();
         }
-    }
-
-    /// Open connections.
-    pub fn open_count(&self) -> usize {
-        lock(&self.conns).len()
     }
 
     /// The tokens of connections with messages queued by other threads since the last call;

@@ -625,6 +625,45 @@ mod tests {
     }
 
     #[test]
+    fn a_101_is_allowed_only_when_offered_and_carries_the_servers_switch_fields() {
+        let upgrade = [
+            (&b"Upgrade"[..], &b"h2c"[..]),
+            (b"Sec-WebSocket-Protocol", b"chat"),
+        ];
+        let mut r = response(GET11);
+        assert!(matches!(
+            r.start(101, b"", upgrade),
+            Err(ResponseError::Invalid(_))
+        ));
+        let mut r = response(GET11);
+        r.offer_upgrade(b"Upgrade: websocket\r\nConnection: Upgrade\r\n");
+        r.start(101, b"", upgrade).unwrap();
+        r.end();
+        let out = text(&r);
+        assert!(
+            out.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with(
+                "Sec-WebSocket-Protocol: chat\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            !out.contains("h2c") && !out.contains("Content-Length"),
+            "{out}"
+        );
+        assert!(r.switched() && !r.keeps_alive());
+        // Offered but refused: an ordinary response, no switch.
+        let mut r = response(GET11);
+        r.offer_upgrade(b"Upgrade: websocket\r\n");
+        r.start(404, b"", []).unwrap();
+        r.end();
+        assert!(!r.switched() && !text(&r).contains("Upgrade"));
+    }
+
+    #[test]
     fn a_short_body_closes_the_connection() {
         let mut r = response(GET11);
         r.start(200, b"", length("10")).unwrap();
