@@ -9,6 +9,7 @@ use crate::access_log::AccessFormat;
 use crate::forwarded::{Forwarding, IpSet, RealIpHeader};
 use crate::listeners::{split_scheme, Address, ListenOptions, Scheme};
 use crate::logging::{LogLevel, LogTargets};
+use crate::process::SchedPolicy;
 use crate::transport::proxy::Mode as ProxyMode;
 use crate::transport::tls::{ClientAuth, TlsSettings};
 use serde_yaml::{Mapping, Value};
@@ -207,6 +208,9 @@ settings! {
     DeferAccept => defer_accept: u32 = whole,
         Setting { flag: "defer-accept", short: None, kind: int(0, 3600, "seconds"), default: "1",
         doc: "TCP_DEFER_ACCEPT on the TCP listeners ferricorn binds (nginx's `listen ... deferred`, systemd's `DeferAcceptSec=`): the kernel hands a connection over only once its first bytes have arrived, so the worker reads the request right after accepting it; a connection that stays silent is handed over after about this long, and `header_timeout` runs from then. 0 = off. Listeners from systemd keep what their unit says." },
+    CpuSchedulingPolicy => cpu_scheduling_policy: SchedPolicy = sched_policy,
+        Setting { flag: "cpu-scheduling-policy", short: None, kind: Kind::Choice { words: &["batch", "other"], aliases: &[("normal", "other")], bare: None }, default: "batch",
+        doc: "Linux scheduling policy of the workers' threads (sched(7); systemd's `CPUSchedulingPolicy=`, for the workers only). `batch` (SCHED_BATCH): a worker woken by new input does not preempt the task running on that CPU but runs when that task's time slice ends or it sleeps, so when the CPUs are all busy (a proxy, a load generator or other services on the same host) work arrives in batches with fewer context switches; an idle CPU still takes it at once. `other` (SCHED_OTHER, `normal`): the kernel's default, where a wakeup may preempt. Same nice value either way." },
     WorkerConnections => worker_connections: usize = whole,
         Setting { flag: "worker-connections", short: None, kind: int(1, 1_000_000, "connections"), default: "1000",
         doc: "Open connections per worker; beyond it new connections get 503 and are closed." },
@@ -972,6 +976,14 @@ fn proxy_mode(r: &Reader<'_>, key: Key) -> Result<ProxyMode, String> {
     Ok(r.text(key)
         .and_then(|t| ProxyMode::parse(&t))
         .unwrap_or(ProxyMode::Off))
+}
+
+/// `cpu_scheduling_policy`; unset = batch.
+fn sched_policy(r: &Reader<'_>, key: Key) -> Result<SchedPolicy, String> {
+    Ok(match r.text(key).as_deref() {
+        Some("other") => SchedPolicy::Other,
+        _ => SchedPolicy::Batch,
+    })
 }
 
 /// `cert_reqs`; unset = none.

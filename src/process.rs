@@ -1,6 +1,6 @@
 //! The process environment gunicorn's settings control: `chdir` and `umask` at startup,
-//! `raw_env`, `user` and `group` in every worker (and trial-load child) right after fork, and
-//! process titles (`proc_name`).
+//! `raw_env`, `user`, `group` and `cpu_scheduling_policy` in every worker (and trial-load
+//! child) right after fork, and process titles (`proc_name`).
 
 use crate::config::Config;
 use std::ffi::CString;
@@ -103,6 +103,33 @@ pub fn raise_nofile_limit(worker_connections: usize) -> Option<String> {
     })
 }
 
+/// `cpu_scheduling_policy`: the Linux scheduling policy of a worker's threads (sched(7)),
+/// set in the worker before its first thread starts (threads inherit it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedPolicy {
+    /// SCHED_BATCH: a wakeup never preempts the running task (the kernel's fair class treats
+    /// the thread as CPU-bound); the default.
+    Batch,
+    /// SCHED_OTHER: the kernel's default policy.
+    Other,
+}
+
+impl SchedPolicy {
+    /// Puts the calling thread (and the threads it starts later) under this policy, with
+    /// the static priority 0 both policies require. Errors: the errno of
+    /// sched_setscheduler(2), e.g. EPERM under a seccomp or container policy that forbids it.
+    pub fn apply(self) -> Result<(), nix::errno::Errno> {
+        let policy = match self {
+            SchedPolicy::Batch => libc::SCHED_BATCH,
+            SchedPolicy::Other => libc::SCHED_OTHER,
+        };
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid sched_param for the call's duration; pid 0 = this thread.
+        let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
+        nix::errno::Errno::result(rc).map(drop)
+    }
+}
+
 /// In a freshly forked child, before the app is loaded: sets `raw_env`, then switches to
 /// `group` and `user` (setgid, initgroups, setuid, as gunicorn's workers do), so the app
 /// never runs with the master's privileges. Errors: one line naming the user or group.
@@ -129,6 +156,13 @@ pub fn enter_worker(config: &Config) -> Result<(), String> {
             }
         }
         nix::unistd::setuid(uid).map_err(|e| format!("user: cannot switch to uid {uid}: {e}"))?;
+    }
+    if let Err(e) = config.cpu_scheduling_policy.apply() {
+        // Not worth failing the boot for: the worker serves under the inherited policy.
+        crate::logging::warning(format_args!(
+            "cpu_scheduling_policy: cannot set {:?}: {e}",
+            config.cpu_scheduling_policy
+        ));
     }
     Ok(())
 }

@@ -480,3 +480,44 @@ fn the_watchdog_is_pinged_while_a_slow_reload_loads() {
     let ready = expect_notification(&socket, "READY=1");
     assert!(ready.contains("generation 2"), "{ready}");
 }
+
+/// SCHED_OTHER and SCHED_BATCH as /proc reports them (sched(7)).
+const SCHED_OTHER: u32 = 0;
+const SCHED_BATCH: u32 = 3;
+
+/// The scheduling policy of each thread of process `pid`: field 41 of
+/// /proc/PID/task/TID/stat (proc(5)), counted after the command's closing parenthesis.
+fn thread_policies(pid: i32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .map(|task| {
+            let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+            let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+            after_comm.split(' ').nth(41 - 3).unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+/// `cpu_scheduling_policy`: every thread of a worker runs under SCHED_BATCH by default and
+/// under SCHED_OTHER when asked; the master keeps the policy it was started with.
+#[test]
+fn workers_run_under_the_cpu_scheduling_policy() {
+    for (config, want) in [
+        ("", SCHED_BATCH),
+        ("cpu_scheduling_policy: other\n", SCHED_OTHER),
+        ("cpu_scheduling_policy: batch\n", SCHED_BATCH),
+    ] {
+        let server = Server::start("hello", &format!("workers: 1\nthreads: 2\n{config}"), &[]);
+        assert_eq!(server.get("/").status, 200);
+        let worker = thread_policies(first_worker(&server));
+        assert!(
+            worker.len() >= 3 && worker.iter().all(|&p| p == want),
+            "{config:?}: worker threads' policies {worker:?}, want {want}"
+        );
+        let master = thread_policies(server.pid());
+        assert!(
+            master.iter().all(|&p| p == SCHED_OTHER),
+            "{config:?}: master {master:?}"
+        );
+    }
+}

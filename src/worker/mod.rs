@@ -16,6 +16,7 @@
 //! The worker's main thread runs the timers (keepalive, header_timeout, timeout, lingering),
 //! the heartbeat to the master, signals, and the graceful stop.
 
+mod balance;
 pub(crate) mod call;
 pub mod context;
 pub mod pool;
@@ -55,10 +56,6 @@ const LISTENER: u64 = 1 << 63;
 /// The epoll token of the WebSocket hub's notifier (other threads queued messages).
 const NOTIFIER: u64 = u64::MAX;
 
-/// A worker that accepted moves itself to the back of the listener's queue of waiting workers
-/// (see [`yield_listener`]) when it holds more connections than the least loaded other
-/// worker plus this many, or plus an eighth of that worker's, whichever is more.
-const BALANCE_SLACK: u32 = 2;
 /// Events taken per epoll_wait by the leading thread.
 const BATCH: usize = 64;
 /// Pending-event bits of a connection's cell (see [`Cell`]).
@@ -112,6 +109,10 @@ struct Shared {
     /// Accepting is paused (descriptor or memory exhaustion) until this many milliseconds
     /// after `ctx.epoch`; 0 = not paused.
     accept_paused_until: AtomicU64,
+    /// The shared listeners are out of the epoll set since this many milliseconds after
+    /// `ctx.epoch`, plus one, so that the others take the queued connections
+    /// ([`balance::park`]); 0 = not parked.
+    parked_at: AtomicU64,
     /// In an exhaustion episode: logged once at its start, cleared by the next accept.
     exhausted: AtomicBool,
     /// Threads inside [`accept_ready`]: a stopping worker exits only when none is, so that
@@ -368,6 +369,7 @@ fn build(
         slots: Slots::new(capacity, REFUSAL_SLOTS),
         open: AtomicUsize::new(0),
         accept_paused_until: AtomicU64::new(0),
+        parked_at: AtomicU64::new(0),
         exhausted: AtomicBool::new(false),
         accepting: AtomicUsize::new(0),
     })
@@ -387,6 +389,7 @@ fn serve_loop(shared: &Shared, thread: usize) {
                 dispatch(shared, ready, &mut scratch);
             }
             Work::Lead => {
+                balance::unpark(shared);
                 let n = transport::sys::epoll_wait(shared.epoll.0.as_raw_fd(), &mut events, 500)
                     .unwrap_or(0);
                 let first = pool.led(events[..n].iter().map(|e| Ready {
@@ -435,8 +438,11 @@ fn dispatch(shared: &Shared, ready: Ready, scratch: &mut Scratch) {
             true => ACCEPT_DRAIN,
             false => ACCEPT_PER_EVENT,
         };
+        if balance::park(shared, listener) {
+            return;
+        }
         accept_ready(shared, listener, most, Some(scratch));
-        yield_listener(shared, listener);
+        balance::yield_listener(shared, listener);
         return;
     }
     let flags = EpollFlags::from_bits_truncate(ready.events);
@@ -457,53 +463,6 @@ fn dispatch(shared: &Shared, ready: Ready, scratch: &mut Scratch) {
         bits,
         scratch,
     );
-}
-
-/// EPOLLEXCLUSIVE wakes the first worker in the listener's wait queue that has a thread
-/// waiting, so one worker would take nearly every connection (3000 idle connections all in
-/// one worker; with a blocking app, one worker's threads all busy while another's idle).
-/// Once it holds more connections than the least loaded other worker (on the scoreboard)
-/// plus a slack, a worker that accepted re-registers the listener, which puts it at the
-/// back of the queue: the next connections go to the other workers first.
-fn yield_listener(shared: &Shared, listener: usize) {
-    let stopping = || shared.ctx.stopping.load(Ordering::Acquire);
-    if !overloaded(shared) || stopping() || accept_paused(shared) {
-        return;
-    }
-    let Some(&Socket {
-        fd: raw,
-        own: false,
-        ..
-    }) = shared.listeners.get(listener)
-    else {
-        // Its own socket (`reuseport`): nobody else takes from its queue.
-        return;
-    };
-    // SAFETY: the listener descriptors stay open for the whole life of the worker.
-    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
-    if shared.epoll.delete(fd).is_ok() {
-        // Re-adding reports connections already queued, so none is left without a wakeup.
-        let _ = shared.epoll.add(fd, listener_event(listener));
-        if stopping() {
-            // stop_accepting ran between the two calls: undo the re-registration.
-            let _ = shared.epoll.delete(fd);
-        }
-    }
-}
-
-/// This worker holds more connections than the least loaded other worker plus a slack
-/// ([`BALANCE_SLACK`], or an eighth of that worker's connections).
-fn overloaded(shared: &Shared) -> bool {
-    let Some(place) = &shared.ctx.place else {
-        return false;
-    };
-    let others = place.others();
-    if others.workers == 0 {
-        return false;
-    }
-    let fewest = others.fewest_connections;
-    let mine = shared.open.load(Ordering::Acquire) as u32;
-    mine > fewest.saturating_add(BALANCE_SLACK.max(fewest / 8))
 }
 
 /// Milliseconds since the context's epoch (the clock of `accept_paused_until`).
@@ -581,7 +540,7 @@ fn accept_ready(shared: &Shared, listener: usize, most: usize, mut scratch: Opti
     for n in 0..most {
         // Past the first, only this worker's share; a stopping worker takes all that wait
         // (it serves them during its graceful stop, and its listeners close next).
-        if n > 0 && !shared.ctx.stopping.load(Ordering::Acquire) && overloaded(shared) {
+        if n > 0 && !shared.ctx.stopping.load(Ordering::Acquire) && balance::overloaded(shared) {
             return;
         }
         // A stopping worker exits only when no thread is between accept4 and counting the
@@ -1072,6 +1031,7 @@ fn supervise(
             stop_accepting(shared);
         }
         resume_accepting(shared);
+        balance::unpark(shared);
         sweep(shared);
         if going_away_at.is_some_and(|at| Instant::now() >= at) && Hub::get().is_some() {
             sweep_going_away(shared);
