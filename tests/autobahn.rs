@@ -1,8 +1,9 @@
 //! Autobahn|Testsuite's fuzzing client (`wstest -m fuzzingclient`, the reference WebSocket
 //! conformance suite) against the `echo` plugin: every case of sections 1 to 10 (framing,
 //! pings, reserved bits, opcodes, fragmentation, UTF-8, the closing handshake, limits and
-//! performance, misc) must end OK, NON-STRICT or INFORMATIONAL, and every case of sections 12
-//! and 13 (permessage-deflate with its parameters) OK. `.ci/run` installs wstest
+//! performance, misc) must end OK or INFORMATIONAL (the suite also counts NON-STRICT as
+//! passing: invalid UTF-8 failed later than it could be; not here), and every case of
+//! sections 12 and 13 (permessage-deflate with its parameters) OK. `.ci/run` installs wstest
 //! (Python 2.7) into target/wstest-venv; without it the test is reported as skipped.
 
 mod common;
@@ -12,8 +13,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Behaviours Autobahn counts as passing.
-const PASSING: [&str; 3] = ["OK", "NON-STRICT", "INFORMATIONAL"];
+/// Behaviours taken as passing: Autobahn's, less NON-STRICT.
+const PASSING: [&str; 2] = ["OK", "INFORMATIONAL"];
 
 fn wstest() -> PathBuf {
     let venv = common::repo_path("target/wstest-venv/bin/wstest");

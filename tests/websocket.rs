@@ -306,6 +306,29 @@ fn invalid_utf8_split_across_fragments_closes_with_1007_at_the_fragment() {
     assert!(c.closed());
 }
 
+/// The app's `ws_close` for a connection the timer closed (its pong never came) runs on a
+/// serving thread, like every other callback, not on the worker's timer thread, where an app
+/// that blocks in it would hold up every connection's timers.
+#[test]
+fn ws_close_for_a_connection_the_timer_closed_runs_on_a_serving_thread() {
+    let server = Server::start(
+        "chaos",
+        "workers: 1\nwebsocket_ping_interval: 1\ntimeout: 3\n",
+        &[],
+    );
+    let (mut c, _) = Client::open(&server, "");
+    assert_eq!(c.read().opcode, 9, "pinged");
+    let closed_on = common::wait_for("the ws_close callback", Duration::from_secs(15), || {
+        let names = server.get("/ws-closed").text();
+        (!names.is_empty()).then_some(names)
+    });
+    assert!(
+        closed_on.starts_with("ferricorn-") && !closed_on.contains("monitor"),
+        "ws_close ran on {closed_on:?}"
+    );
+    drop(c);
+}
+
 #[test]
 fn a_client_that_never_answers_a_ping_is_closed() {
     // `timeout` also bounds a worker's silence: 3 s leaves its heartbeat room.

@@ -1,5 +1,5 @@
-//! The bracket around every call into the app (today a request's `handle`; the WebSocket
-//! callbacks of issue #25 will go through it too): the request count and `max_requests`,
+//! The bracket around every call into the app (a request's `handle`, the WebSocket
+//! callbacks `ws_message` and `ws_close`): the request count and `max_requests`,
 //! the pool's enter/leave (so that an app that blocks gets more threads, see `pool`), the
 //! scoreboard's busy count (load-aware accepting, metrics), and the clock around the call.
 
@@ -8,6 +8,10 @@ use crate::logging;
 use crate::worker::pool::voluntary_switches;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+/// The `thread` the worker's main thread passes where a serving thread passes its index
+/// (its timers close connections): it has no seat in the pool.
+pub(crate) const TIMER_THREAD: usize = usize::MAX;
 
 /// When an app call ran.
 #[derive(Clone, Copy, Debug)]

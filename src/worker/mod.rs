@@ -26,7 +26,7 @@ mod slots;
 use crate::config::Config;
 use crate::gateway;
 use crate::http::h1::{self, Conn, Scratch};
-use crate::http::ws::hub::Hub;
+use crate::http::ws::{self, hub::Hub};
 use crate::http::Limits;
 use crate::listeners::{self, Listener};
 use crate::logging;
@@ -253,6 +253,10 @@ pub fn run(
         .filter(|&i| shared.ctx.pool.busy_for(i, now).is_some())
         .count();
     if in_app == 0 {
+        // ws_close callbacks the serving threads did not take before the exit.
+        for ended in Hub::get().map(Hub::take_ended).unwrap_or_default() {
+            ws::conn::close_callback(&shared.ctx, call::TIMER_THREAD, ended);
+        }
         // The ABI promises shutdown only after the last handle call returned.
         shared.ctx.app.shutdown();
     } else {
@@ -423,9 +427,16 @@ fn idle_poll(shared: &Shared, scratch: &mut Scratch) {
 fn dispatch(shared: &Shared, ready: Ready, scratch: &mut Scratch) {
     if ready.token == NOTIFIER {
         // Messages queued from other threads: each connection's owner sends them.
-        for token in Hub::get().map(Hub::take_ready).unwrap_or_default() {
+        let Some(hub) = Hub::get() else {
+            return;
+        };
+        for token in hub.take_ready() {
             let (index, generation) = ((token & 0xffff_ffff) as usize, (token >> 32) as u32);
             connection_ready(shared, index, generation, PENDING_WRITE, scratch);
+        }
+        // The app's ws_close for connections the timer closed runs here, on a serving thread.
+        for ended in hub.take_ended() {
+            ws::conn::close_callback(&shared.ctx, scratch.thread(), ended);
         }
         return;
     }
@@ -918,7 +929,7 @@ fn sweep(shared: &Shared) {
             None => false,
         };
         if expired {
-            close(shared, index, &mut slot, usize::MAX);
+            close(shared, index, &mut slot, call::TIMER_THREAD);
         }
         publish_deadline(shared, index, &slot);
         unlock(shared, index, slot);
@@ -939,7 +950,7 @@ fn sweep_going_away(shared: &Shared) {
             .as_mut()
             .is_some_and(|session| session.going_away(&shared.ctx, now));
         if gone {
-            close(shared, index, &mut slot, usize::MAX);
+            close(shared, index, &mut slot, call::TIMER_THREAD);
         }
         publish_deadline(shared, index, &slot);
         unlock(shared, index, slot);

@@ -5,13 +5,13 @@
 //! pings an idle client every `websocket_ping_interval`, and ends the connection with the
 //! closing handshake (or at a timeout), telling the app once (`ws_close`).
 
-use super::hub::{Hub, Outbox};
+use super::hub::{Ended, Hub, Outbox};
 use super::proto::{code, Closing, Event, Machine, Payload};
 use crate::access_log::UpgradeRequest;
 use crate::http::h1::{Scratch, Switched};
 use crate::logging;
 use crate::transport::{Backlog, Next, Readiness, Transport};
-use crate::worker::call::app_call;
+use crate::worker::call::{app_call, TIMER_THREAD};
 use crate::worker::context::Context;
 use ferricorn_sdk::abi;
 use std::sync::Arc;
@@ -324,7 +324,22 @@ pub fn end(ctx: &Context, conn: &mut Conn, thread: usize) {
             conn.id, conn.transport.remote
         ));
     }
+    let ended = Ended {
+        id: conn.id,
+        code,
+        reason,
+    };
+    match (thread, Hub::get()) {
+        // The app may block in ws_close: never on the timer's thread.
+        (TIMER_THREAD, Some(hub)) => hub.defer_close_callback(ended),
+        _ => close_callback(ctx, thread, ended),
+    }
+}
+
+/// Tells the app a connection ended (`ws_close`), on serving thread `thread`, through the
+/// bracket every app call takes.
+pub fn close_callback(ctx: &Context, thread: usize, ended: Ended) {
     let _ = app_call(ctx, thread, Instant::now(), || {
-        ctx.app.ws_close(conn.id, code, &reason)
+        ctx.app.ws_close(ended.id, ended.code, &ended.reason)
     });
 }

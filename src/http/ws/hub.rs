@@ -59,6 +59,18 @@ struct Queue {
     closed: bool,
 }
 
+/// A connection that ended whose `ws_close` callback waits for a serving thread (the
+/// timer closed it: the app is not called from the timer's thread).
+#[derive(Debug)]
+pub struct Ended {
+    /// The connection's id.
+    pub id: u64,
+    /// The close code the app hears (1006 when no close frame came).
+    pub code: u16,
+    /// The close reason the app hears.
+    pub reason: Vec<u8>,
+}
+
 /// One WebSocket connection's send queue.
 pub struct Outbox {
     queue: Mutex<Queue>,
@@ -109,7 +121,9 @@ pub struct Hub {
     conns: Mutex<HashMap<u64, Arc<Outbox>>>,
     /// Tokens of connections whose queue was filled by a thread other than their owner.
     ready: Mutex<Vec<u64>>,
-    /// Wakes the worker's epoll_wait when `ready` stops being empty.
+    /// Connections whose `ws_close` callback waits for a serving thread.
+    ended: Mutex<Vec<Ended>>,
+    /// Wakes the worker's epoll_wait when `ready` or `ended` stops being empty.
     notifier: EventFd,
     /// `websocket_send_buffer`: bytes a connection's queue may hold.
     send_buffer: usize,
@@ -130,6 +144,7 @@ impl Hub {
             last_id: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             ready: Mutex::new(Vec::new()),
+            ended: Mutex::new(Vec::new()),
             notifier,
             send_buffer,
             place,
@@ -177,6 +192,19 @@ impl Hub {
     pub fn take_ready(&self) -> Vec<u64> {
         let _ = self.notifier.read();
         std::mem::take(&mut *lock(&self.ready))
+    }
+
+    /// Hands the app's `ws_close` for `ended` to the serving threads (see
+    /// [`Hub::take_ended`]) and wakes one.
+    pub fn defer_close_callback(&self, ended: Ended) {
+        lock(&self.ended).push(ended);
+        let _ = self.notifier.write(1);
+    }
+
+    /// The connections whose `ws_close` callback waits, taken by a serving thread after the
+    /// notifier woke it.
+    pub fn take_ended(&self) -> Vec<Ended> {
+        std::mem::take(&mut *lock(&self.ended))
     }
 
     fn outbox(&self, id: u64) -> Option<Arc<Outbox>> {

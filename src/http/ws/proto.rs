@@ -84,6 +84,11 @@ pub struct Machine {
     message: Vec<u8>,
     /// Bytes of a text message in progress already checked as UTF-8.
     checked: usize,
+    /// Of the frame at the start of the input, still arriving: its payload bytes already
+    /// unmasked in place, and of those, the bytes checked as UTF-8 (a text frame's, see
+    /// [`Machine::check_arriving`]).
+    arrived: usize,
+    arrived_checked: usize,
     /// Frames to send: control replies and whatever the server queues.
     pub out: Vec<u8>,
     closing: Closing,
@@ -103,6 +108,8 @@ impl Machine {
             fragmented: None,
             message: Vec::new(),
             checked: 0,
+            arrived: 0,
+            arrived_checked: 0,
             out: Vec::new(),
             closing: Closing::Open,
             peer_reason: Vec::new(),
@@ -141,9 +148,10 @@ impl Machine {
         }
     }
 
-    /// Reads the next frame at the start of `input` (client bytes, unmasked in place):
-    /// the bytes it used (to be dropped from the input once the event is dealt with) and
-    /// what it was.
+    /// Reads the next frame at the start of `input` (client bytes, unmasked in place, also
+    /// the part of a text frame that arrived so far): the bytes it used (to be dropped from
+    /// the input once the event is dealt with) and what it was. After
+    /// [`Event::Incomplete`] the input must come back with the same start and more bytes.
     pub fn next(&mut self, input: &mut [u8]) -> (usize, Event) {
         if self.closing == Closing::Done {
             return (input.len(), Event::Handled);
@@ -171,11 +179,17 @@ impl Machine {
         }
         let end = start + length as usize;
         if input.len() < end {
+            if let OpCode::Data(kind) = header.opcode {
+                if !self.check_arriving(kind, &header, &mut input[start..]) {
+                    return (0, self.fail(code::INVALID_DATA));
+                }
+            }
             return (0, Event::Incomplete);
         }
         if let Some(mask) = header.mask {
-            unmask(&mut input[start..end], mask);
+            unmask(&mut input[start + self.arrived..end], mask, self.arrived);
         }
+        (self.arrived, self.arrived_checked) = (0, 0);
         let event = match header.opcode {
             OpCode::Control(control) => self.control(control, &input[start..end]),
             OpCode::Data(kind) => {
@@ -312,6 +326,33 @@ impl Machine {
         }
     }
 
+    /// Fails fast (false) on invalid UTF-8 in a text frame still arriving (RFC 6455 §8.1):
+    /// unmasks the payload bytes that came since the last look (`arrived`) and checks them
+    /// as far as whole characters go. Compressed frames wait for inflation, and a
+    /// continuation whose message has a character cut at the previous fragment's end is
+    /// checked when the frame is complete.
+    fn check_arriving(&mut self, kind: Kind, header: &FrameHeader, payload: &mut [u8]) -> bool {
+        let text = match kind {
+            Kind::Text => !header.rsv1,
+            Kind::Continue => self.fragmented == Some(true) && !self.compressed,
+            _ => false,
+        };
+        let Some(mask) = header
+            .mask
+            .filter(|_| text && self.checked == self.message.len())
+        else {
+            return true;
+        };
+        unmask(&mut payload[self.arrived..], mask, self.arrived);
+        self.arrived = payload.len();
+        match std::str::from_utf8(&payload[self.arrived_checked..]) {
+            Ok(_) => self.arrived_checked = payload.len(),
+            Err(e) if e.error_len().is_some() => return false,
+            Err(e) => self.arrived_checked += e.valid_up_to(),
+        }
+        true
+    }
+
     /// Checks the text message in progress as far as it goes: a character cut at the end
     /// of a fragment is fine unless the message ends there (RFC 6455 §8.1: fail fast).
     fn utf8_so_far(&mut self, fin: bool) -> bool {
@@ -389,8 +430,10 @@ pub fn frame_with(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], compressed:
     out.extend_from_slice(payload);
 }
 
-/// Unmasks a client frame's payload in place (RFC 6455 §5.3: octet i XOR mask[i mod 4]).
-fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+/// Unmasks part of a client frame's payload in place, `payload` starting at octet `offset`
+/// of the frame's (RFC 6455 §5.3: octet i XOR mask[i mod 4]).
+fn unmask(payload: &mut [u8], mask: [u8; 4], offset: usize) {
+    let mask: [u8; 4] = std::array::from_fn(|i| mask[(offset + i) % 4]);
     let word = u32::from_ne_bytes(mask);
     let mut chunks = payload.chunks_exact_mut(4);
     for chunk in &mut chunks {
@@ -549,8 +592,40 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_in_a_frame_still_arriving_fails_before_the_rest() {
+        let frame = client(true, 1, b"caf\xc3\xa9 \xff and the rest, never sent");
+        // Header (2) and mask (4), then "caf" and half of "é": fine so far.
+        let mut m = Machine::new(100);
+        let mut buf = frame[..10].to_vec();
+        assert_eq!(m.next(&mut buf), (0, Event::Incomplete));
+        // The rest of "é", a space, then 0xFF: never UTF-8, whatever follows.
+        buf.extend_from_slice(&frame[10..13]);
+        assert_eq!(m.next(&mut buf), (0, Event::Failed(code::INVALID_DATA)));
+        assert_eq!(m.out, [0x88, 2, 0x03, 0xef]);
+        // The same bytes with valid text after them: one message, unmasked once.
+        let good = client(true, 1, "café ü, and the rest".as_bytes());
+        let mut m = Machine::new(100);
+        let mut buf = Vec::new();
+        for piece in good.chunks(3) {
+            buf.extend_from_slice(piece);
+            let (_, event) = m.next(&mut buf);
+            if let Event::Message {
+                payload: Payload::Input(r),
+                ..
+            } = event
+            {
+                assert_eq!(&buf[r], "café ü, and the rest".as_bytes());
+                return;
+            }
+            assert_eq!(event, Event::Incomplete);
+        }
+        panic!("the message never came");
+    }
+
+    #[test]
     fn any_split_of_the_input_gives_the_same_messages() {
         let mut input = client(true, 1, b"one");
+        input.extend(client(true, 1, "çà et là, ünïcödé ".repeat(40).as_bytes()));
         input.extend(client(false, 2, &[7; 300]));
         input.extend(client(true, 0, &[8; 70000]));
         let whole = run(1 << 20, &input).1;

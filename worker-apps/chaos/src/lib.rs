@@ -13,9 +13,15 @@
 //! init, e.g. in the workers after the startup trial load, fails); with
 //! `{fail_init_if_exists: PATH}` init fails while PATH exists; with `{init_sleep_ms: N}`
 //! init takes N ms (a slow app to boot, in workers and trial loads alike).
+//! `/ws` accepts a WebSocket (messages are dropped); `/ws-closed` lists the names of the
+//! threads its `ws_close` callback ran on, one per line.
 
-use ferricorn_sdk::{App, AppConfig, HandlerResult, Level, Request, Response};
+use ferricorn_sdk::{App, AppConfig, HandlerResult, Level, Request, Response, WebSocket};
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// The names of the threads `ws_close` ran on, in order.
+static WS_CLOSED_ON: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// The chaos app (stateless).
 pub struct Chaos;
@@ -31,6 +37,18 @@ fn text(res: &mut Response<'_>, body: &str) -> HandlerResult {
 }
 
 impl App for Chaos {
+    const WEBSOCKET: bool = true;
+
+    fn ws_close(&self, _ws: WebSocket, _code: u16, _reason: &str) {
+        // The kernel's name of the thread (the server's std names it, not the plugin's).
+        let name = std::fs::read_to_string("/proc/thread-self/comm").unwrap_or_default();
+        let name = name.trim_end().to_string();
+        WS_CLOSED_ON
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name);
+    }
+
     fn init(config: &AppConfig) -> Result<Self, String> {
         if let Some(ms) = config.get("init_sleep_ms").and_then(|v| v.parse().ok()) {
             std::thread::sleep(Duration::from_millis(ms));
@@ -129,6 +147,14 @@ impl App for Chaos {
                 )
             }
             "/response" => response_case(req.query("case").unwrap_or(""), res),
+            "/ws" if req.websocket().is_some() => Ok(res.accept_websocket(None)?),
+            "/ws-closed" => {
+                let names = WS_CLOSED_ON
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .join("\n");
+                text(res, &names)
+            }
             _ => res.send(404, "text/plain", b"not found\n"),
         }
     }
