@@ -308,9 +308,10 @@ fn invalid_utf8_split_across_fragments_closes_with_1007_at_the_fragment() {
 
 /// The app's `ws_close` for a connection the timer closed (its pong never came) runs on a
 /// serving thread, like every other callback, not on the worker's timer thread, where an app
-/// that blocks in it would hold up every connection's timers.
+/// that blocks in it would hold up every connection's timers. An app's failing `ws_message`
+/// closes with 1011 and an error line.
 #[test]
-fn ws_close_for_a_connection_the_timer_closed_runs_on_a_serving_thread() {
+fn ws_close_after_a_timeout_runs_on_a_serving_thread_and_an_app_error_is_logged() {
     let server = Server::start(
         "chaos",
         "workers: 1\nwebsocket_ping_interval: 1\ntimeout: 3\n",
@@ -326,7 +327,16 @@ fn ws_close_for_a_connection_the_timer_closed_runs_on_a_serving_thread() {
         closed_on.starts_with("ferricorn-") && !closed_on.contains("monitor"),
         "ws_close ran on {closed_on:?}"
     );
-    drop(c);
+    // A message the app fails on closes the connection with 1011, and the error log says so.
+    let (mut c, _) = Client::open(&server, "");
+    c.send(&frame(true, 1, b"fail"));
+    assert_eq!(c.read_close(), 1011);
+    common::wait_for("the error line", Duration::from_secs(5), || {
+        server
+            .log_text()
+            .contains("Error handling WebSocket message on connection")
+            .then_some(())
+    });
 }
 
 #[test]

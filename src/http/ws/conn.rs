@@ -217,6 +217,12 @@ fn deliver(
         conn.machine.message_taken();
     }
     if status != abi::FC_OK && conn.machine.close(code::INTERNAL, b"") {
+        // As gunicorn's "Error handling request": the app's own log line, if any, says why.
+        logging::error(format_args!(
+            "Error handling WebSocket message on connection {} from {}: the app returned {status}; closing with 1011",
+            conn.id,
+            conn.transport.remote.addr()
+        ));
         conn.ended.get_or_insert((code::INTERNAL, Vec::new()));
         conn.outbox.seal();
     }

@@ -13,10 +13,10 @@
 //! init, e.g. in the workers after the startup trial load, fails); with
 //! `{fail_init_if_exists: PATH}` init fails while PATH exists; with `{init_sleep_ms: N}`
 //! init takes N ms (a slow app to boot, in workers and trial loads alike).
-//! `/ws` accepts a WebSocket (messages are dropped); `/ws-closed` lists the names of the
-//! threads its `ws_close` callback ran on, one per line.
+//! `/ws` accepts a WebSocket (messages are dropped; the text `fail` makes `ws_message` fail);
+//! `/ws-closed` lists the names of the threads its `ws_close` callback ran on, one per line.
 
-use ferricorn_sdk::{App, AppConfig, HandlerResult, Level, Request, Response, WebSocket};
+use ferricorn_sdk::{App, AppConfig, HandlerResult, Level, Message, Request, Response, WebSocket};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -38,6 +38,13 @@ fn text(res: &mut Response<'_>, body: &str) -> HandlerResult {
 
 impl App for Chaos {
     const WEBSOCKET: bool = true;
+
+    fn ws_message(&self, _ws: WebSocket, message: Message<'_>) -> HandlerResult {
+        match message {
+            Message::Text("fail") => Err("chaos: ws_message failed on purpose".into()),
+            _ => Ok(()),
+        }
+    }
 
     fn ws_close(&self, _ws: WebSocket, _code: u16, _reason: &str) {
         // The kernel's name of the thread (the server's std names it, not the plugin's).
